@@ -1,0 +1,286 @@
+//! The `#SBATCH` header: fields, per-field validation, merging, directives.
+//!
+//! Every value is checked against the grammar of its field before it can
+//! reach a script, so no value can smuggle a newline (and with it a command,
+//! or an early end of SLURM's directive parsing) into the header.
+
+use crate::fields::{FieldError, FieldResult, Fields};
+use regex_lite::Regex;
+use serde::Serialize;
+
+/// Header fields, in the order their directives are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ntasks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ntasks_per_node: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus_per_node: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
+}
+
+/// Upper bound for counts; far above any real allocation, low enough that a
+/// typo (an extra few zeros) is caught.
+const MAX_COUNT: u64 = 100_000;
+
+struct Grammar {
+    pattern: &'static str,
+    hint: &'static str,
+}
+
+const NAME: Grammar = Grammar {
+    pattern: r"^[A-Za-z0-9_.+,-]{1,128}$",
+    hint: "letters, digits and _ . + , - only (no spaces)",
+};
+const JOB_NAME: Grammar = Grammar {
+    pattern: r"^[A-Za-z0-9_.+:@-]{1,128}$",
+    hint: "letters, digits and _ . + : @ - only (no spaces)",
+};
+const CONSTRAINT: Grammar = Grammar {
+    pattern: r"^[A-Za-z0-9_.,&|\[\]*()+:-]{1,256}$",
+    hint: "feature names joined by & | , with optional [ ] ( ) * : counts",
+};
+const TIME: Grammar = Grammar {
+    pattern: r"^(?:(?:\d{1,4}-)?\d{1,5}(?::\d{1,2}){0,2}|UNLIMITED|INFINITE)$",
+    hint: "minutes, [days-]hours:minutes[:seconds], or UNLIMITED",
+};
+const MEM: Grammar = Grammar {
+    pattern: r"^\d{1,9}[KMGTkmgt]?$",
+    hint: "a size such as 512M, 16G or 4096",
+};
+const GRES: Grammar = Grammar {
+    pattern: r"^[A-Za-z0-9_.:,+-]{1,256}$",
+    hint: "such as gpu:1 or gpu:a100:2",
+};
+/// Log file patterns stay relative to the run directory (the job's working
+/// directory), so logs can neither land nor be read outside it.
+const LOG_PATTERN: Grammar = Grammar {
+    pattern: r"^[A-Za-z0-9_.%-][A-Za-z0-9_.%/-]{0,255}$",
+    hint: "a file name relative to the run directory using letters, digits, _ . - / and %j %x %A %a %u",
+};
+const MODULE: Grammar = Grammar {
+    pattern: r"^[A-Za-z0-9_.+/@:-]{1,200}$",
+    hint: "a module name such as python/3.11",
+};
+
+fn check(grammar: &Grammar, path: String, value: String) -> FieldResult<String> {
+    let re = Regex::new(grammar.pattern).map_err(|e| FieldError {
+        path: path.clone(),
+        message: format!("internal grammar error: {e}"),
+    })?;
+    if re.is_match(&value) {
+        Ok(value)
+    } else {
+        Err(FieldError {
+            path,
+            message: format!("{:?} is not allowed here: use {}", value, grammar.hint),
+        })
+    }
+}
+
+fn checked(f: &mut Fields<'_>, key: &'static str, grammar: &Grammar) -> FieldResult<Option<String>> {
+    let path = f.child_path(key);
+    match f.string(key)? {
+        None => Ok(None),
+        Some(v) => check(grammar, path, v).map(Some),
+    }
+}
+
+fn log_pattern(f: &mut Fields<'_>, key: &'static str) -> FieldResult<Option<String>> {
+    let Some(value) = checked(f, key, &LOG_PATTERN)? else {
+        return Ok(None);
+    };
+    if value.split('/').any(|seg| seg == ".." || seg.is_empty()) {
+        return Err(f.error(
+            key,
+            format!("{value:?} must stay inside the run directory (no '..' or empty segments)"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+impl Header {
+    /// Read a header object (`slurmDefaults` or `headerOverrides`).
+    pub fn read(mut f: Fields<'_>) -> FieldResult<Header> {
+        let module_path = f.child_path("modules");
+        let header = Header {
+            job_name: checked(&mut f, "jobName", &JOB_NAME)?,
+            partition: checked(&mut f, "partition", &NAME)?,
+            account: checked(&mut f, "account", &NAME)?,
+            qos: checked(&mut f, "qos", &NAME)?,
+            constraint: checked(&mut f, "constraint", &CONSTRAINT)?,
+            time: checked(&mut f, "time", &TIME)?,
+            nodes: f.uint("nodes", 1, MAX_COUNT)?,
+            ntasks: f.uint("ntasks", 1, MAX_COUNT)?,
+            ntasks_per_node: f.uint("ntasksPerNode", 1, MAX_COUNT)?,
+            cpus_per_task: f.uint("cpusPerTask", 1, MAX_COUNT)?,
+            mem: checked(&mut f, "mem", &MEM)?,
+            gpus: f.uint("gpus", 1, MAX_COUNT)?,
+            gpus_per_node: f.uint("gpusPerNode", 1, MAX_COUNT)?,
+            gres: checked(&mut f, "gres", &GRES)?,
+            output: log_pattern(&mut f, "output")?,
+            error: log_pattern(&mut f, "error")?,
+            modules: f
+                .string_list("modules", true)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| check(&MODULE, format!("{module_path}[{i}]"), m))
+                .collect::<FieldResult<Vec<_>>>()?,
+        };
+        if header.gpus.is_some() && header.gpus_per_node.is_some() {
+            return Err(FieldError {
+                path: f.child_path("gpus"),
+                message: "set either gpus or gpusPerNode, not both".to_string(),
+            });
+        }
+        f.finish()?;
+        Ok(header)
+    }
+
+    /// Field-by-field merge: a set override wins; modules are never merged
+    /// here (callers decide whether call-level modules are allowed at all).
+    pub fn merged_with(&self, overrides: &Header) -> Header {
+        fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {
+            over.clone().or_else(|| base.clone())
+        }
+        Header {
+            job_name: pick(&overrides.job_name, &self.job_name),
+            partition: pick(&overrides.partition, &self.partition),
+            account: pick(&overrides.account, &self.account),
+            qos: pick(&overrides.qos, &self.qos),
+            constraint: pick(&overrides.constraint, &self.constraint),
+            time: pick(&overrides.time, &self.time),
+            nodes: pick(&overrides.nodes, &self.nodes),
+            ntasks: pick(&overrides.ntasks, &self.ntasks),
+            ntasks_per_node: pick(&overrides.ntasks_per_node, &self.ntasks_per_node),
+            cpus_per_task: pick(&overrides.cpus_per_task, &self.cpus_per_task),
+            mem: pick(&overrides.mem, &self.mem),
+            // A GPU override replaces the profile's GPU request whichever of the
+            // two forms each side used, so the result never holds both.
+            gpus: if overrides.gpus_per_node.is_some() {
+                overrides.gpus
+            } else {
+                pick(&overrides.gpus, &self.gpus)
+            },
+            gpus_per_node: if overrides.gpus.is_some() {
+                overrides.gpus_per_node
+            } else {
+                pick(&overrides.gpus_per_node, &self.gpus_per_node)
+            },
+            gres: pick(&overrides.gres, &self.gres),
+            output: pick(&overrides.output, &self.output),
+            error: pick(&overrides.error, &self.error),
+            modules: self.modules.clone(),
+        }
+    }
+
+    /// `--flag=value` directives in the reference's fixed order.
+    pub fn directives(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push(format!("--{flag}={v}"));
+            }
+        };
+        push("job-name", self.job_name.clone());
+        push("partition", self.partition.clone());
+        push("account", self.account.clone());
+        push("qos", self.qos.clone());
+        push("constraint", self.constraint.clone());
+        push("time", self.time.clone());
+        push("nodes", self.nodes.map(|n| n.to_string()));
+        push("ntasks", self.ntasks.map(|n| n.to_string()));
+        push("ntasks-per-node", self.ntasks_per_node.map(|n| n.to_string()));
+        push("cpus-per-task", self.cpus_per_task.map(|n| n.to_string()));
+        push("mem", self.mem.clone());
+        push("gpus", self.gpus.map(|n| n.to_string()));
+        push("gpus-per-node", self.gpus_per_node.map(|n| n.to_string()));
+        push("gres", self.gres.clone());
+        push("output", self.output.clone());
+        push("error", self.error.clone());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::Coercion;
+    use serde_json::json;
+
+    fn read(v: serde_json::Value) -> FieldResult<Header> {
+        Header::read(Fields::new(&v, "h", Coercion::Strict).unwrap())
+    }
+
+    #[test]
+    fn newline_in_any_string_field_is_refused() {
+        for key in ["jobName", "partition", "account", "qos", "constraint", "time", "mem", "gres", "output", "error"] {
+            let err = read(json!({ key: "cpu\nmodule load evil" })).unwrap_err();
+            assert_eq!(err.path, format!("h.{key}"));
+        }
+    }
+
+    #[test]
+    fn grammar_accepts_real_values() {
+        let h = read(json!({
+            "jobName": "demo", "partition": "ai", "account": "lilly-ibil", "qos": "normal",
+            "constraint": "a100|h100", "time": "1-04:00:00", "mem": "16G", "gres": "gpu:a100:2",
+            "output": "logs/slurm-%x-%j.out", "error": "slurm-%j.err", "nodes": 1, "cpusPerTask": 14,
+            "modules": ["python/3.11"]
+        }))
+        .unwrap();
+        assert_eq!(h.directives().first().map(String::as_str), Some("--job-name=demo"));
+        assert_eq!(h.directives().len(), 12);
+    }
+
+    #[test]
+    fn log_patterns_stay_in_run_dir() {
+        assert!(read(json!({"output": "/etc/passwd"})).is_err());
+        assert!(read(json!({"output": "../x.out"})).is_err());
+        assert!(read(json!({"error": "a/../../x"})).is_err());
+    }
+
+    #[test]
+    fn counts_must_be_whole() {
+        assert_eq!(read(json!({"nodes": 1.5})).unwrap_err().path, "h.nodes");
+        assert_eq!(read(json!({"nodes": 0})).unwrap_err().path, "h.nodes");
+        assert!(read(json!({"gpus": 1, "gpusPerNode": 1})).is_err());
+    }
+
+    #[test]
+    fn gpu_override_replaces_other_form() {
+        let base = read(json!({"gpusPerNode": 1})).unwrap();
+        let over = read(json!({"gpus": 2})).unwrap();
+        let m = base.merged_with(&over);
+        assert_eq!((m.gpus, m.gpus_per_node), (Some(2), None));
+    }
+}
