@@ -1,1 +1,235 @@
-fn main() {}
+//! `cluster-slurm`: the native host for the `cluster_slurm` policy component.
+//!
+//! ```text
+//! cluster-slurm --config cluster-slurm.json call list_clusters
+//! cluster-slurm --config cluster-slurm.json call run_workload '{"command": "python3 job.py", "localPath": "job.py"}'
+//! ```
+
+mod bindings;
+mod exec;
+mod grants;
+mod operator;
+mod run_store;
+mod runtime;
+mod sftp;
+mod ssh;
+mod ssh_config;
+mod transfer;
+mod transport;
+
+use anyhow::{Context, Result, bail};
+use bindings::exports::openclaw::cluster_slurm::tool::ToolError;
+use clap::{Parser, Subcommand};
+use grants::Grants;
+use operator::OperatorConfig;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use transport::SshTransport;
+
+static EMBEDDED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
+
+#[derive(Parser)]
+#[command(name = "cluster-slurm", version, about = "Run SLURM jobs on configured clusters over SSH, with all policy in a sandboxed wasm component")]
+struct Cli {
+    /// Operator config: the plugin config plus an optional `host` section.
+    #[arg(long, global = true, env = "CLUSTER_SLURM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Workspace directory for local paths and the run ledger
+    /// (default: the config's host.workspace, else the current directory).
+    #[arg(long, global = true)]
+    workspace: Option<PathBuf>,
+    /// Guest component to load instead of the embedded one.
+    #[arg(long, global = true, env = "CLUSTER_SLURM_GUEST")]
+    guest: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one tool action through the guest and print its JSON result.
+    Call {
+        /// e.g. list_clusters, run_workload, check_workload
+        action: String,
+        /// The other parameters as a JSON object; "-" reads them from stdin.
+        params: Option<String>,
+    },
+    /// Print the tool's name, description and parameter schema.
+    Describe,
+    /// Validate the config through the guest and print it with defaults filled in.
+    CheckConfig,
+    /// Show what the guest imports and exports and what this host grants it.
+    Audit {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+struct Loaded {
+    runtime: runtime::Runtime,
+    plugin_json: String,
+    grants: Arc<Grants>,
+    guest_source: String,
+}
+
+fn load(cli: &Cli) -> Result<Loaded> {
+    let operator = match &cli.config {
+        Some(path) => OperatorConfig::load(path)?,
+        None => OperatorConfig::from_value(json!({}), &PathBuf::new())?,
+    };
+    let workspace = match (&cli.workspace, &operator.workspace) {
+        (Some(w), _) | (None, Some(w)) => w.clone(),
+        (None, None) => std::env::current_dir().context("current directory")?,
+    };
+    let grants = Arc::new(Grants::from_config(&operator.plugin, &workspace).context("config")?);
+    let (wasm, guest_source) = match &cli.guest {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None if EMBEDDED_GUEST.is_empty() => {
+            bail!("this binary was built without an embedded guest; build it with `just build`, or pass --guest PATH")
+        }
+        None => (EMBEDDED_GUEST.to_vec(), "embedded".to_string()),
+    };
+    let transport = Arc::new(SshTransport::new(operator.ssh_config.clone()));
+    let runtime = runtime::Runtime::new(&wasm, grants.clone(), transport)?;
+    Ok(Loaded {
+        runtime,
+        plugin_json: operator.plugin.to_string(),
+        grants,
+        guest_source,
+    })
+}
+
+fn tool_error_text(e: &ToolError) -> String {
+    match e {
+        ToolError::InvalidConfig(m) => format!("invalid config: {m}"),
+        ToolError::InvalidRequest(m) => format!("invalid request: {m}"),
+        ToolError::Policy(m) => format!("refused by policy: {m}"),
+        ToolError::Host(h) => bindings::host_error_text(h),
+        ToolError::RemoteFailed(m) => format!("remote command failed: {m}"),
+    }
+}
+
+fn request_json(action: &str, params: Option<&str>) -> Result<String> {
+    let text = match params {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading parameters from stdin")?;
+            s
+        }
+        Some(s) => s.to_string(),
+        None => "{}".to_string(),
+    };
+    let mut value: Value = serde_json::from_str(&text).context("parameters must be a JSON object")?;
+    let Value::Object(map) = &mut value else {
+        bail!("parameters must be a JSON object, e.g. '{{\"runId\": \"...\"}}'");
+    };
+    if let Some(other) = map.get("action").and_then(Value::as_str)
+        && other != action
+    {
+        bail!("parameters say action {other:?} but the command line says {action:?}");
+    }
+    map.insert("action".to_string(), json!(action));
+    Ok(value.to_string())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let loaded = load(&cli)?;
+    match &cli.command {
+        Command::Call { action, params } => {
+            let request = request_json(action, params.as_deref())?;
+            match loaded.runtime.invoke(&loaded.plugin_json, &request).await? {
+                Ok(result) => {
+                    println!("{result}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("cluster-slurm: {action} failed: {}", tool_error_text(&e));
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Describe => {
+            let d = loaded.runtime.describe().await?;
+            let schema: Value = serde_json::from_str(&d.parameters_schema).context("guest returned an invalid schema")?;
+            let out = json!({"name": d.name, "label": d.label, "description": d.description, "parameters": schema});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => match loaded.runtime.check_config(&loaded.plugin_json).await? {
+            Ok(normalised) => {
+                println!("{normalised}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("cluster-slurm: {}", tool_error_text(&e));
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Audit { json: as_json } => {
+            let found = loaded.runtime.interfaces();
+            let forbidden = runtime::forbidden_imports(&found.imports);
+            let profiles: Vec<Value> = loaded
+                .grants
+                .profiles
+                .values()
+                .map(|p| json!({"profile": p.label, "sshTarget": p.ssh_target, "remoteRoot": p.remote_root}))
+                .collect();
+            let report = json!({
+                "guest": loaded.guest_source,
+                "imports": found.imports,
+                "exports": found.exports,
+                "forbiddenImports": forbidden,
+                "allowedImportPrefixes": runtime::ALLOWED_IMPORT_PREFIXES,
+                "workspace": loaded.grants.workspace,
+                "runStore": loaded.grants.runs_dir_display,
+                "programs": loaded.grants.programs,
+                "profiles": profiles,
+            });
+            if *as_json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("guest: {}", loaded.guest_source);
+                println!("imports:");
+                for i in &found.imports {
+                    println!("  {i}");
+                }
+                println!("exports:");
+                for e in &found.exports {
+                    println!("  {e}");
+                }
+                println!("filesystem/socket/http imports: none (only {} are accepted)", runtime::ALLOWED_IMPORT_PREFIXES.join(" "));
+                println!("workspace: {} (run store: {})", loaded.grants.workspace.display(), loaded.grants.runs_dir_display);
+                println!("programs allowed on login nodes: {}", loaded.grants.programs.join(" "));
+                for p in loaded.grants.profiles.values() {
+                    println!("profile {}: ssh target {}, remote paths under {}", p.label, p.ssh_target, p.remote_root);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cluster-slurm: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cluster-slurm: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The operator's config file for the native host: the plugin config the
+//! guest validates (`defaultCluster`, `clusters`, `routing`, ...) plus an
+//! optional `host` section that only the host reads:
+//!
+//! ```json
+//! { "host": { "sshConfig": "ssh_config", "workspace": "/path/to/workspace" },
+//!   "defaultCluster": "local-cpu", "clusters": { "local-cpu": { ... } } }
+//! ```
+//!
+//! Relative paths in `host` are relative to the config file's directory.
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct OperatorConfig {
+    /// The plugin config, `host` removed, as the guest receives it.
+    pub plugin: Value,
+    /// ssh_config file to resolve `sshTarget` aliases with (None = ~/.ssh/config).
+    pub ssh_config: Option<PathBuf>,
+    pub workspace: Option<PathBuf>,
+}
+
+impl OperatorConfig {
+    pub fn load(path: &Path) -> Result<OperatorConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text).with_context(|| format!("config {} is not valid JSON", path.display()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_value(value, &base).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn from_value(value: Value, base: &Path) -> Result<OperatorConfig> {
+        let Value::Object(mut map) = value else {
+            bail!("the config must be a JSON object");
+        };
+        let host = match map.remove("host") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(h)) => h,
+            Some(_) => bail!("host must be an object"),
+        };
+        let path_of = |key: &str| -> Result<Option<PathBuf>> {
+            match host.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(base.join(s.trim()))),
+                Some(_) => bail!("host.{key} must be a path"),
+            }
+        };
+        if let Some(unknown) = host.keys().find(|k| !["sshConfig", "workspace"].contains(&k.as_str())) {
+            bail!("host.{unknown}: unknown key (allowed: sshConfig, workspace)");
+        }
+        Ok(OperatorConfig {
+            ssh_config: path_of("sshConfig")?,
+            workspace: path_of("workspace")?,
+            plugin: Value::Object(map),
+        })
+    }
+}

@@ -1,0 +1,75 @@
+//! The `transfer` capability: SFTP copies between the workspace and a
+//! profile's remote root, both ends checked before any byte moves.
+//!
+//! ```ignore
+//! let ctx = TransferCtx::new(grants.clone(), transport.clone());
+//! transfer::add_to_linker(&mut linker, |state: &mut State| state.transfer.view())?;
+//! ```
+
+use crate::bindings::HostError;
+use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats};
+use crate::grants::Grants;
+use crate::transport::SharedTransport;
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker};
+
+pub struct TransferCtx {
+    grants: Arc<Grants>,
+    transport: SharedTransport,
+}
+
+pub struct TransferView<'a> {
+    ctx: &'a TransferCtx,
+}
+
+impl TransferCtx {
+    pub fn new(grants: Arc<Grants>, transport: SharedTransport) -> TransferCtx {
+        TransferCtx { grants, transport }
+    }
+
+    pub fn view(&self) -> TransferView<'_> {
+        TransferView { ctx: self }
+    }
+
+    pub async fn upload(&self, cluster: &str, local: &str, remote: &str) -> Result<TransferStats, HostError> {
+        let profile = self.grants.profile(cluster)?;
+        let remote = self.grants.remote_path(profile, remote)?;
+        let local = self.grants.local_source(local)?;
+        let moved = self.transport.upload(profile, local, remote).await?;
+        Ok(TransferStats {
+            files: moved.files,
+            bytes: moved.bytes,
+        })
+    }
+
+    pub async fn download(&self, cluster: &str, remote: &str, local: &str) -> Result<TransferStats, HostError> {
+        let profile = self.grants.profile(cluster)?;
+        let remote = self.grants.remote_path(profile, remote)?;
+        let local = self.grants.local_destination(local)?;
+        let moved = self.transport.download(profile, remote, local).await?;
+        Ok(TransferStats {
+            files: moved.files,
+            bytes: moved.bytes,
+        })
+    }
+}
+
+impl transfer::Host for TransferView<'_> {
+    async fn upload(&mut self, cluster: String, local_path: String, remote_path: String) -> Result<TransferStats, HostError> {
+        self.ctx.upload(&cluster, &local_path, &remote_path).await
+    }
+
+    async fn download(&mut self, cluster: String, remote_path: String, local_path: String) -> Result<TransferStats, HostError> {
+        self.ctx.download(&cluster, &remote_path, &local_path).await
+    }
+}
+
+struct HasTransfer;
+
+impl HasData for HasTransfer {
+    type Data<'a> = TransferView<'a>;
+}
+
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> TransferView<'_>) -> wasmtime::Result<()> {
+    transfer::add_to_linker::<T, HasTransfer>(linker, get)
+}

@@ -1,0 +1,132 @@
+//! The seam between policy checks and the network: capabilities check a
+//! request against [`crate::grants::Grants`], then hand it to a [`Transport`].
+//! Tests swap in a recording transport to prove that refused requests never
+//! get here; production uses [`SshTransport`].
+
+use crate::grants::ProfileGrant;
+use crate::sftp;
+use crate::ssh::{ConnectOptions, ExecResult, Pool, SshError};
+use crate::ssh_config;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub files: u32,
+    pub bytes: u64,
+}
+
+pub trait Transport: Send + Sync {
+    /// Run an already checked and quoted command line.
+    fn exec<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        command: String,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> BoxFuture<'a, Result<ExecResult, SshError>>;
+
+    fn upload<'a>(&'a self, profile: &'a ProfileGrant, local: PathBuf, remote: String) -> BoxFuture<'a, Result<Moved, SshError>>;
+
+    fn download<'a>(&'a self, profile: &'a ProfileGrant, remote: String, local: PathBuf) -> BoxFuture<'a, Result<Moved, SshError>>;
+}
+
+/// Transfers can be large; a stalled one is caught by SFTP's per-request
+/// timeout well before this.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// SSH over russh: one connection per profile for the whole process, shared
+/// by every exec channel and SFTP session.
+pub struct SshTransport {
+    pool: Pool,
+    ssh_config: Option<PathBuf>,
+    options: ConnectOptions,
+    requests: AtomicU64,
+}
+
+impl SshTransport {
+    pub fn new(ssh_config: Option<PathBuf>) -> SshTransport {
+        SshTransport {
+            pool: Pool::new(),
+            ssh_config,
+            options: ConnectOptions::default(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    async fn connection(&self, profile: &ProfileGrant) -> Result<crate::ssh::Connection, SshError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let params = ssh_config::resolve(&profile.ssh_target, self.ssh_config.as_deref())?;
+        self.pool
+            .get(&profile.label, &params, self.ssh_config.as_deref(), &self.options)
+            .await
+    }
+
+    pub fn ssh_config(&self) -> Option<&Path> {
+        self.ssh_config.as_deref()
+    }
+}
+
+impl Transport for SshTransport {
+    fn exec<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        command: String,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> BoxFuture<'a, Result<ExecResult, SshError>> {
+        Box::pin(async move {
+            let conn = self.connection(profile).await?;
+            conn.exec(&command, stdin.as_deref(), timeout, output_cap).await
+        })
+    }
+
+    fn upload<'a>(&'a self, profile: &'a ProfileGrant, local: PathBuf, remote: String) -> BoxFuture<'a, Result<Moved, SshError>> {
+        Box::pin(async move {
+            let conn = self.connection(profile).await?;
+            let work = async {
+                let session = conn.open_sftp().await?;
+                let stats = sftp::upload(&session, &local, &remote).await;
+                let _ = session.close().await;
+                stats
+            };
+            let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
+                .await
+                .map_err(|_| SshError::Timeout(format!("upload of {} did not finish", local.display())))??;
+            Ok(Moved {
+                files: stats.files,
+                bytes: stats.bytes,
+            })
+        })
+    }
+
+    fn download<'a>(&'a self, profile: &'a ProfileGrant, remote: String, local: PathBuf) -> BoxFuture<'a, Result<Moved, SshError>> {
+        Box::pin(async move {
+            let conn = self.connection(profile).await?;
+            let work = async {
+                let session = conn.open_sftp().await?;
+                let stats = sftp::download(&session, &remote, &local).await;
+                let _ = session.close().await;
+                stats
+            };
+            let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
+                .await
+                .map_err(|_| SshError::Timeout(format!("download of {remote} did not finish")))??;
+            Ok(Moved {
+                files: stats.files,
+                bytes: stats.bytes,
+            })
+        })
+    }
+}
+
+/// Shared handle to whichever transport is in use.
+pub type SharedTransport = Arc<dyn Transport>;
