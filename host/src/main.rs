@@ -6,6 +6,8 @@
 //! ```
 
 mod bindings;
+#[cfg(test)]
+mod capability_tests;
 mod exec;
 mod grants;
 mod operator;
@@ -56,6 +58,15 @@ enum Command {
         action: String,
         /// The other parameters as a JSON object; "-" reads them from stdin.
         params: Option<String>,
+    },
+    /// Poll check_workload until the job is done, showing each state change
+    /// on stderr; prints the final status JSON. Exit 0 only for COMPLETED.
+    Wait {
+        /// Run id from run_workload.
+        run_id: String,
+        /// Give up after this many seconds (exit 4).
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
     },
     /// Print the tool's name, description and parameter schema.
     Describe,
@@ -153,6 +164,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!("cluster-slurm: {action} failed: {}", tool_error_text(&e));
                     Ok(ExitCode::from(1))
                 }
+            }
+        }
+        Command::Wait { run_id, timeout } => {
+            let request = json!({"action": "check_workload", "runId": run_id}).to_string();
+            let started = std::time::Instant::now();
+            let mut delay = std::time::Duration::from_millis(500);
+            let mut last_state = String::new();
+            loop {
+                let status = match loaded.runtime.invoke(&loaded.plugin_json, &request).await? {
+                    Ok(text) => serde_json::from_str::<Value>(&text).context("guest returned invalid JSON")?,
+                    Err(e) => {
+                        eprintln!("cluster-slurm: wait failed: {}", tool_error_text(&e));
+                        return Ok(ExitCode::from(1));
+                    }
+                };
+                let state = status.get("state").and_then(Value::as_str).unwrap_or("UNKNOWN").to_string();
+                if state != last_state {
+                    let job = status.get("jobId").and_then(Value::as_str).unwrap_or("?");
+                    let cluster = status.get("cluster").and_then(Value::as_str).unwrap_or("?");
+                    eprintln!("[{:>5.1}s] job {job} on {cluster}: {state}", started.elapsed().as_secs_f64());
+                    last_state = state.clone();
+                }
+                if status.get("done").and_then(Value::as_bool) == Some(true) {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                    return Ok(if state == "COMPLETED" { ExitCode::SUCCESS } else { ExitCode::from(3) });
+                }
+                if started.elapsed() >= std::time::Duration::from_secs(*timeout) {
+                    eprintln!("cluster-slurm: job not done after {timeout}s (last state {state})");
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                    return Ok(ExitCode::from(4));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 3 / 2).min(std::time::Duration::from_secs(10));
             }
         }
         Command::Describe => {
