@@ -66,7 +66,7 @@ wait_ready() {
 }
 
 # check_port_free PORT WHAT -> die if anything listens on PORT. Only called
-# right before starting one of our daemons, so a listener there is not ours.
+# when our daemon WHAT is not running, so a listener there is not ours.
 check_port_free() {
   local who=""
   who=$(ss -Htlnp "sport = :$1" 2>/dev/null || true)
@@ -117,18 +117,31 @@ if [ ${#missing[@]} -gt 0 ]; then
   # A policy-rc.d that exits 101 forbids that; add one only for this install.
   own_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=1
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
-    own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT   # also if we are interrupted
   fi
   apt_ok=1
-  { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -q &&
+  {
+    # a failing update (one unreachable mirror) need not be fatal by itself
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -q || true
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
-      --no-install-recommends "${missing[@]}"; } >"$LOGD/apt.log" 2>&1 3>&- 9>&- || apt_ok=0
-  [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+      --no-install-recommends "${missing[@]}"
+  } >"$LOGD/apt.log" 2>&1 3>&- 9>&- || apt_ok=0
+  if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   [ "$apt_ok" = 1 ] || fail_with_logs "apt-get install ${missing[*]} failed" "$LOGD/apt.log"
   log "installed in $(( $(date +%s) - t0 )) s"
 fi
+
+# Check every port we are about to take before starting anything, so a
+# conflict neither leaves a half-started cluster behind nor touches the user.
+alive mariadbd "$RUN/mysqld.pid" || check_port_free "$DB_PORT" mariadbd
+alive slurmdbd "$RUN/slurmdbd.pid" || check_port_free "$DBD_PORT" slurmdbd
+alive slurmctld "$RUN/slurmctld.pid" || check_port_free "$CTLD_PORT" slurmctld
+alive slurmd "$RUN/slurmd-c1.pid" || check_port_free "$C1_PORT" "slurmd c1"
+alive slurmd "$RUN/slurmd-g1.pid" || check_port_free "$G1_PORT" "slurmd g1"
+alive sshd "$RUN/sshd.pid" || check_port_free "$SSH_PORT" sshd
 
 # =============================================================== test user
 install -d -m 755 /run/sshd   # sshd's compiled-in privilege separation directory
@@ -168,6 +181,15 @@ read -r CPUS SOCKETS CORES THREADS MEM < <(slurmd -C | awk '
 [[ "${MEM:-}" =~ ^[0-9]+$ ]] || die "slurmd -C reported no node shape"
 NODE_MEM=$(( MEM / 2 < 4096 ? MEM / 2 : 4096 ))   # two nodes share this box
 HOST=$(hostname)
+# Slurm daemons bind INADDR_ANY unless CommunicationParameters has
+# No(Ctld)InAddrAny; then they bind to the address `hostname` resolves to
+# (here /etc/hosts maps it to 127.0.0.1). Only use that when it is loopback.
+case "$(getent ahostsv4 "$HOST" | awk 'NR == 1 { print $1 }')" in
+  127.*) CTLD_COMM="CommunicationParameters=NoCtldInAddrAny,NoInAddrAny"
+         DBD_COMM="CommunicationParameters=NoInAddrAny" ;;
+  *) log "WARNING: hostname $HOST does not resolve to 127.x: Slurm daemons will listen on all addresses"
+     CTLD_COMM="# (hostname not on loopback: binding to all addresses)" DBD_COMM=$CTLD_COMM ;;
+esac
 
 slurm_changed=0 dbd_changed=0 db_changed=0 sshd_changed=0
 put "$ETC/slurm.conf" 644 <<EOF && slurm_changed=1 || true
@@ -190,6 +212,8 @@ SlurmdLogFile=$LOGD/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
+# Listen on loopback only (see up.sh)
+$CTLD_COMM
 MpiDefault=none
 # No cgroup confinement: works on cgroup v1 hybrid hosts without systemd.
 ProctrackType=proctrack/linuxproc
@@ -237,6 +261,7 @@ AuthType=auth/munge
 AuthInfo=socket=$RUN/munge.socket
 DbdHost=localhost
 DbdPort=$DBD_PORT
+$DBD_COMM
 SlurmUser=root
 DebugLevel=info
 LogFile=$LOGD/slurmdbd.log
@@ -329,15 +354,6 @@ if [ "$sshd_changed" = 1 ] && alive sshd "$RUN/sshd.pid"; then
 fi
 
 # ================================================================= daemons
-# Check every port we are about to take before starting anything, so a
-# conflict does not leave a half-started cluster behind.
-alive mariadbd "$RUN/mysqld.pid" || check_port_free "$DB_PORT" mariadbd
-alive slurmdbd "$RUN/slurmdbd.pid" || check_port_free "$DBD_PORT" slurmdbd
-alive slurmctld "$RUN/slurmctld.pid" || check_port_free "$CTLD_PORT" slurmctld
-alive slurmd "$RUN/slurmd-c1.pid" || check_port_free "$C1_PORT" "slurmd c1"
-alive slurmd "$RUN/slurmd-g1.pid" || check_port_free "$G1_PORT" "slurmd g1"
-alive sshd "$RUN/sshd.pid" || check_port_free "$SSH_PORT" sshd
-
 MUNGE_SOCK=$RUN/munge.socket
 munge_ok() { munge -n -S "$MUNGE_SOCK" | unmunge -S "$MUNGE_SOCK"; }
 if ! alive munged "$RUN/munged.pid"; then
@@ -425,7 +441,7 @@ fi
 # recorded once it has, so wait for that as well as for sacct answering.
 acct_ready() {
   timeout 10 sacctmgr -n -P list cluster format=cluster | grep -qx testbed &&
-    timeout 10 sacct -n -a -X -o JobID >/dev/null
+    timeout 10 sacct -n -a -X -S now -o JobID >/dev/null
 }
 wait_until 60 acct_ready || fail_with_logs "accounting (sacct/slurmdbd) not answering" \
   "$LOGD/slurmdbd.log" "$LOGD/slurmctld.log"
