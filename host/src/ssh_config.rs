@@ -94,7 +94,11 @@ pub enum SshConfigError {
     /// A config file could not be read.
     Read { file: PathBuf, reason: String },
     /// A line in a config file is malformed.
-    Syntax { file: PathBuf, line: usize, reason: String },
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// Something needed from the local environment is missing (home directory, user name).
     Environment(String),
 }
@@ -127,10 +131,19 @@ impl std::error::Error for SshConfigError {}
 pub fn resolve(target: &str, config_file: Option<&Path>) -> Result<HostParams, SshConfigError> {
     let env = LocalEnv::from_process()?;
     let files = match config_file {
-        Some(p) => vec![ConfigSource { path: p.to_path_buf(), required: true }],
+        Some(p) => vec![ConfigSource {
+            path: p.to_path_buf(),
+            required: true,
+        }],
         None => vec![
-            ConfigSource { path: env.home.join(".ssh").join("config"), required: false },
-            ConfigSource { path: PathBuf::from("/etc/ssh/ssh_config"), required: false },
+            ConfigSource {
+                path: env.home.join(".ssh").join("config"),
+                required: false,
+            },
+            ConfigSource {
+                path: PathBuf::from("/etc/ssh/ssh_config"),
+                required: false,
+            },
         ],
     };
     resolve_with(target, &files, &env)
@@ -162,7 +175,9 @@ impl LocalEnv {
             .map(PathBuf::from)
             .or_else(|| passwd.as_ref().map(|p| PathBuf::from(&p.1)))
             .ok_or_else(|| {
-                SshConfigError::Environment("cannot determine the home directory ($HOME unset)".into())
+                SshConfigError::Environment(
+                    "cannot determine the home directory ($HOME unset)".into(),
+                )
             })?;
         let local_user = std::env::var("USER")
             .ok()
@@ -170,7 +185,9 @@ impl LocalEnv {
             .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
             .or_else(|| passwd.as_ref().map(|p| p.0.clone()))
             .ok_or_else(|| {
-                SshConfigError::Environment("cannot determine the local user name ($USER unset)".into())
+                SshConfigError::Environment(
+                    "cannot determine the local user name ($USER unset)".into(),
+                )
             })?;
         let local_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -181,14 +198,22 @@ impl LocalEnv {
             local_user,
             uid,
             local_hostname,
-            ssh_auth_sock: std::env::var("SSH_AUTH_SOCK").ok().filter(|s| !s.is_empty()),
-            vars: std::env::vars().collect(),
+            ssh_auth_sock: std::env::var("SSH_AUTH_SOCK")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            // vars_os: std::env::vars() panics on non-UTF-8 entries.
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
             check_default_identities_exist: true,
         })
     }
 
     fn var(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -262,7 +287,9 @@ fn parse_target(target: &str) -> Result<Target, SshConfigError> {
         if after.is_empty() {
             (h, None)
         } else {
-            let p = after.strip_prefix(':').ok_or_else(|| bad("unexpected text after ']'"))?;
+            let p = after
+                .strip_prefix(':')
+                .ok_or_else(|| bad("unexpected text after ']'"))?;
             (h, Some(p))
         }
     } else {
@@ -282,7 +309,11 @@ fn parse_target(target: &str) -> Result<Target, SshConfigError> {
         None => None,
         Some(p) => Some(parse_port(p).map_err(|e| bad(&e))?),
     };
-    Ok(Target { user, host: host.to_string(), port })
+    Ok(Target {
+        user,
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -340,15 +371,27 @@ struct Evaluator<'a> {
     host: &'a str,
     env: &'a LocalEnv,
     settings: Settings,
+    /// Base for relative `Include` paths: `~/.ssh`, or `/etc/ssh` while reading
+    /// the system-wide file (as OpenSSH does).
+    include_base: PathBuf,
 }
 
 impl Evaluator<'_> {
-    fn read_file(&mut self, path: &Path, required: bool, depth: usize, active: &mut bool) -> Result<(), SshConfigError> {
+    fn read_file(
+        &mut self,
+        path: &Path,
+        required: bool,
+        depth: usize,
+        active: &mut bool,
+    ) -> Result<(), SshConfigError> {
         let content = match std::fs::read(path) {
             Ok(c) => c,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                return Err(SshConfigError::Read { file: path.to_path_buf(), reason: e.to_string() });
+                return Err(SshConfigError::Read {
+                    file: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
             }
         };
         let text = String::from_utf8_lossy(&content);
@@ -375,7 +418,8 @@ impl Evaluator<'_> {
                         return Err(syntax("Match needs criteria".into()));
                     }
                     // Match blocks are not evaluated (see module docs); only `Match all` applies.
-                    *active = args.len() == 1 && args.first().is_some_and(|a| a.eq_ignore_ascii_case("all"));
+                    *active = args.len() == 1
+                        && args.first().is_some_and(|a| a.eq_ignore_ascii_case("all"));
                 }
                 "include" => {
                     if args.is_empty() {
@@ -385,14 +429,16 @@ impl Evaluator<'_> {
                         continue;
                     }
                     if depth >= MAX_INCLUDE_DEPTH {
-                        return Err(syntax(format!("Include nested deeper than {MAX_INCLUDE_DEPTH} levels")));
+                        return Err(syntax(format!(
+                            "Include nested deeper than {MAX_INCLUDE_DEPTH} levels"
+                        )));
                     }
                     for arg in &args {
                         let expanded = expand_tilde(arg, self.env).map_err(syntax)?;
                         let full = if expanded.is_absolute() {
                             expanded
                         } else {
-                            self.env.home.join(".ssh").join(expanded)
+                            self.include_base.join(expanded)
                         };
                         for file in glob_paths(&full) {
                             let saved = *active;
@@ -410,7 +456,8 @@ impl Evaluator<'_> {
     /// Handles one ordinary keyword. Values are validated even in inactive blocks.
     fn keyword(&mut self, kw: &str, args: &[String], active: bool) -> Result<(), String> {
         let first = || -> Result<&String, String> {
-            args.first().ok_or_else(|| format!("{kw}: missing argument"))
+            args.first()
+                .ok_or_else(|| format!("{kw}: missing argument"))
         };
         let s = &mut self.settings;
         match kw {
@@ -458,7 +505,9 @@ impl Evaluator<'_> {
             }
             "userknownhostsfile" | "globalknownhostsfile" => {
                 first()?;
-                let v = if args.len() == 1 && args.first().is_some_and(|a| a.eq_ignore_ascii_case("none")) {
+                let v = if args.len() == 1
+                    && args.first().is_some_and(|a| a.eq_ignore_ascii_case("none"))
+                {
                     Vec::new()
                 } else {
                     args.to_vec()
@@ -498,14 +547,22 @@ impl Evaluator<'_> {
             "proxycommand" => {
                 first()?;
                 let cmd = args.join(" ");
-                let proxy = if cmd.eq_ignore_ascii_case("none") { Proxy::Disabled } else { Proxy::Command(cmd) };
+                let proxy = if cmd.eq_ignore_ascii_case("none") {
+                    Proxy::Disabled
+                } else {
+                    Proxy::Command(cmd)
+                };
                 if active {
                     set_first(&mut s.proxy, proxy);
                 }
             }
             "connecttimeout" => {
                 let v = first()?;
-                let secs = if v.eq_ignore_ascii_case("none") { 0 } else { parse_seconds(kw, v)? };
+                let secs = if v.eq_ignore_ascii_case("none") {
+                    0
+                } else {
+                    parse_seconds(kw, v)?
+                };
                 if active {
                     set_first(&mut s.connect_timeout, secs);
                 }
@@ -518,7 +575,9 @@ impl Evaluator<'_> {
             }
             "serveralivecountmax" => {
                 let v = first()?;
-                let n: u32 = v.parse().map_err(|_| format!("ServerAliveCountMax: invalid number {v:?}"))?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("ServerAliveCountMax: invalid number {v:?}"))?;
                 if active {
                     set_first(&mut s.server_alive_count_max, n);
                 }
@@ -559,7 +618,9 @@ fn parse_seconds(kw: &str, v: &str) -> Result<u64, String> {
             _ => return Err(err()),
         };
         let n: u64 = num.parse().map_err(|_| err())?;
-        total = total.checked_add(n.checked_mul(mult).ok_or_else(err)?).ok_or_else(err)?;
+        total = total
+            .checked_add(n.checked_mul(mult).ok_or_else(err)?)
+            .ok_or_else(err)?;
         num.clear();
     }
     if !num.is_empty() {
@@ -620,7 +681,11 @@ fn tokenize(s: &str) -> Result<Vec<String>, String> {
                 } else if c == '"' || c == '\'' {
                     quote = Some(c);
                     in_token = true;
-                } else if c == '\\' && chars.peek().is_some_and(|n| *n == '"' || *n == '\'' || *n == '\\') {
+                } else if c == '\\'
+                    && chars
+                        .peek()
+                        .is_some_and(|n| *n == '"' || *n == '\'' || *n == '\\')
+                {
                     if let Some(n) = chars.next() {
                         cur.push(n);
                     }
@@ -647,7 +712,13 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 fn wildcard_match_impl(pattern: &str, text: &str, case_insensitive: bool) -> bool {
-    let norm = |c: char| if case_insensitive { c.to_ascii_lowercase() } else { c };
+    let norm = |c: char| {
+        if case_insensitive {
+            c.to_ascii_lowercase()
+        } else {
+            c
+        }
+    };
     let p: Vec<char> = pattern.chars().map(norm).collect();
     let t: Vec<char> = text.chars().map(norm).collect();
     // Iterative matcher with single-star backtracking (linear in practice).
@@ -695,7 +766,11 @@ pub(crate) fn pattern_list_match<S: AsRef<str>>(patterns: &[S], text: &str) -> b
 
 fn host_patterns_match(patterns: &[String], host: &str) -> bool {
     // Host lines may also use comma-separated lists inside a token.
-    let flat: Vec<&str> = patterns.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).collect();
+    let flat: Vec<&str> = patterns
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter(|p| !p.is_empty())
+        .collect();
     pattern_list_match(&flat, host)
 }
 
@@ -709,7 +784,11 @@ fn expand_tilde(s: &str, env: &LocalEnv) -> Result<PathBuf, String> {
     if let Some(rest) = s.strip_prefix('~') {
         let (user, tail) = rest.split_once('/').unwrap_or((rest, ""));
         let home = passwd_home_for_user(user).ok_or_else(|| format!("unknown user in {s:?}"))?;
-        return Ok(if tail.is_empty() { home } else { home.join(tail) });
+        return Ok(if tail.is_empty() {
+            home
+        } else {
+            home.join(tail)
+        });
     }
     Ok(PathBuf::from(s))
 }
@@ -721,7 +800,11 @@ fn glob_paths(path: &Path) -> Vec<PathBuf> {
         return vec![path.to_path_buf()];
     };
     if !has_glob(s) {
-        return if path.is_file() { vec![path.to_path_buf()] } else { Vec::new() };
+        return if path.is_file() {
+            vec![path.to_path_buf()]
+        } else {
+            Vec::new()
+        };
     }
     let mut current: Vec<PathBuf> = vec![PathBuf::from("/")];
     for comp in path.components().skip(1) {
@@ -729,7 +812,9 @@ fn glob_paths(path: &Path) -> Vec<PathBuf> {
         let mut next = Vec::new();
         for base in &current {
             if has_glob(&comp) {
-                let Ok(rd) = std::fs::read_dir(base) else { continue };
+                let Ok(rd) = std::fs::read_dir(base) else {
+                    continue;
+                };
                 let mut names: Vec<String> = rd
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().to_string())
@@ -789,10 +874,24 @@ fn expand_path(s: &str, ctx: &TokenCtx<'_>, what: &str) -> Result<PathBuf, Strin
     expand_tilde(&tokens, ctx.env)
 }
 
-fn resolve_with(target: &str, files: &[ConfigSource], env: &LocalEnv) -> Result<HostParams, SshConfigError> {
+fn resolve_with(
+    target: &str,
+    files: &[ConfigSource],
+    env: &LocalEnv,
+) -> Result<HostParams, SshConfigError> {
     let t = parse_target(target)?;
-    let mut ev = Evaluator { host: &t.host, env, settings: Settings::default() };
+    let mut ev = Evaluator {
+        host: &t.host,
+        env,
+        settings: Settings::default(),
+        include_base: env.home.join(".ssh"),
+    };
     for src in files {
+        ev.include_base = if src.path.starts_with("/etc/ssh") {
+            PathBuf::from("/etc/ssh")
+        } else {
+            env.home.join(".ssh")
+        };
         let mut active = true;
         ev.read_file(&src.path, src.required, 0, &mut active)?;
     }
@@ -800,16 +899,32 @@ fn resolve_with(target: &str, files: &[ConfigSource], env: &LocalEnv) -> Result<
     let env_err = |m: String| SshConfigError::Environment(m);
 
     let port = t.port.or(s.port).unwrap_or(22);
-    let user = t.user.clone().or(s.user.clone()).unwrap_or_else(|| env.local_user.clone());
+    let user = t
+        .user
+        .clone()
+        .or(s.user.clone())
+        .unwrap_or_else(|| env.local_user.clone());
     // HostName may itself contain %h (the original host) and %%.
     let hostname = match &s.hostname {
         Some(h) => {
-            let ctx = TokenCtx { env, host: &t.host, alias: &t.host, port, user: &user };
+            let ctx = TokenCtx {
+                env,
+                host: &t.host,
+                alias: &t.host,
+                port,
+                user: &user,
+            };
             expand_tokens(h, &ctx, "HostName").map_err(env_err)?
         }
         None => t.host.clone(),
     };
-    let ctx = TokenCtx { env, host: &hostname, alias: &t.host, port, user: &user };
+    let ctx = TokenCtx {
+        env,
+        host: &hostname,
+        alias: &t.host,
+        port,
+        user: &user,
+    };
 
     let mut identity_files = Vec::new();
     for f in &s.identity_files {
@@ -833,22 +948,40 @@ fn resolve_with(target: &str, files: &[ConfigSource], env: &LocalEnv) -> Result<
 
     let (identity_agent, use_agent) = match s.identity_agent.as_deref() {
         Some(v) if v.eq_ignore_ascii_case("none") => (None, false),
-        Some("SSH_AUTH_SOCK") => (env.ssh_auth_sock.as_ref().map(PathBuf::from), env.ssh_auth_sock.is_some()),
+        Some("SSH_AUTH_SOCK") => (
+            env.ssh_auth_sock.as_ref().map(PathBuf::from),
+            env.ssh_auth_sock.is_some(),
+        ),
         Some(v) if v.starts_with('$') => {
-            let name = v.trim_start_matches('$').trim_start_matches('{').trim_end_matches('}');
+            let name = v
+                .trim_start_matches('$')
+                .trim_start_matches('{')
+                .trim_end_matches('}');
             let val = env.var(name).filter(|x| !x.is_empty()).map(PathBuf::from);
             let ok = val.is_some();
             (val, ok)
         }
-        Some(v) => (Some(expand_path(v, &ctx, "IdentityAgent").map_err(env_err)?), true),
-        None => (env.ssh_auth_sock.as_ref().map(PathBuf::from), env.ssh_auth_sock.is_some()),
+        Some(v) => (
+            Some(expand_path(v, &ctx, "IdentityAgent").map_err(env_err)?),
+            true,
+        ),
+        None => (
+            env.ssh_auth_sock.as_ref().map(PathBuf::from),
+            env.ssh_auth_sock.is_some(),
+        ),
     };
 
     let user_kh = s.user_known_hosts.clone().unwrap_or_else(|| {
-        vec!["~/.ssh/known_hosts".to_string(), "~/.ssh/known_hosts2".to_string()]
+        vec![
+            "~/.ssh/known_hosts".to_string(),
+            "~/.ssh/known_hosts2".to_string(),
+        ]
     });
     let global_kh = s.global_known_hosts.clone().unwrap_or_else(|| {
-        vec!["/etc/ssh/ssh_known_hosts".to_string(), "/etc/ssh/ssh_known_hosts2".to_string()]
+        vec![
+            "/etc/ssh/ssh_known_hosts".to_string(),
+            "/etc/ssh/ssh_known_hosts2".to_string(),
+        ]
     });
     let mut known_hosts_files = Vec::new();
     for f in user_kh.iter().chain(global_kh.iter()) {
@@ -882,13 +1015,25 @@ fn resolve_with(target: &str, files: &[ConfigSource], env: &LocalEnv) -> Result<
         host_key_alias,
         proxy_jump,
         proxy_command,
-        connect_timeout: s.connect_timeout.filter(|n| *n > 0).map(Duration::from_secs),
-        server_alive_interval: s.server_alive_interval.filter(|n| *n > 0).map(Duration::from_secs),
+        connect_timeout: s
+            .connect_timeout
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs),
+        server_alive_interval: s
+            .server_alive_interval
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs),
         server_alive_count_max: s.server_alive_count_max.unwrap_or(3),
     })
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -916,26 +1061,60 @@ mod tests {
 
     fn res(text: &str, target: &str) -> HostParams {
         let (dir, p) = with_config(text);
-        resolve_with(target, &[ConfigSource { path: p, required: true }], &env(dir.path())).unwrap()
+        resolve_with(
+            target,
+            &[ConfigSource {
+                path: p,
+                required: true,
+            }],
+            &env(dir.path()),
+        )
+        .unwrap()
     }
 
     fn res_err(text: &str, target: &str) -> SshConfigError {
         let (dir, p) = with_config(text);
-        resolve_with(target, &[ConfigSource { path: p, required: true }], &env(dir.path())).unwrap_err()
+        resolve_with(
+            target,
+            &[ConfigSource {
+                path: p,
+                required: true,
+            }],
+            &env(dir.path()),
+        )
+        .unwrap_err()
     }
 
     #[test]
     fn defaults_without_matching_block() {
         let (dir, p) = with_config("Host other\n  Port 1\n");
-        let h = resolve_with("plain.example", &[ConfigSource { path: p, required: true }], &env(dir.path())).unwrap();
+        let h = resolve_with(
+            "plain.example",
+            &[ConfigSource {
+                path: p,
+                required: true,
+            }],
+            &env(dir.path()),
+        )
+        .unwrap();
         assert_eq!(h.alias, "plain.example");
         assert_eq!(h.hostname, "plain.example");
         assert_eq!(h.port, 22);
         assert_eq!(h.user, "localme");
         let ssh = dir.path().join(".ssh");
-        assert_eq!(h.identity_files, vec![ssh.join("id_ed25519"), ssh.join("id_ecdsa"), ssh.join("id_rsa")]);
+        assert_eq!(
+            h.identity_files,
+            vec![
+                ssh.join("id_ed25519"),
+                ssh.join("id_ecdsa"),
+                ssh.join("id_rsa")
+            ]
+        );
         assert_eq!(h.known_hosts_files.first(), Some(&ssh.join("known_hosts")));
-        assert!(h.known_hosts_files.contains(&PathBuf::from("/etc/ssh/ssh_known_hosts")));
+        assert!(
+            h.known_hosts_files
+                .contains(&PathBuf::from("/etc/ssh/ssh_known_hosts"))
+        );
         assert_eq!(h.identity_agent, Some(PathBuf::from("/tmp/agent.sock")));
         assert!(h.use_agent);
         assert!(!h.identities_only);
@@ -951,9 +1130,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = env(dir.path());
         let missing = dir.path().join("nope");
-        let h = resolve_with("h", &[ConfigSource { path: missing.clone(), required: false }], &e).unwrap();
+        let h = resolve_with(
+            "h",
+            &[ConfigSource {
+                path: missing.clone(),
+                required: false,
+            }],
+            &e,
+        )
+        .unwrap();
         assert_eq!(h.hostname, "h");
-        let err = resolve_with("h", &[ConfigSource { path: missing, required: true }], &e).unwrap_err();
+        let err = resolve_with(
+            "h",
+            &[ConfigSource {
+                path: missing,
+                required: true,
+            }],
+            &e,
+        )
+        .unwrap_err();
         assert!(matches!(err, SshConfigError::Read { .. }), "{err}");
         assert!(err.to_string().contains("nope"));
     }
@@ -998,23 +1193,49 @@ mod tests {
     fn targets_with_user_and_port() {
         let cfg = "Host cluster\n  HostName login.example\n  User cfguser\n  Port 2200\n";
         let h = res(cfg, "me@cluster:2022");
-        assert_eq!((h.alias.as_str(), h.hostname.as_str(), h.user.as_str(), h.port), ("cluster", "login.example", "me", 2022));
+        assert_eq!(
+            (
+                h.alias.as_str(),
+                h.hostname.as_str(),
+                h.user.as_str(),
+                h.port
+            ),
+            ("cluster", "login.example", "me", 2022)
+        );
         let h = res(cfg, "cluster");
         assert_eq!((h.user.as_str(), h.port), ("cfguser", 2200));
         let h = res(cfg, "ssh://x@cluster");
         assert_eq!((h.user.as_str(), h.port), ("x", 2200));
         let h = res(cfg, "u@[::1]:2222");
-        assert_eq!((h.hostname.as_str(), h.port, h.user.as_str()), ("::1", 2222, "u"));
+        assert_eq!(
+            (h.hostname.as_str(), h.port, h.user.as_str()),
+            ("::1", 2222, "u")
+        );
         let h = res(cfg, "fe80::1");
         assert_eq!((h.hostname.as_str(), h.port), ("fe80::1", 22));
         let h = res(cfg, "a@b@host");
         assert_eq!((h.user.as_str(), h.hostname.as_str()), ("a@b", "host"));
-        assert!(matches!(res_err(cfg, "host:99999"), SshConfigError::BadTarget { .. }));
-        assert!(matches!(res_err(cfg, "host:0"), SshConfigError::BadTarget { .. }));
-        assert!(matches!(res_err(cfg, "@host"), SshConfigError::BadTarget { .. }));
+        assert!(matches!(
+            res_err(cfg, "host:99999"),
+            SshConfigError::BadTarget { .. }
+        ));
+        assert!(matches!(
+            res_err(cfg, "host:0"),
+            SshConfigError::BadTarget { .. }
+        ));
+        assert!(matches!(
+            res_err(cfg, "@host"),
+            SshConfigError::BadTarget { .. }
+        ));
         assert!(matches!(res_err(cfg, ""), SshConfigError::BadTarget { .. }));
-        assert!(matches!(res_err(cfg, "-oProxyCommand=x"), SshConfigError::BadTarget { .. }));
-        assert!(matches!(res_err(cfg, "a b"), SshConfigError::BadTarget { .. }));
+        assert!(matches!(
+            res_err(cfg, "-oProxyCommand=x"),
+            SshConfigError::BadTarget { .. }
+        ));
+        assert!(matches!(
+            res_err(cfg, "a b"),
+            SshConfigError::BadTarget { .. }
+        ));
     }
 
     #[test]
@@ -1024,7 +1245,15 @@ mod tests {
              Host *\n  IdentityFile \"/abs/with space\"\n  IdentityFile ~/.ssh/id_c\n",
             "c:2022",
         );
-        let home = h.identity_files.first().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+        let home = h
+            .identity_files
+            .first()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
         assert_eq!(
             h.identity_files,
             vec![
@@ -1034,21 +1263,36 @@ mod tests {
             ]
         );
         assert!(h.identities_only);
-        assert!(matches!(res_err("IdentityFile ~/%C\n", "c"), SshConfigError::Environment(_)));
+        assert!(matches!(
+            res_err("IdentityFile ~/%C\n", "c"),
+            SshConfigError::Environment(_)
+        ));
     }
 
     #[test]
     fn proxy_jump_list_and_none() {
         let h = res("Host c\n  ProxyJump alice@bastion1:2200,bastion2\n", "c");
-        assert_eq!(h.proxy_jump, vec!["alice@bastion1:2200".to_string(), "bastion2".to_string()]);
-        let h = res("Host bastion*\n  ProxyJump none\nHost *\n  ProxyJump gw\n", "bastion1");
+        assert_eq!(
+            h.proxy_jump,
+            vec!["alice@bastion1:2200".to_string(), "bastion2".to_string()]
+        );
+        let h = res(
+            "Host bastion*\n  ProxyJump none\nHost *\n  ProxyJump gw\n",
+            "bastion1",
+        );
         assert!(h.proxy_jump.is_empty());
-        assert_eq!(res("Host *\n  ProxyJump gw\n", "x").proxy_jump, vec!["gw".to_string()]);
+        assert_eq!(
+            res("Host *\n  ProxyJump gw\n", "x").proxy_jump,
+            vec!["gw".to_string()]
+        );
         // First of ProxyCommand/ProxyJump wins.
         let h = res("ProxyCommand ssh -W %h:%p gw\nProxyJump other\n", "x");
         assert_eq!(h.proxy_command.as_deref(), Some("ssh -W %h:%p gw"));
         assert!(h.proxy_jump.is_empty());
-        assert!(matches!(res_err("ProxyJump a,,b\n", "x"), SshConfigError::Syntax { line: 1, .. }));
+        assert!(matches!(
+            res_err("ProxyJump a,,b\n", "x"),
+            SshConfigError::Syntax { line: 1, .. }
+        ));
     }
 
     #[test]
@@ -1082,9 +1326,18 @@ mod tests {
         }
         assert!(err.to_string().contains("line 2"), "{err}");
         assert!(err.to_string().contains("config"), "{err}");
-        assert!(matches!(res_err("User \"unterminated\n", "c"), SshConfigError::Syntax { line: 1, .. }));
-        assert!(matches!(res_err("Host\n", "c"), SshConfigError::Syntax { .. }));
-        assert!(matches!(res_err("IdentitiesOnly maybe\n", "c"), SshConfigError::Syntax { .. }));
+        assert!(matches!(
+            res_err("User \"unterminated\n", "c"),
+            SshConfigError::Syntax { line: 1, .. }
+        ));
+        assert!(matches!(
+            res_err("Host\n", "c"),
+            SshConfigError::Syntax { .. }
+        ));
+        assert!(matches!(
+            res_err("IdentitiesOnly maybe\n", "c"),
+            SshConfigError::Syntax { .. }
+        ));
     }
 
     #[test]
@@ -1105,9 +1358,21 @@ mod tests {
         let ssh = dir.path().join(".ssh");
         std::fs::create_dir_all(ssh.join("conf.d")).unwrap();
         std::fs::write(ssh.join("conf.d/10-a.conf"), "Host c\n  User inc_a\n").unwrap();
-        std::fs::write(ssh.join("conf.d/20-b.conf"), "Host c\n  User inc_b\n  HostName from-b\n").unwrap();
+        std::fs::write(
+            ssh.join("conf.d/20-b.conf"),
+            "Host c\n  User inc_b\n  HostName from-b\n",
+        )
+        .unwrap();
         std::fs::write(ssh.join("never.conf"), "Port 9\n").unwrap();
-        let h = resolve_with("c", &[ConfigSource { path: p, required: true }], &env(dir.path())).unwrap();
+        let h = resolve_with(
+            "c",
+            &[ConfigSource {
+                path: p,
+                required: true,
+            }],
+            &env(dir.path()),
+        )
+        .unwrap();
         assert_eq!(h.user, "inc_a");
         assert_eq!(h.hostname, "from-b");
         // Host state from the included file does not leak: "Host other" applies afterwards,
@@ -1127,11 +1392,17 @@ mod tests {
         assert!(!h.use_agent);
         let h = res("IdentityAgent ~/agent.sock\n", "c");
         assert!(h.identity_agent.unwrap().ends_with("agent.sock"));
-        let h = res("UserKnownHostsFile /a/kh ~/b_%h\nGlobalKnownHostsFile none\n", "c");
+        let h = res(
+            "UserKnownHostsFile /a/kh ~/b_%h\nGlobalKnownHostsFile none\n",
+            "c",
+        );
         assert_eq!(h.known_hosts_files.len(), 2);
         assert_eq!(h.known_hosts_files.first(), Some(&PathBuf::from("/a/kh")));
         assert!(h.known_hosts_files.get(1).unwrap().ends_with("b_c"));
-        let h = res("HostKeyAlias cluster-%h\nServerAliveInterval 0\nServerAliveCountMax 5\n", "c");
+        let h = res(
+            "HostKeyAlias cluster-%h\nServerAliveInterval 0\nServerAliveCountMax 5\n",
+            "c",
+        );
         assert_eq!(h.host_key_alias.as_deref(), Some("cluster-c"));
         assert_eq!(h.server_alive_interval, None);
         assert_eq!(h.server_alive_count_max, 5);
@@ -1145,7 +1416,10 @@ mod tests {
 
     #[test]
     fn tokenizer() {
-        assert_eq!(tokenize(r#"a "b c" 'd e' f\"g"#).unwrap(), vec!["a", "b c", "d e", "f\"g"]);
+        assert_eq!(
+            tokenize(r#"a "b c" 'd e' f\"g"#).unwrap(),
+            vec!["a", "b c", "d e", "f\"g"]
+        );
         assert_eq!(tokenize("a #comment").unwrap(), vec!["a"]);
         assert_eq!(tokenize("a#b").unwrap(), vec!["a#b"]);
         assert!(tokenize("\"x").is_err());
