@@ -1,0 +1,43 @@
+# Recipes; `./dev RECIPE` installs the tools first (see README).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := "target/release/cluster-slurm"
+
+# Build, start the testbed and run the quickstart workload.
+default: demo
+
+# The guest component (wasm32-wasip2, size-optimised).
+guest:
+    cargo build -p cluster-slurm-guest --target wasm32-wasip2 --profile guest
+
+# Everything, with the guest embedded in the host binary. The whole workspace
+# is built so the test run below reuses these artifacts unchanged.
+build: guest
+    cargo build --release --workspace
+
+# Start the local SLURM + sshd testbed; prints its config path last.
+testbed-up:
+    tests/testbed/up.sh
+
+# Stop exactly what testbed-up started.
+testbed-down:
+    tests/testbed/down.sh
+
+# The main job: a real workload through the wasm guest on the local testbed.
+demo: build
+    examples/quickstart/run.sh "$(tests/testbed/up.sh | tail -1)"
+
+# Every test: guest policy (native), host capabilities, end to end on the testbed.
+test: build
+    CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
+        cargo nextest run --release --workspace --no-fail-fast
+
+# Formatting and lints (unwrap/expect/panic/indexing are denied outside tests).
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+    cargo clippy -p cluster-slurm-guest --target wasm32-wasip2 --profile guest -- -D warnings
+
+# What the guest imports and exports, and what this host grants it.
+audit config=`tests/testbed/up.sh | tail -1`:
+    {{bin}} --config "{{config}}" audit
