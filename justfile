@@ -27,8 +27,9 @@ testbed-down:
 demo: build
     examples/quickstart/run.sh "$(tests/testbed/up.sh | tail -1)"
 
-# Every test: guest policy (native), host capabilities, end to end on the testbed.
-test: build
+# Every test: lints, guest policy (native), host capabilities, end to end on
+# the testbed. Ends with nextest's summary.
+test: build lint
     CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
         cargo nextest run --release --workspace --no-fail-fast
 

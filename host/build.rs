@@ -11,7 +11,10 @@ fn main() {
     println!("cargo:rerun-if-changed={}", guest.display());
     let bytes = std::fs::read(&guest).unwrap_or_default();
     if bytes.is_empty() {
-        println!("cargo:warning=no guest component at {}; run `just guest` first to embed it", guest.display());
+        println!(
+            "cargo:warning=no guest component at {}; run `just guest` first to embed it",
+            guest.display()
+        );
     }
     if std::fs::write(&out, bytes).is_err() {
         println!("cargo:warning=cannot write {}", out.display());

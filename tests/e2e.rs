@@ -8,7 +8,12 @@
 //! partition; a failing job reports its exit code; unknown or changed host
 //! keys are refused with typed errors; paths outside the roots are refused;
 //! the component imports no filesystem, sockets or http.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use cluster_slurm_e2e::{Workspace, testbed_value};
 use serde_json::{Value, json};
@@ -44,19 +49,34 @@ fn workload_runs_and_status_logs_outputs_come_back() {
 
     let logs = ws.call("fetch_workload_logs", json!({"runId": run_id}));
     assert_eq!(logs["missing"], false, "{logs}");
-    assert!(logs["log"].as_str().unwrap().contains("summarised 3 values"), "{logs}");
+    assert!(
+        logs["log"]
+            .as_str()
+            .unwrap()
+            .contains("summarised 3 values"),
+        "{logs}"
+    );
 
-    let dl = ws.call("download_workload_outputs", json!({"runId": run_id, "remoteFile": "out/result.json"}));
+    let dl = ws.call(
+        "download_workload_outputs",
+        json!({"runId": run_id, "remoteFile": "out/result.json"}),
+    );
     let local = dl["localPath"].as_str().unwrap();
     assert_eq!(local, format!("downloads/{run_id}/result.json"));
     let result: Value = serde_json::from_str(&ws.read(local)).unwrap();
-    assert_eq!(result, json!({"sum": 7.5, "job": job_id, "partition": "cpu"}));
+    assert_eq!(
+        result,
+        json!({"sum": 7.5, "job": job_id, "partition": "cpu"})
+    );
 
     // The ledger knows the run and its job, in the reference's format.
     let ledger: Value = serde_json::from_str(&ws.read(".openclaw/cluster-runs/runs.json")).unwrap();
     assert_eq!(ledger["runs"][run_id]["lastJobId"], job_id);
     assert_eq!(ledger["runs"][run_id]["jobs"].as_array().unwrap().len(), 1);
-    assert!(ws.read(&format!(".openclaw/cluster-runs/{run_id}/job.slurm")).contains("#SBATCH --partition=cpu"));
+    assert!(
+        ws.read(&format!(".openclaw/cluster-runs/{run_id}/job.slurm"))
+            .contains("#SBATCH --partition=cpu")
+    );
 }
 
 #[test]
@@ -71,15 +91,28 @@ fn gpu_workload_is_routed_to_the_gpu_partition() {
     let status = ws.wait_done(run["runId"].as_str().unwrap(), JOB_TIMEOUT);
     assert_eq!(status["state"], "COMPLETED", "{status}");
     let logs = ws.call("fetch_workload_logs", json!({"runId": run["runId"]}));
-    assert!(logs["log"].as_str().unwrap().contains("gpus=0 partition=gpu"), "{logs}");
+    assert!(
+        logs["log"]
+            .as_str()
+            .unwrap()
+            .contains("gpus=0 partition=gpu"),
+        "{logs}"
+    );
 }
 
 #[test]
 fn failing_job_reports_failed_with_its_exit_code() {
     let ws = Workspace::new();
-    let run = ws.call("run_workload", json!({"command": "echo about to fail >&2; exit 3"}));
+    let run = ws.call(
+        "run_workload",
+        json!({"command": "echo about to fail >&2; exit 3"}),
+    );
     let status = ws.wait_done(run["runId"].as_str().unwrap(), JOB_TIMEOUT);
-    assert_eq!((status["state"].as_str(), status["exitCode"].as_i64()), (Some("FAILED"), Some(3)), "{status}");
+    assert_eq!(
+        (status["state"].as_str(), status["exitCode"].as_i64()),
+        (Some("FAILED"), Some(3)),
+        "{status}"
+    );
     let logs = ws.call("fetch_workload_logs", json!({"runId": run["runId"]}));
     assert_eq!(logs["logs"]["stderr"]["log"], "about to fail\n", "{logs}");
 }
@@ -93,7 +126,13 @@ fn with_known_hosts(known_hosts: &str) -> Workspace {
     std::fs::write(&kh, known_hosts).unwrap();
     let rewritten: String = ssh_config
         .lines()
-        .map(|l| if l.trim_start().starts_with("UserKnownHostsFile") { format!("  UserKnownHostsFile {}", kh.display()) } else { l.to_string() })
+        .map(|l| {
+            if l.trim_start().starts_with("UserKnownHostsFile") {
+                format!("  UserKnownHostsFile {}", kh.display())
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let cfg_path = ws.path().join("ssh_config");
@@ -115,8 +154,12 @@ fn unknown_host_key_is_refused() {
 fn changed_host_key_is_refused() {
     let port = {
         let cfg = testbed_value();
-        let ssh_config = std::fs::read_to_string(cfg["host"]["sshConfig"].as_str().unwrap()).unwrap();
-        ssh_config.lines().find_map(|l| l.trim().strip_prefix("Port ").map(|p| p.trim().to_string())).unwrap()
+        let ssh_config =
+            std::fs::read_to_string(cfg["host"]["sshConfig"].as_str().unwrap()).unwrap();
+        ssh_config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Port ").map(|p| p.trim().to_string()))
+            .unwrap()
     };
     // A valid ed25519 key that is not the server's.
     let other = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
@@ -128,11 +171,20 @@ fn changed_host_key_is_refused() {
 #[test]
 fn paths_outside_the_roots_are_refused_and_nothing_happens() {
     let ws = Workspace::new();
-    let err = ws.call_err("download_workload_outputs", json!({"remotePath": "/etc/passwd", "localPath": "stolen"}));
+    let err = ws.call_err(
+        "download_workload_outputs",
+        json!({"remotePath": "/etc/passwd", "localPath": "stolen"}),
+    );
     assert!(err.contains("outside the profile's remoteRoot"), "{err}");
-    let err = ws.call_err("run_workload", json!({"command": "true", "localPath": "../../etc/passwd"}));
+    let err = ws.call_err(
+        "run_workload",
+        json!({"command": "true", "localPath": "../../etc/passwd"}),
+    );
     assert!(err.contains("stay inside workspace"), "{err}");
-    let err = ws.call_err("fetch_workload_logs", json!({"remotePath": "../../.ssh/authorized_keys"}));
+    let err = ws.call_err(
+        "fetch_workload_logs",
+        json!({"remotePath": "../../.ssh/authorized_keys"}),
+    );
     assert!(err.contains("'..'"), "{err}");
     // Refusals leave no trace: no ledger, no download.
     assert!(!ws.path().join(".openclaw").exists());
@@ -143,20 +195,49 @@ fn paths_outside_the_roots_are_refused_and_nothing_happens() {
 fn component_imports_nothing_but_our_interfaces_and_basic_wasi() {
     let ws = Workspace::new();
     let out = ws.run(&["audit", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let imports: Vec<&str> = audit["imports"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    for ours in ["openclaw:cluster-slurm/ssh-exec@0.1.0", "openclaw:cluster-slurm/transfer@0.1.0", "openclaw:cluster-slurm/run-store@0.1.0"] {
+    let imports: Vec<&str> = audit["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for ours in [
+        "openclaw:cluster-slurm/ssh-exec@0.1.0",
+        "openclaw:cluster-slurm/transfer@0.1.0",
+        "openclaw:cluster-slurm/run-store@0.1.0",
+    ] {
         assert!(imports.contains(&ours), "{imports:?}");
     }
     for i in &imports {
         assert!(
-            ["openclaw:cluster-slurm/", "wasi:io/", "wasi:cli/", "wasi:clocks/", "wasi:random/"].iter().any(|p| i.starts_with(p)),
+            [
+                "openclaw:cluster-slurm/",
+                "wasi:io/",
+                "wasi:cli/",
+                "wasi:clocks/",
+                "wasi:random/"
+            ]
+            .iter()
+            .any(|p| i.starts_with(p)),
             "unexpected import {i}"
         );
-        assert!(!i.starts_with("wasi:filesystem") && !i.starts_with("wasi:sockets") && !i.starts_with("wasi:http"), "{i}");
+        assert!(
+            !i.starts_with("wasi:filesystem")
+                && !i.starts_with("wasi:sockets")
+                && !i.starts_with("wasi:http"),
+            "{i}"
+        );
     }
-    assert_eq!(audit["exports"], json!(["openclaw:cluster-slurm/tool@0.1.0"]));
+    assert_eq!(
+        audit["exports"],
+        json!(["openclaw:cluster-slurm/tool@0.1.0"])
+    );
     assert_eq!(audit["forbiddenImports"], json!([]));
 }
 
@@ -166,5 +247,8 @@ fn invalid_config_is_rejected_with_the_key_named() {
     cfg["clusters"]["local-cpu"]["slurmDefaults"]["time"] = json!("ten minutes");
     let ws = Workspace::with_config(cfg);
     let err = ws.call_err("list_clusters", json!({}));
-    assert!(err.contains("clusters.local-cpu.slurmDefaults.time"), "{err}");
+    assert!(
+        err.contains("clusters.local-cpu.slurmDefaults.time"),
+        "{err}"
+    );
 }

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! Helpers for the end-to-end tests: the real `cluster-slurm` binary with the
 //! real guest component, against the real sshd + SLURM testbed.
 //!
@@ -102,13 +107,22 @@ impl Workspace {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{action}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{action}: bad JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// `call ACTION PARAMS`, which must fail; returns stderr.
     pub fn call_err(&self, action: &str, params: Value) -> String {
         let out = self.run(&["call", action, &params.to_string()]);
-        assert!(!out.status.success(), "{action} {params} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "{action} {params} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(out.stdout.is_empty(), "a failed call must print no result");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
@@ -121,7 +135,10 @@ impl Workspace {
             if s["done"] == true {
                 return s;
             }
-            assert!(start.elapsed() < timeout, "run {run_id} not done after {timeout:?}: {s}");
+            assert!(
+                start.elapsed() < timeout,
+                "run {run_id} not done after {timeout:?}: {s}"
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }

@@ -5,13 +5,16 @@
 use crate::config::{Config, Profile};
 use crate::header::Header;
 use crate::host::{ExecOutput, ExecRequest, Host, HostError, ToolError};
-use crate::ledger::{JobRecord, LEDGER_FILE, Ledger, RunRecord, iso_timestamp, new_run_id, sanitize_run_id};
+use crate::ledger::{
+    JobRecord, LEDGER_FILE, Ledger, RunRecord, iso_timestamp, new_run_id, sanitize_run_id,
+};
 use crate::paths::{basename, file_name, remote_join, remote_under, workspace_relative};
 use crate::request::{DEFAULT_TAIL_LINES, Request};
 use crate::routing::{Fallback, select_cluster, should_fallback_to_gpu};
 use crate::script::{ScriptSpec, render};
 use crate::slurm;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 const SBATCH_TIMEOUT_MS: u32 = 120_000;
 const QUERY_TIMEOUT_MS: u32 = 60_000;
@@ -20,7 +23,11 @@ const DEFAULT_SCRIPT_NAME: &str = "job.slurm";
 const SLURM_DEFAULT_OUTPUT: &str = "slurm-%j.out";
 
 /// Parse config and request, run the action, return its result as JSON text.
-pub fn invoke(host: &mut dyn Host, config_json: &str, request_json: &str) -> Result<String, ToolError> {
+pub fn invoke(
+    host: &mut dyn Host,
+    config_json: &str,
+    request_json: &str,
+) -> Result<String, ToolError> {
     let config = parse_config(config_json)?;
     let value: Value = serde_json::from_str(request_json)
         .map_err(|e| ToolError::InvalidRequest(format!("request is not valid JSON: {e}")))?;
@@ -32,18 +39,37 @@ pub fn invoke(host: &mut dyn Host, config_json: &str, request_json: &str) -> Res
         "check_workload" => tool.check_workload(&request),
         "fetch_workload_logs" => tool.fetch_workload_logs(&request),
         "download_workload_outputs" => tool.download_workload_outputs(&request),
-        other => Err(ToolError::InvalidRequest(format!("unknown action {other:?}"))),
+        other => Err(ToolError::InvalidRequest(format!(
+            "unknown action {other:?}"
+        ))),
     }?;
-    serde_json::to_string_pretty(&result).map_err(|e| ToolError::InvalidRequest(format!("cannot encode result: {e}")))
+    serde_json::to_string_pretty(&result)
+        .map_err(|e| ToolError::InvalidRequest(format!("cannot encode result: {e}")))
 }
 
 pub fn parse_config(config_json: &str) -> Result<Config, ToolError> {
     let value: Value = if config_json.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(config_json).map_err(|e| ToolError::InvalidConfig(format!("config is not valid JSON: {e}")))?
+        serde_json::from_str(config_json)
+            .map_err(|e| ToolError::InvalidConfig(format!("config is not valid JSON: {e}")))?
     };
     Config::parse(&value).map_err(|e| ToolError::InvalidConfig(e.to_string()))
+}
+
+/// A status object: the parsed row, where it came from, and any notes.
+fn tagged(row: &impl Serialize, source: &str, notes: Map<String, Value>) -> Value {
+    let mut fields = match serde_json::to_value(row) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    fields.insert("source".into(), json!(source));
+    fields.extend(notes);
+    Value::Object(fields)
+}
+
+fn is_missing(log: &Value) -> bool {
+    log.get("missing").and_then(Value::as_bool).unwrap_or(true)
 }
 
 struct Tool<'h> {
@@ -73,7 +99,9 @@ impl Tool<'_> {
     fn load_ledger(&mut self) -> Result<Ledger, ToolError> {
         match self.host.store_read(LEDGER_FILE)? {
             None => Ok(Ledger::default()),
-            Some(bytes) => Ledger::parse(&bytes).map_err(|m| ToolError::Host(HostError::LocalIo(m))),
+            Some(bytes) => {
+                Ledger::parse(&bytes).map_err(|m| ToolError::Host(HostError::LocalIo(m)))
+            }
         }
     }
 
@@ -81,8 +109,12 @@ impl Tool<'_> {
     /// writer's update could be lost as small as possible.
     fn save_run(&mut self, run: &RunRecord) -> Result<(), ToolError> {
         let mut ledger = self.load_ledger()?;
-        ledger.put(run).map_err(|m| ToolError::Host(HostError::LocalIo(m)))?;
-        let bytes = ledger.to_bytes().map_err(|m| ToolError::Host(HostError::LocalIo(m)))?;
+        ledger
+            .put(run)
+            .map_err(|m| ToolError::Host(HostError::LocalIo(m)))?;
+        let bytes = ledger
+            .to_bytes()
+            .map_err(|m| ToolError::Host(HostError::LocalIo(m)))?;
         self.host.store_write(LEDGER_FILE, &bytes)?;
         Ok(())
     }
@@ -90,10 +122,19 @@ impl Tool<'_> {
     fn find_run(&mut self, run_id: Option<&str>) -> Result<Option<RunRecord>, ToolError> {
         let Some(raw) = run_id else { return Ok(None) };
         let id = sanitize_run_id(raw).map_err(invalid)?;
-        self.load_ledger()?.get(&id).map_err(|m| ToolError::Host(HostError::LocalIo(m)))
+        self.load_ledger()?
+            .get(&id)
+            .map_err(|m| ToolError::Host(HostError::LocalIo(m)))
     }
 
-    fn exec(&mut self, cluster: &str, program: &str, args: Vec<String>, cwd: Option<String>, timeout_ms: u32) -> Result<ExecOutput, ToolError> {
+    fn exec(
+        &mut self,
+        cluster: &str,
+        program: &str,
+        args: Vec<String>,
+        cwd: Option<String>,
+        timeout_ms: u32,
+    ) -> Result<ExecOutput, ToolError> {
         Ok(self.host.exec(ExecRequest {
             cluster: cluster.to_string(),
             program: program.to_string(),
@@ -141,8 +182,12 @@ impl Tool<'_> {
                 "run_workload renders its script into the run directory and does not write scriptPath; use scriptName to name the script",
             ));
         }
-        let allow_env = crate::policy::check_run_workload(req, &commands, self.config.allow_custom_env_override)
-            .map_err(ToolError::Policy)?;
+        let allow_env = crate::policy::check_run_workload(
+            req,
+            &commands,
+            self.config.allow_custom_env_override,
+        )
+        .map_err(ToolError::Policy)?;
         let local_paths = req
             .all_local_paths()
             .iter()
@@ -150,7 +195,11 @@ impl Tool<'_> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
         let existing = self.find_run(req.run_id.as_deref())?;
-        let explicit = req.cluster.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let explicit = req
+            .cluster
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
         if let (Some(run), Some(c)) = (&existing, explicit)
             && run.cluster_id != c
         {
@@ -167,22 +216,47 @@ impl Tool<'_> {
             .or_else(|| existing.as_ref().map(|r| r.cluster_id.clone()))
             .unwrap_or_else(|| selection.cluster_id.clone());
 
-        let first = self.submit(&primary, existing.clone(), req.run_id.as_deref(), req.prefix.as_deref(), req, &commands, &local_paths);
+        let first = self.submit(
+            &primary,
+            existing.clone(),
+            req.run_id.as_deref(),
+            req.prefix.as_deref(),
+            req,
+            &commands,
+            &local_paths,
+        );
         let (submitted, cluster, fallback) = match first {
             Ok(s) => (s, primary, json!({"triggered": false})),
             Err(error) => {
                 let text = error.to_string();
-                match should_fallback_to_gpu(&self.config, &primary, &text, req.auto_fallback_to_gpu) {
+                match should_fallback_to_gpu(
+                    &self.config,
+                    &primary,
+                    &text,
+                    req.auto_fallback_to_gpu,
+                ) {
                     Fallback::No(_) => return Err(error),
-                    Fallback::ToGpu { to_cluster, matched_signature } => {
+                    Fallback::ToGpu {
+                        to_cluster,
+                        matched_signature,
+                    } => {
                         if existing.is_some() && local_paths.is_empty() {
                             return Err(invalid(format!(
                                 "Automatic GPU fallback requires localPath/localPaths when re-routing an existing run ({})",
                                 existing.as_ref().map(|r| r.run_id.as_str()).unwrap_or("")
                             )));
                         }
-                        let prefix = format!("{}-gpu-fallback", req.prefix.as_deref().unwrap_or("run"));
-                        let s = self.submit(&to_cluster, None, None, Some(&prefix), req, &commands, &local_paths)?;
+                        let prefix =
+                            format!("{}-gpu-fallback", req.prefix.as_deref().unwrap_or("run"));
+                        let s = self.submit(
+                            &to_cluster,
+                            None,
+                            None,
+                            Some(&prefix),
+                            req,
+                            &commands,
+                            &local_paths,
+                        )?;
                         let fb = json!({
                             "triggered": true,
                             "fromCluster": primary,
@@ -246,14 +320,26 @@ impl Tool<'_> {
             }
         };
         let remote_dir = match &req.remote_dir {
-            Some(dir) => remote_under("remoteDir", dir, &profile.remote_root, &profile.remote_root).map_err(invalid)?,
-            None => remote_under("remoteRunDir", &run.remote_run_dir, &profile.remote_root, &profile.remote_root)
+            Some(dir) => remote_under("remoteDir", dir, &profile.remote_root, &profile.remote_root)
                 .map_err(invalid)?,
+            None => remote_under(
+                "remoteRunDir",
+                &run.remote_run_dir,
+                &profile.remote_root,
+                &profile.remote_root,
+            )
+            .map_err(invalid)?,
         };
-        let script_name = file_name("scriptName", req.script_name.as_deref().unwrap_or(DEFAULT_SCRIPT_NAME)).map_err(invalid)?;
+        let script_name = file_name(
+            "scriptName",
+            req.script_name.as_deref().unwrap_or(DEFAULT_SCRIPT_NAME),
+        )
+        .map_err(invalid)?;
         for arg in &req.submit_args {
             if arg.chars().any(char::is_control) {
-                return Err(invalid(format!("submitArgs {arg:?} contains control characters")));
+                return Err(invalid(format!(
+                    "submitArgs {arg:?} contains control characters"
+                )));
             }
         }
 
@@ -285,13 +371,20 @@ impl Tool<'_> {
             uploaded.push(json!({"localPath": path, "remotePath": remote, "files": stats.files, "bytes": stats.bytes}));
         }
         let remote_script = remote_join(&remote_dir, &script_name);
-        self.host.upload(&profile.id, &local_script_path, &remote_script)?;
+        self.host
+            .upload(&profile.id, &local_script_path, &remote_script)?;
 
         let mut args = vec!["--parsable".to_string()];
         args.extend(profile.submit_args.iter().cloned());
         args.extend(req.submit_args.iter().cloned());
         args.push(script_name.clone());
-        let out = self.exec(&profile.id, "sbatch", args, Some(remote_dir.clone()), SBATCH_TIMEOUT_MS)?;
+        let out = self.exec(
+            &profile.id,
+            "sbatch",
+            args,
+            Some(remote_dir.clone()),
+            SBATCH_TIMEOUT_MS,
+        )?;
         if !out.success() {
             return Err(ToolError::RemoteFailed(format!(
                 "sbatch failed on cluster {:?}: {}",
@@ -301,7 +394,9 @@ impl Tool<'_> {
         }
         let submit_output = out.stdout_text().trim().to_string();
         let job_id = slurm::parse_parsable_job_id(&submit_output).ok_or_else(|| {
-            ToolError::RemoteFailed(format!("Unable to parse job id from sbatch output: {submit_output:?}"))
+            ToolError::RemoteFailed(format!(
+                "Unable to parse job id from sbatch output: {submit_output:?}"
+            ))
         })?;
 
         let submitted_at = iso_timestamp(self.host.now_ms());
@@ -313,7 +408,12 @@ impl Tool<'_> {
             submit_output: submit_output.clone(),
             output_pattern: header.output.clone(),
             error_pattern: header.error.clone(),
-            job_name: Some(header.job_name.clone().unwrap_or_else(|| script_name.clone())),
+            job_name: Some(
+                header
+                    .job_name
+                    .clone()
+                    .unwrap_or_else(|| script_name.clone()),
+            ),
             extra: Default::default(),
         });
         run.last_job_id = Some(job_id.clone());
@@ -333,7 +433,11 @@ impl Tool<'_> {
     // ---------------------------------------------------------- check_workload
 
     /// The run (if any), its profile, and the job id a follow-up action is about.
-    fn follow_up(&mut self, req: &Request, job_required: bool) -> Result<(Option<RunRecord>, Profile, Option<String>), ToolError> {
+    fn follow_up(
+        &mut self,
+        req: &Request,
+        job_required: bool,
+    ) -> Result<(Option<RunRecord>, Profile, Option<String>), ToolError> {
         let run = self.find_run(req.run_id.as_deref())?;
         if let (Some(raw), None) = (&req.run_id, &run)
             && req.job_id.is_none()
@@ -341,17 +445,38 @@ impl Tool<'_> {
         {
             return Err(invalid(format!("Unknown runId: {raw}")));
         }
-        let explicit = req.cluster.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let explicit = req
+            .cluster
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
         if let (Some(r), Some(c)) = (&run, explicit)
             && r.cluster_id != c
         {
-            return Err(invalid(format!("runId {} belongs to cluster {:?} (requested {c:?})", r.run_id, r.cluster_id)));
+            return Err(invalid(format!(
+                "runId {} belongs to cluster {:?} (requested {c:?})",
+                r.run_id, r.cluster_id
+            )));
         }
-        let cluster = explicit.map(str::to_string).or_else(|| run.as_ref().map(|r| r.cluster_id.clone()));
-        let profile = self.config.resolve_cluster(cluster.as_deref()).map_err(invalid)?.clone();
-        let job_id = match req.job_id.clone().or_else(|| run.as_ref().and_then(|r| r.last_job_id.clone())) {
+        let cluster = explicit
+            .map(str::to_string)
+            .or_else(|| run.as_ref().map(|r| r.cluster_id.clone()));
+        let profile = self
+            .config
+            .resolve_cluster(cluster.as_deref())
+            .map_err(invalid)?
+            .clone();
+        let job_id = match req
+            .job_id
+            .clone()
+            .or_else(|| run.as_ref().and_then(|r| r.last_job_id.clone()))
+        {
             Some(id) => Some(slurm::check_job_id(&id).map_err(invalid)?),
-            None if job_required => return Err(invalid("jobId is required (or provide runId with a submitted job)")),
+            None if job_required => {
+                return Err(invalid(
+                    "jobId is required (or provide runId with a submitted job)",
+                ));
+            }
             None => None,
         };
         Ok((run, profile, job_id))
@@ -361,8 +486,15 @@ impl Tool<'_> {
         let (run, profile, job_id) = self.follow_up(req, true)?;
         let job_id = job_id.unwrap_or_default();
         let status = self.job_status(&profile, &job_id, req.include_accounting != Some(false))?;
-        let state = status.get("state").and_then(Value::as_str).unwrap_or("NOT_FOUND").to_string();
-        let exit_code = status.get("exitCode").and_then(Value::as_str).and_then(slurm::exit_status);
+        let state = status
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("NOT_FOUND")
+            .to_string();
+        let exit_code = status
+            .get("exitCode")
+            .and_then(Value::as_str)
+            .and_then(slurm::exit_status);
         Ok(json!({
             "mode": "check_workload",
             "runId": run.map(|r| r.run_id),
@@ -378,23 +510,38 @@ impl Tool<'_> {
     /// squeue first (it knows live jobs); sacct for finished ones and for the
     /// exit code. A failing squeue (e.g. "Invalid job id" for a purged job)
     /// still falls through to sacct.
-    fn job_status(&mut self, profile: &Profile, job_id: &str, accounting: bool) -> Result<Value, ToolError> {
+    fn job_status(
+        &mut self,
+        profile: &Profile,
+        job_id: &str,
+        accounting: bool,
+    ) -> Result<Value, ToolError> {
         let squeue = self.exec(
             &profile.id,
             "squeue",
-            vec!["-h".into(), "-t".into(), "all".into(), "-j".into(), job_id.into(), "-o".into(), slurm::SQUEUE_FORMAT.into()],
+            vec![
+                "-h".into(),
+                "-t".into(),
+                "all".into(),
+                "-j".into(),
+                job_id.into(),
+                "-o".into(),
+                slurm::SQUEUE_FORMAT.into(),
+            ],
             None,
             QUERY_TIMEOUT_MS,
         )?;
-        let row = if squeue.success() { slurm::parse_squeue(&squeue.stdout_text(), job_id) } else { None };
+        let row = if squeue.success() {
+            slurm::parse_squeue(&squeue.stdout_text(), job_id)
+        } else {
+            None
+        };
         if let Some(row) = &row
             && (!slurm::is_terminal(&row.state) || !accounting)
         {
-            let mut v = serde_json::to_value(row).unwrap_or(Value::Null);
-            v["source"] = json!("squeue");
-            return Ok(v);
+            return Ok(tagged(row, "squeue", Map::new()));
         }
-        let mut notes = serde_json::Map::new();
+        let mut notes = Map::new();
         if !squeue.success() {
             notes.insert("squeueError".into(), json!(squeue.failure_text()));
         }
@@ -402,39 +549,45 @@ impl Tool<'_> {
             let sacct = self.exec(
                 &profile.id,
                 "sacct",
-                vec!["-n".into(), "-P".into(), "-j".into(), job_id.into(), "-o".into(), slurm::SACCT_FIELDS.into()],
+                vec![
+                    "-n".into(),
+                    "-P".into(),
+                    "-j".into(),
+                    job_id.into(),
+                    "-o".into(),
+                    slurm::SACCT_FIELDS.into(),
+                ],
                 None,
                 QUERY_TIMEOUT_MS,
             )?;
             if sacct.success() {
                 if let Some(acct) = slurm::parse_sacct(&sacct.stdout_text(), job_id) {
-                    let mut v = serde_json::to_value(&acct).unwrap_or(Value::Null);
-                    v["source"] = json!("sacct");
-                    return Ok(v);
+                    return Ok(tagged(&acct, "sacct", Map::new()));
                 }
             } else {
                 notes.insert("sacctError".into(), json!(sacct.failure_text()));
             }
         }
-        if let Some(row) = row {
-            let mut v = serde_json::to_value(&row).unwrap_or(Value::Null);
-            v["source"] = json!("squeue");
-            for (k, n) in notes {
-                v[k] = n;
-            }
-            return Ok(v);
-        }
-        let mut v = json!({"source": "unknown", "jobId": job_id, "state": "NOT_FOUND"});
-        for (k, n) in notes {
-            v[k] = n;
-        }
-        Ok(v)
+        Ok(match row {
+            Some(row) => tagged(&row, "squeue", notes),
+            None => tagged(
+                &json!({"jobId": job_id, "state": "NOT_FOUND"}),
+                "unknown",
+                notes,
+            ),
+        })
     }
 
     // ----------------------------------------------------- fetch_workload_logs
 
     fn read_log(&mut self, profile: &Profile, path: &str, tail: u64) -> Result<Value, ToolError> {
-        let out = self.exec(&profile.id, "tail", vec!["-n".into(), tail.to_string(), "--".into(), path.to_string()], None, QUERY_TIMEOUT_MS)?;
+        let out = self.exec(
+            &profile.id,
+            "tail",
+            vec!["-n".into(), tail.to_string(), "--".into(), path.to_string()],
+            None,
+            QUERY_TIMEOUT_MS,
+        )?;
         if out.success() {
             return Ok(json!({
                 "remotePath": path,
@@ -447,19 +600,32 @@ impl Tool<'_> {
         if err.contains("No such file") || err.contains("cannot open") {
             return Ok(json!({"remotePath": path, "missing": true, "log": ""}));
         }
-        Err(ToolError::RemoteFailed(format!("reading log {path} failed: {}", out.failure_text())))
+        Err(ToolError::RemoteFailed(format!(
+            "reading log {path} failed: {}",
+            out.failure_text()
+        )))
     }
 
     fn fetch_workload_logs(&mut self, req: &Request) -> Result<Value, ToolError> {
         let (run, profile, job_id) = self.follow_up(req, req.remote_path.is_none())?;
         let tail = req.tail.unwrap_or(DEFAULT_TAIL_LINES);
-        let run_dir = run.as_ref().map(|r| r.remote_run_dir.clone()).unwrap_or_else(|| profile.remote_root.clone());
-        let hint = |tool: &Tool<'_>, log: &str| slurm::missing_package_hint(log, &profile.id, &tool.profile_python(&profile.id));
+        let run_dir = run
+            .as_ref()
+            .map(|r| r.remote_run_dir.clone())
+            .unwrap_or_else(|| profile.remote_root.clone());
+        let hint = |tool: &Tool<'_>, log: &str| {
+            slurm::missing_package_hint(log, &profile.id, &tool.profile_python(&profile.id))
+        };
 
         if let Some(raw) = &req.remote_path {
-            let path = remote_under("remotePath", raw, &profile.remote_root, &run_dir).map_err(invalid)?;
+            let path =
+                remote_under("remotePath", raw, &profile.remote_root, &run_dir).map_err(invalid)?;
             let entry = self.read_log(&profile, &path, tail)?;
-            let log = entry.get("log").and_then(Value::as_str).unwrap_or("").to_string();
+            let log = entry
+                .get("log")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             return Ok(json!({
                 "mode": "fetch_workload_logs",
                 "runId": run.map(|r| r.run_id),
@@ -475,16 +641,31 @@ impl Tool<'_> {
             return Err(invalid("remotePath is required (or provide runId + jobId)"));
         };
         let job_id = job_id.unwrap_or_default();
-        let job = run.jobs.iter().find(|j| j.job_id == job_id || job_id.starts_with(&format!("{}_", j.job_id)));
+        let job = run
+            .jobs
+            .iter()
+            .find(|j| j.job_id == job_id || job_id.starts_with(&format!("{}_", j.job_id)));
         let (out_pattern, err_pattern, job_name) = match job {
-            Some(j) => (j.output_pattern.clone(), j.error_pattern.clone(), j.job_name.clone()),
-            None => (profile.slurm_defaults.output.clone(), profile.slurm_defaults.error.clone(), profile.slurm_defaults.job_name.clone()),
+            Some(j) => (
+                j.output_pattern.clone(),
+                j.error_pattern.clone(),
+                j.job_name.clone(),
+            ),
+            None => (
+                profile.slurm_defaults.output.clone(),
+                profile.slurm_defaults.error.clone(),
+                profile.slurm_defaults.job_name.clone(),
+            ),
         };
         let job_name = job_name.unwrap_or_else(|| DEFAULT_SCRIPT_NAME.to_string());
         let resolve = |pattern: &str| {
             slurm::resolve_log_pattern(pattern, &job_id, &job_name)
                 .map(|rel| remote_join(&run.remote_run_dir, &rel))
-                .ok_or_else(|| invalid(format!("log pattern {pattern:?} uses %u or an unknown placeholder; pass remotePath")))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "log pattern {pattern:?} uses %u or an unknown placeholder; pass remotePath"
+                    ))
+                })
         };
         let out_path = resolve(out_pattern.as_deref().unwrap_or(SLURM_DEFAULT_OUTPUT))?;
         // Without --error SLURM writes stderr into the --output file.
@@ -495,15 +676,22 @@ impl Tool<'_> {
         let stdout = self.read_log(&profile, &out_path, tail)?;
         let stderr = match &err_path {
             Some(p) => self.read_log(&profile, p, tail)?,
-            None => json!({"remotePath": out_path, "missing": stdout["missing"], "log": "", "sameFileAsStdout": true}),
+            None => {
+                json!({"remotePath": out_path, "missing": is_missing(&stdout), "log": "", "sameFileAsStdout": true})
+            }
         };
-        let text = |v: &Value| v.get("log").and_then(Value::as_str).unwrap_or("").to_string();
+        let text = |v: &Value| {
+            v.get("log")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let log = [text(&stdout), text(&stderr)]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join("\n");
-        let missing = stdout["missing"] == json!(true) && stderr["missing"] == json!(true);
+        let missing = is_missing(&stdout) && is_missing(&stderr);
         Ok(json!({
             "mode": "fetch_workload_logs",
             "runId": run.run_id,
@@ -517,7 +705,10 @@ impl Tool<'_> {
     }
 
     fn profile_python(&self, id: &str) -> String {
-        self.config.profile(id).map(|p| p.python_command.clone()).unwrap_or_else(|| "python3".to_string())
+        self.config
+            .profile(id)
+            .map(|p| p.python_command.clone())
+            .unwrap_or_else(|| "python3".to_string())
     }
 
     // ------------------------------------------------ download_workload_outputs
@@ -526,20 +717,35 @@ impl Tool<'_> {
         let (run, profile, _) = self.follow_up(req, false)?;
         let remote_path = match (&req.remote_path, &run) {
             (Some(raw), _) => {
-                let base = run.as_ref().map(|r| r.remote_run_dir.clone()).unwrap_or_else(|| profile.remote_root.clone());
+                let base = run
+                    .as_ref()
+                    .map(|r| r.remote_run_dir.clone())
+                    .unwrap_or_else(|| profile.remote_root.clone());
                 remote_under("remotePath", raw, &profile.remote_root, &base).map_err(invalid)?
             }
             (None, Some(r)) => {
                 let file = req.remote_file.as_deref().unwrap_or("result.json");
-                remote_under("remoteFile", file.trim_start_matches('/'), &profile.remote_root, &r.remote_run_dir)
-                    .map_err(invalid)?
+                remote_under(
+                    "remoteFile",
+                    file.trim_start_matches('/'),
+                    &profile.remote_root,
+                    &r.remote_run_dir,
+                )
+                .map_err(invalid)?
             }
-            (None, None) => return Err(invalid("remotePath is required (or provide runId to resolve from run directory)")),
+            (None, None) => {
+                return Err(invalid(
+                    "remotePath is required (or provide runId to resolve from run directory)",
+                ));
+            }
         };
         let local_path = match &req.local_path {
             Some(p) => workspace_relative("localPath", p).map_err(invalid)?,
             None => {
-                let folder = run.as_ref().map(|r| r.run_id.as_str()).unwrap_or("cluster-run");
+                let folder = run
+                    .as_ref()
+                    .map(|r| r.run_id.as_str())
+                    .unwrap_or("cluster-run");
                 format!("downloads/{folder}/{}", basename(&remote_path))
             }
         };

@@ -77,14 +77,30 @@ impl Host for WitHost {
         })
     }
 
-    fn upload(&mut self, cluster: &str, local_path: &str, remote_path: &str) -> Result<TransferStats, HostError> {
+    fn upload(
+        &mut self,
+        cluster: &str,
+        local_path: &str,
+        remote_path: &str,
+    ) -> Result<TransferStats, HostError> {
         let s = transfer::upload(cluster, local_path, remote_path).map_err(from_wit)?;
-        Ok(TransferStats { files: s.files, bytes: s.bytes })
+        Ok(TransferStats {
+            files: s.files,
+            bytes: s.bytes,
+        })
     }
 
-    fn download(&mut self, cluster: &str, remote_path: &str, local_path: &str) -> Result<TransferStats, HostError> {
+    fn download(
+        &mut self,
+        cluster: &str,
+        remote_path: &str,
+        local_path: &str,
+    ) -> Result<TransferStats, HostError> {
         let s = transfer::download(cluster, remote_path, local_path).map_err(from_wit)?;
-        Ok(TransferStats { files: s.files, bytes: s.bytes })
+        Ok(TransferStats {
+            files: s.files,
+            bytes: s.bytes,
+        })
     }
 
     fn store_read(&mut self, path: &str) -> Result<Option<Vec<u8>>, HostError> {

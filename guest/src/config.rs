@@ -61,7 +61,11 @@ fn err(path: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
-fn indicators(f: &mut Fields<'_>, key: &'static str, defaults: &[&str]) -> FieldResult<Vec<Indicator>> {
+fn indicators(
+    f: &mut Fields<'_>,
+    key: &'static str,
+    defaults: &[&str],
+) -> FieldResult<Vec<Indicator>> {
     let path = f.child_path(key);
     let listed = f.string_list(key, true)?;
     let sources: Vec<String> = if listed.is_empty() {
@@ -83,14 +87,24 @@ pub fn check_remote_root(path: &str, value: &str) -> FieldResult<String> {
     if value.starts_with('~') {
         return Err(err(
             path,
-            format!("{value:?}: use an absolute path (a '~' is not expanded; write /home/<user>/... instead)"),
+            format!(
+                "{value:?}: use an absolute path (a '~' is not expanded; write /home/<user>/... instead)"
+            ),
         ));
     }
     if !value.starts_with('/') || trimmed.is_empty() {
-        return Err(err(path, format!("{value:?} must be an absolute path below /, such as /scratch/<user>/openclaw-runs")));
+        return Err(err(
+            path,
+            format!(
+                "{value:?} must be an absolute path below /, such as /scratch/<user>/openclaw-runs"
+            ),
+        ));
     }
     if trimmed.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(err(path, format!("{value:?} may not contain '.' or '..' segments")));
+        return Err(err(
+            path,
+            format!("{value:?} may not contain '.' or '..' segments"),
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(err(path, "may not contain control characters"));
@@ -101,20 +115,31 @@ pub fn check_remote_root(path: &str, value: &str) -> FieldResult<String> {
 fn profile(id: &str, value: &Value) -> FieldResult<Profile> {
     let path = format!("clusters.{id}");
     let mut f = Fields::new(value, &path, Coercion::Strict)?;
-    let ssh_target = f
-        .string("sshTarget")?
-        .ok_or_else(|| err(&format!("{path}.sshTarget"), "is required (an ssh Host alias or user@host)"))?;
-    let remote_root_raw = f
-        .string("remoteRoot")?
-        .ok_or_else(|| err(&format!("{path}.remoteRoot"), "is required (the base directory for runs on the cluster)"))?;
+    let ssh_target = f.string("sshTarget")?.ok_or_else(|| {
+        err(
+            &format!("{path}.sshTarget"),
+            "is required (an ssh Host alias or user@host)",
+        )
+    })?;
+    let remote_root_raw = f.string("remoteRoot")?.ok_or_else(|| {
+        err(
+            &format!("{path}.remoteRoot"),
+            "is required (the base directory for runs on the cluster)",
+        )
+    })?;
     let remote_root = check_remote_root(&format!("{path}.remoteRoot"), &remote_root_raw)?;
     if let Some(s) = f.string("scheduler")?
         && s != "slurm"
     {
-        return Err(err(&format!("{path}.scheduler"), format!("{s:?} is not supported (only \"slurm\")")));
+        return Err(err(
+            &format!("{path}.scheduler"),
+            format!("{s:?} is not supported (only \"slurm\")"),
+        ));
     }
     let login_shell = f.bool("loginShell")?.unwrap_or(false);
-    let python_command = f.string("pythonCommand")?.unwrap_or_else(|| "python3".to_string());
+    let python_command = f
+        .string("pythonCommand")?
+        .unwrap_or_else(|| "python3".to_string());
     let submit_args = f.string_list("submitArgs", true)?;
     let setup_commands = f.string_list("setupCommands", false)?;
     let module_init_scripts = f.string_list("moduleInitScripts", true)?;
@@ -157,7 +182,10 @@ impl Config {
             || local_runs_dir.starts_with('~')
             || local_runs_dir.split(['/', '\\']).any(|s| s == "..")
         {
-            return Err(err("localRunsDir", format!("{local_runs_dir:?} must be a path inside the workspace")));
+            return Err(err(
+                "localRunsDir",
+                format!("{local_runs_dir:?} must be a path inside the workspace"),
+            ));
         }
         let mut clusters = Vec::new();
         for (raw_id, v) in f.entries("clusters")? {
@@ -166,7 +194,10 @@ impl Config {
                 continue;
             }
             if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(err(&format!("clusters.{id}"), "profile ids may not contain spaces or control characters"));
+                return Err(err(
+                    &format!("clusters.{id}"),
+                    "profile ids may not contain spaces or control characters",
+                ));
             }
             clusters.push(profile(id, v)?);
         }
@@ -176,8 +207,14 @@ impl Config {
             default_profile: r.string("defaultProfile")?,
             gpu_profile: r.string("gpuProfile")?,
             gpu_indicators: indicators(&mut r, "gpuIndicators", DEFAULT_GPU_INDICATORS)?,
-            auto_fallback_to_gpu_on_signatures: r.bool("autoFallbackToGpuOnSignatures")?.unwrap_or(true),
-            gpu_required_error_signatures: indicators(&mut r, "gpuRequiredErrorSignatures", DEFAULT_GPU_REQUIRED_SIGNATURES)?,
+            auto_fallback_to_gpu_on_signatures: r
+                .bool("autoFallbackToGpuOnSignatures")?
+                .unwrap_or(true),
+            gpu_required_error_signatures: indicators(
+                &mut r,
+                "gpuRequiredErrorSignatures",
+                DEFAULT_GPU_REQUIRED_SIGNATURES,
+            )?,
         };
         r.finish()?;
         let allow_custom_env_override = match f.object("execution")? {
@@ -206,7 +243,10 @@ impl Config {
         if let Some(d) = &self.default_cluster
             && !known(d)
         {
-            return Err(err("defaultCluster", format!("{d:?} is not a configured cluster (available: {available})")));
+            return Err(err(
+                "defaultCluster",
+                format!("{d:?} is not a configured cluster (available: {available})"),
+            ));
         }
         if let (Some(d), Some(p)) = (&self.default_cluster, &self.routing.default_profile)
             && d != p
@@ -219,12 +259,18 @@ impl Config {
         if let Some(p) = &self.routing.default_profile
             && !known(p)
         {
-            return Err(err("routing.defaultProfile", format!("{p:?} is not a configured cluster (available: {available})")));
+            return Err(err(
+                "routing.defaultProfile",
+                format!("{p:?} is not a configured cluster (available: {available})"),
+            ));
         }
         if let Some(g) = &self.routing.gpu_profile
             && !known(g)
         {
-            return Err(err("routing.gpuProfile", format!("{g:?} is not a configured cluster (available: {available})")));
+            return Err(err(
+                "routing.gpuProfile",
+                format!("{g:?} is not a configured cluster (available: {available})"),
+            ));
         }
         Ok(())
     }
@@ -253,11 +299,16 @@ impl Config {
             None => match (self.effective_default(), self.clusters.as_slice()) {
                 (Some(d), _) => d,
                 (None, [only]) => only.id.as_str(),
-                (None, _) => return Err("cluster is required (no defaultCluster configured)".to_string()),
+                (None, _) => {
+                    return Err("cluster is required (no defaultCluster configured)".to_string());
+                }
             },
         };
         self.profile(id).ok_or_else(|| {
-            format!("Unknown cluster {id:?}. Available: {}", self.cluster_ids().join(", "))
+            format!(
+                "Unknown cluster {id:?}. Available: {}",
+                self.cluster_ids().join(", ")
+            )
         })
     }
 
@@ -353,8 +404,17 @@ mod tests {
         let c = Config::parse(&gautschi()).unwrap();
         assert_eq!(c.cluster_ids(), vec!["gautschi-cpu", "gautschi-gpu"]);
         assert_eq!(c.routing.gpu_indicators.len(), 4);
-        assert_eq!(c.routing.gpu_required_error_signatures.len(), DEFAULT_GPU_REQUIRED_SIGNATURES.len());
-        assert_eq!(c.profile("gautschi-gpu").unwrap().slurm_defaults.gpus_per_node, Some(1));
+        assert_eq!(
+            c.routing.gpu_required_error_signatures.len(),
+            DEFAULT_GPU_REQUIRED_SIGNATURES.len()
+        );
+        assert_eq!(
+            c.profile("gautschi-gpu")
+                .unwrap()
+                .slurm_defaults
+                .gpus_per_node,
+            Some(1)
+        );
         assert!(!c.allow_custom_env_override);
     }
 
@@ -376,17 +436,27 @@ mod tests {
 
         let mut v = gautschi();
         v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("~/runs");
-        assert_eq!(Config::parse(&v).unwrap_err().path, "clusters.gautschi-cpu.remoteRoot");
+        assert_eq!(
+            Config::parse(&v).unwrap_err().path,
+            "clusters.gautschi-cpu.remoteRoot"
+        );
 
         let mut v = gautschi();
         v["routing"]["gpuProfile"] = json!("nope");
         let e = Config::parse(&v).unwrap_err();
         assert_eq!(e.path, "routing.gpuProfile");
-        assert!(e.message.contains("gautschi-cpu, gautschi-gpu"), "{}", e.message);
+        assert!(
+            e.message.contains("gautschi-cpu, gautschi-gpu"),
+            "{}",
+            e.message
+        );
 
         let mut v = gautschi();
         v["clusters"]["gautschi-cpu"]["sshTraget"] = json!("x");
-        assert_eq!(Config::parse(&v).unwrap_err().path, "clusters.gautschi-cpu.sshTraget");
+        assert_eq!(
+            Config::parse(&v).unwrap_err().path,
+            "clusters.gautschi-cpu.sshTraget"
+        );
 
         let mut v = gautschi();
         v["localRunsDir"] = json!("../outside");
@@ -400,13 +470,24 @@ mod tests {
         v["clusters"]["gautschi-cpu"]["slurmDefaults"]["jobName"] = json!("agent");
         let c = Config::parse(&v).unwrap();
         assert!(c.allow_custom_env_override);
-        assert_eq!(c.profile("gautschi-cpu").unwrap().slurm_defaults.job_name.as_deref(), Some("agent"));
+        assert_eq!(
+            c.profile("gautschi-cpu")
+                .unwrap()
+                .slurm_defaults
+                .job_name
+                .as_deref(),
+            Some("agent")
+        );
     }
 
     #[test]
     fn resolve_cluster_rules() {
         let c = Config::parse(&gautschi()).unwrap();
         assert_eq!(c.resolve_cluster(None).unwrap().id, "gautschi-cpu");
-        assert!(c.resolve_cluster(Some("x")).unwrap_err().contains("Available: gautschi-cpu, gautschi-gpu"));
+        assert!(
+            c.resolve_cluster(Some("x"))
+                .unwrap_err()
+                .contains("Available: gautschi-cpu, gautschi-gpu")
+        );
     }
 }

@@ -110,7 +110,9 @@ impl<'a> Fields<'a> {
                 Ok((!t.is_empty()).then(|| t.to_string()))
             }
             Some(Value::Number(n)) if self.coercion == Coercion::Lenient => Ok(Some(n.to_string())),
-            Some(other) => Err(self.error(key, format!("expected a string, got {}", describe(other)))),
+            Some(other) => {
+                Err(self.error(key, format!("expected a string, got {}", describe(other))))
+            }
         }
     }
 
@@ -119,7 +121,9 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok((!s.trim().is_empty()).then(|| s.clone())),
-            Some(other) => Err(self.error(key, format!("expected a string, got {}", describe(other)))),
+            Some(other) => {
+                Err(self.error(key, format!("expected a string, got {}", describe(other))))
+            }
         }
     }
 
@@ -127,10 +131,15 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) if self.coercion == Coercion::Lenient && (s == "true" || s == "false") => {
+            Some(Value::String(s))
+                if self.coercion == Coercion::Lenient && (s == "true" || s == "false") =>
+            {
                 Ok(Some(s == "true"))
             }
-            Some(other) => Err(self.error(key, format!("expected true or false, got {}", describe(other)))),
+            Some(other) => Err(self.error(
+                key,
+                format!("expected true or false, got {}", describe(other)),
+            )),
         }
     }
 
@@ -153,7 +162,10 @@ impl<'a> Fields<'a> {
             Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
             _ => Err(self.error(
                 key,
-                format!("expected a whole number from {min} to {max}, got {}", describe(value)),
+                format!(
+                    "expected a whole number from {min} to {max}, got {}",
+                    describe(value)
+                ),
             )),
         }
     }
@@ -168,7 +180,10 @@ impl<'a> Fields<'a> {
             Value::Array(items) => items.iter().collect(),
             Value::String(_) if self.coercion == Coercion::Lenient => vec![value],
             other => {
-                return Err(self.error(key, format!("expected a list of strings, got {}", describe(other))));
+                return Err(self.error(
+                    key,
+                    format!("expected a list of strings, got {}", describe(other)),
+                ));
             }
         };
         let mut out: Vec<String> = Vec::new();
@@ -203,7 +218,9 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => Ok(Vec::new()),
             Some(Value::Object(map)) => Ok(map.iter().map(|(k, v)| (k.clone(), v)).collect()),
-            Some(other) => Err(self.error(key, format!("expected an object, got {}", describe(other)))),
+            Some(other) => {
+                Err(self.error(key, format!("expected an object, got {}", describe(other))))
+            }
         }
     }
 

@@ -107,7 +107,11 @@ fn check(grammar: &Grammar, path: String, value: String) -> FieldResult<String> 
     }
 }
 
-fn checked(f: &mut Fields<'_>, key: &'static str, grammar: &Grammar) -> FieldResult<Option<String>> {
+fn checked(
+    f: &mut Fields<'_>,
+    key: &'static str,
+    grammar: &Grammar,
+) -> FieldResult<Option<String>> {
     let path = f.child_path(key);
     match f.string(key)? {
         None => Ok(None),
@@ -219,7 +223,10 @@ impl Header {
         push("time", self.time.clone());
         push("nodes", self.nodes.map(|n| n.to_string()));
         push("ntasks", self.ntasks.map(|n| n.to_string()));
-        push("ntasks-per-node", self.ntasks_per_node.map(|n| n.to_string()));
+        push(
+            "ntasks-per-node",
+            self.ntasks_per_node.map(|n| n.to_string()),
+        );
         push("cpus-per-task", self.cpus_per_task.map(|n| n.to_string()));
         push("mem", self.mem.clone());
         push("gpus", self.gpus.map(|n| n.to_string()));
@@ -243,7 +250,18 @@ mod tests {
 
     #[test]
     fn newline_in_any_string_field_is_refused() {
-        for key in ["jobName", "partition", "account", "qos", "constraint", "time", "mem", "gres", "output", "error"] {
+        for key in [
+            "jobName",
+            "partition",
+            "account",
+            "qos",
+            "constraint",
+            "time",
+            "mem",
+            "gres",
+            "output",
+            "error",
+        ] {
             let err = read(json!({ key: "cpu\nmodule load evil" })).unwrap_err();
             assert_eq!(err.path, format!("h.{key}"));
         }
@@ -258,7 +276,10 @@ mod tests {
             "modules": ["python/3.11"]
         }))
         .unwrap();
-        assert_eq!(h.directives().first().map(String::as_str), Some("--job-name=demo"));
+        assert_eq!(
+            h.directives().first().map(String::as_str),
+            Some("--job-name=demo")
+        );
         assert_eq!(h.directives().len(), 12);
     }
 

@@ -96,13 +96,20 @@ impl ExecOutput {
     pub fn failure_text(&self) -> String {
         let err = self.stderr_text();
         let out = self.stdout_text();
-        let detail = [err.trim(), out.trim()].into_iter().find(|s| !s.is_empty()).unwrap_or("");
+        let detail = [err.trim(), out.trim()]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .unwrap_or("");
         let status = match (&self.exit_code, &self.exit_signal) {
             (Some(c), _) => format!("exit code {c}"),
             (None, Some(s)) => format!("killed by signal {s}"),
             (None, None) => "no exit status".to_string(),
         };
-        if detail.is_empty() { status } else { format!("{detail} ({status})") }
+        if detail.is_empty() {
+            status
+        } else {
+            format!("{detail} ({status})")
+        }
     }
 }
 
@@ -114,8 +121,18 @@ pub struct TransferStats {
 
 pub trait Host {
     fn exec(&mut self, request: ExecRequest) -> Result<ExecOutput, HostError>;
-    fn upload(&mut self, cluster: &str, local_path: &str, remote_path: &str) -> Result<TransferStats, HostError>;
-    fn download(&mut self, cluster: &str, remote_path: &str, local_path: &str) -> Result<TransferStats, HostError>;
+    fn upload(
+        &mut self,
+        cluster: &str,
+        local_path: &str,
+        remote_path: &str,
+    ) -> Result<TransferStats, HostError>;
+    fn download(
+        &mut self,
+        cluster: &str,
+        remote_path: &str,
+        local_path: &str,
+    ) -> Result<TransferStats, HostError>;
     fn store_read(&mut self, path: &str) -> Result<Option<Vec<u8>>, HostError>;
     fn store_write(&mut self, path: &str, contents: &[u8]) -> Result<(), HostError>;
     fn store_location(&mut self) -> String;

@@ -67,13 +67,19 @@ impl Ledger {
             .map_err(|e| format!("{LEDGER_FILE} is not valid JSON ({e}); it was left untouched"))?;
         match value.get("runs") {
             Some(Value::Object(_)) | None => {}
-            Some(_) => return Err(format!("{LEDGER_FILE}: \"runs\" is not an object; it was left untouched")),
+            Some(_) => {
+                return Err(format!(
+                    "{LEDGER_FILE}: \"runs\" is not an object; it was left untouched"
+                ));
+            }
         }
-        serde_json::from_value(value).map_err(|e| format!("{LEDGER_FILE} is not a run ledger ({e}); it was left untouched"))
+        serde_json::from_value(value)
+            .map_err(|e| format!("{LEDGER_FILE} is not a run ledger ({e}); it was left untouched"))
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| format!("cannot encode {LEDGER_FILE}: {e}"))?;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| format!("cannot encode {LEDGER_FILE}: {e}"))?;
         bytes.push(b'\n');
         Ok(bytes)
     }
@@ -88,7 +94,8 @@ impl Ledger {
     }
 
     pub fn put(&mut self, run: &RunRecord) -> Result<(), String> {
-        let value = serde_json::to_value(run).map_err(|e| format!("cannot encode run {}: {e}", run.run_id))?;
+        let value = serde_json::to_value(run)
+            .map_err(|e| format!("cannot encode run {}: {e}", run.run_id))?;
         self.runs.insert(run.run_id.clone(), value);
         Ok(())
     }
@@ -162,13 +169,19 @@ fn parts(unix_ms: u64) -> Parts {
 /// `2026-02-18T15:00:19.123Z`, as JavaScript's `toISOString`.
 pub fn iso_timestamp(unix_ms: u64) -> String {
     let p = parts(unix_ms);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", p.y, p.mo, p.d, p.h, p.mi, p.s, p.ms)
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        p.y, p.mo, p.d, p.h, p.mi, p.s, p.ms
+    )
 }
 
 /// `20260218-150019`, the reference's run id timestamp (UTC).
 pub fn run_timestamp(unix_ms: u64) -> String {
     let p = parts(unix_ms);
-    format!("{:04}{:02}{:02}-{:02}{:02}{:02}", p.y, p.mo, p.d, p.h, p.mi, p.s)
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        p.y, p.mo, p.d, p.h, p.mi, p.s
+    )
 }
 
 /// A new run id: `[prefix-]YYYYMMDD-HHMMSS-xxxxxx`. The random suffix keeps two
@@ -187,7 +200,10 @@ pub fn new_run_id(prefix: Option<&str>, unix_ms: u64, random: u64) -> Result<Str
         Some(p) => {
             // Leave room for the stamp and suffix inside the 80-character limit.
             let p = sanitize_run_id(p)?;
-            let p: String = p.chars().take(80 - stamp.len() - suffix.len() - 2).collect();
+            let p: String = p
+                .chars()
+                .take(80 - stamp.len() - suffix.len() - 2)
+                .collect();
             format!("{p}-{stamp}-{suffix}")
         }
         None => format!("{stamp}-{suffix}"),
@@ -242,7 +258,11 @@ mod tests {
 
     #[test]
     fn corrupt_ledger_is_an_error() {
-        assert!(Ledger::parse(b"{not json").unwrap_err().contains("left untouched"));
+        assert!(
+            Ledger::parse(b"{not json")
+                .unwrap_err()
+                .contains("left untouched")
+        );
         assert!(Ledger::parse(br#"{"runs": []}"#).is_err());
     }
 }

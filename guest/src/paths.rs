@@ -8,12 +8,17 @@ pub fn workspace_relative(field: &str, raw: &str) -> Result<String, String> {
     if p.starts_with('/') || p.starts_with('~') {
         return Err(format!("{field} {raw:?} must be relative to the workspace"));
     }
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     if parts.is_empty() {
         return Err(format!("{field} {raw:?} names no file"));
     }
     if parts.contains(&"..") {
-        return Err(format!("Path must stay inside workspace: {raw} ({field} may not contain '..')"));
+        return Err(format!(
+            "Path must stay inside workspace: {raw} ({field} may not contain '..')"
+        ));
     }
     if p.chars().any(char::is_control) {
         return Err(format!("{field} {raw:?} contains control characters"));
@@ -26,7 +31,9 @@ pub fn file_name(field: &str, raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 128
         && !raw.starts_with('.')
-        && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(raw.to_string())
     } else {
@@ -40,7 +47,11 @@ pub fn file_name(field: &str, raw: &str) -> Result<String, String> {
 pub fn remote_join(base: &str, rel: &str) -> String {
     let base = base.trim_end_matches('/');
     let rel = rel.trim_start_matches('/');
-    if rel.is_empty() { base.to_string() } else { format!("{base}/{rel}") }
+    if rel.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}/{rel}")
+    }
 }
 
 /// A remote path for `field`: relative paths resolve against `base`; the
@@ -48,27 +59,40 @@ pub fn remote_join(base: &str, rel: &str) -> String {
 pub fn remote_under(field: &str, raw: &str, root: &str, base: &str) -> Result<String, String> {
     let p = raw.trim();
     if p.starts_with('~') {
-        return Err(format!("{field} {raw:?}: '~' is not expanded; use a path under {root}"));
+        return Err(format!(
+            "{field} {raw:?}: '~' is not expanded; use a path under {root}"
+        ));
     }
     if p.chars().any(char::is_control) {
         return Err(format!("{field} {raw:?} contains control characters"));
     }
-    let full = if p.starts_with('/') { p.to_string() } else { remote_join(base, p) };
+    let full = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        remote_join(base, p)
+    };
     if full.split('/').any(|s| s == ".." || s == ".") {
-        return Err(format!("{field} {raw:?} may not contain '.' or '..' segments"));
+        return Err(format!(
+            "{field} {raw:?} may not contain '.' or '..' segments"
+        ));
     }
     let full = full.trim_end_matches('/').to_string();
     let root = root.trim_end_matches('/');
     if full == root || full.starts_with(&format!("{root}/")) {
         Ok(full)
     } else {
-        Err(format!("{field} {raw:?} is outside the profile's remoteRoot {root}"))
+        Err(format!(
+            "{field} {raw:?} is outside the profile's remoteRoot {root}"
+        ))
     }
 }
 
 /// The last path segment.
 pub fn basename(path: &str) -> &str {
-    path.trim_end_matches('/').rsplit('/').next().unwrap_or(path)
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -77,7 +101,10 @@ mod tests {
 
     #[test]
     fn workspace_paths() {
-        assert_eq!(workspace_relative("localPath", "./data//in.json").unwrap(), "data/in.json");
+        assert_eq!(
+            workspace_relative("localPath", "./data//in.json").unwrap(),
+            "data/in.json"
+        );
         assert!(workspace_relative("localPath", "../x").is_err());
         assert!(workspace_relative("localPath", "a/../../x").is_err());
         assert!(workspace_relative("localPath", "/etc/passwd").is_err());
@@ -97,8 +124,14 @@ mod tests {
     fn remote_paths() {
         let root = "/scratch/u/runs";
         let run = "/scratch/u/runs/r1";
-        assert_eq!(remote_under("remoteFile", "out/result.json", root, run).unwrap(), "/scratch/u/runs/r1/out/result.json");
-        assert_eq!(remote_under("remotePath", "/scratch/u/runs/r2/x", root, run).unwrap(), "/scratch/u/runs/r2/x");
+        assert_eq!(
+            remote_under("remoteFile", "out/result.json", root, run).unwrap(),
+            "/scratch/u/runs/r1/out/result.json"
+        );
+        assert_eq!(
+            remote_under("remotePath", "/scratch/u/runs/r2/x", root, run).unwrap(),
+            "/scratch/u/runs/r2/x"
+        );
         assert!(remote_under("remotePath", "/scratch/u/runs2/x", root, run).is_err());
         assert!(remote_under("remoteFile", "../../../.ssh/id_rsa", root, run).is_err());
         assert!(remote_under("remotePath", "/etc/passwd", root, run).is_err());

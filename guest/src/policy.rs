@@ -11,13 +11,25 @@ use regex_lite::RegexBuilder;
 
 const CUSTOM_ENV_MUTATIONS: &[(&str, &str)] = &[
     ("source activate", r"^\s*source\s+activate\b"),
-    ("conda activate", r"^\s*(?:conda|mamba|micromamba)\s+activate\b"),
+    (
+        "conda activate",
+        r"^\s*(?:conda|mamba|micromamba)\s+activate\b",
+    ),
     ("conda create", r"^\s*(?:conda|mamba|micromamba)\s+create\b"),
-    ("python -m venv", r"^\s*(?:python(?:\d+(?:\.\d+)?)?)\s+-m\s+venv\b"),
+    (
+        "python -m venv",
+        r"^\s*(?:python(?:\d+(?:\.\d+)?)?)\s+-m\s+venv\b",
+    ),
     ("uv venv", r"^\s*uv\s+venv\b"),
     ("virtualenv", r"^\s*virtualenv\b"),
-    ("source .../bin/activate", r"^\s*source\s+.+/bin/activate(?:\s|$)"),
-    ("conda shell hook", r#"^\s*eval\s+["']?\$\(\s*conda\s+shell\."#),
+    (
+        "source .../bin/activate",
+        r"^\s*source\s+.+/bin/activate(?:\s|$)",
+    ),
+    (
+        "conda shell hook",
+        r#"^\s*eval\s+["']?\$\(\s*conda\s+shell\."#,
+    ),
 ];
 
 fn env_mutation(line: &str) -> Option<&'static str> {
@@ -33,7 +45,11 @@ fn env_mutation(line: &str) -> Option<&'static str> {
 
 /// Check a `run_workload` request; `allow_config` is
 /// `execution.allowCustomEnvOverride`.
-pub fn check_run_workload(req: &Request, commands: &[String], allow_config: bool) -> Result<bool, String> {
+pub fn check_run_workload(
+    req: &Request,
+    commands: &[String],
+    allow_config: bool,
+) -> Result<bool, String> {
     let allow = req.allow_env_overrides == Some(true);
     if allow && !allow_config {
         return Err(
@@ -41,7 +57,10 @@ pub fn check_run_workload(req: &Request, commands: &[String], allow_config: bool
                 .to_string(),
         );
     }
-    let header_modules = req.header_overrides.as_ref().is_some_and(|h| !h.modules.is_empty());
+    let header_modules = req
+        .header_overrides
+        .as_ref()
+        .is_some_and(|h| !h.modules.is_empty());
     if !req.setup_commands.is_empty() || !req.modules.is_empty() || header_modules {
         return Err("run_workload rejected call-level environment overrides (setupCommands, modules, headerOverrides.modules). Configure setupCommands/slurmDefaults.modules in the cluster profile instead.".to_string());
     }
@@ -93,7 +112,10 @@ mod tests {
         let e = check_run_workload(&r, &["conda create -n x".into()], false).unwrap_err();
         assert!(e.contains("conda create"), "{e}");
         let allowed = req(json!({"action": "run_workload", "allowEnvOverrides": true}));
-        assert_eq!(check_run_workload(&allowed, &["conda create -n x".into()], true), Ok(true));
+        assert_eq!(
+            check_run_workload(&allowed, &["conda create -n x".into()], true),
+            Ok(true)
+        );
         let e = check_run_workload(&allowed, &["echo".into()], false).unwrap_err();
         assert!(e.contains("allowCustomEnvOverride=false"), "{e}");
     }

@@ -52,13 +52,19 @@ pub struct Request {
 impl Request {
     pub fn parse(value: &Value) -> FieldResult<Request> {
         let mut f = Fields::new(value, "", Coercion::Lenient)?;
-        let action = f
-            .string("action")?
-            .ok_or_else(|| f.error("action", format!("is required (one of: {})", ACTIONS.join(", "))))?;
+        let action = f.string("action")?.ok_or_else(|| {
+            f.error(
+                "action",
+                format!("is required (one of: {})", ACTIONS.join(", ")),
+            )
+        })?;
         if !ACTIONS.contains(&action.as_str()) {
             return Err(f.error(
                 "action",
-                format!("unknown action {action:?} (available: {})", ACTIONS.join(", ")),
+                format!(
+                    "unknown action {action:?} (available: {})",
+                    ACTIONS.join(", ")
+                ),
             ));
         }
         let mut env = Vec::new();
@@ -70,7 +76,10 @@ impl Request {
                 other => {
                     return Err(f.error(
                         "env",
-                        format!("value of {k:?} must be a string, got {}", crate::fields::describe(other)),
+                        format!(
+                            "value of {k:?} must be a string, got {}",
+                            crate::fields::describe(other)
+                        ),
                     ));
                 }
             }
@@ -200,7 +209,10 @@ mod tests {
 
     #[test]
     fn lenient_types_like_the_reference_host() {
-        let r = Request::parse(&json!({"action": "fetch_workload_logs", "tail": "50", "localPaths": "a.txt"})).unwrap();
+        let r = Request::parse(
+            &json!({"action": "fetch_workload_logs", "tail": "50", "localPaths": "a.txt"}),
+        )
+        .unwrap();
         assert_eq!(r.tail, Some(50));
         assert_eq!(r.local_paths, vec!["a.txt"]);
     }
@@ -215,7 +227,10 @@ mod tests {
         assert_eq!(e.path, "tail");
         let e = Request::parse(&json!({"action": "run_workload", "comand": "x"})).unwrap_err();
         assert_eq!(e.path, "comand");
-        let e = Request::parse(&json!({"action": "run_workload", "headerOverrides": {"partition": "a\nb"}})).unwrap_err();
+        let e = Request::parse(
+            &json!({"action": "run_workload", "headerOverrides": {"partition": "a\nb"}}),
+        )
+        .unwrap_err();
         assert_eq!(e.path, "headerOverrides.partition");
     }
 

@@ -52,7 +52,13 @@ impl Indicator {
             .and_then(|rest| rest.rfind('/').map(|end| rest.split_at(end)))
             // Like the reference, text whose "flags" are not regex flags (e.g.
             // "/usr/bin/nvidia-smi") is a plain substring, not a pattern.
-            .filter(|(body, flags)| !body.is_empty() && flags.trim_start_matches('/').chars().all(|c| "dgimsuy".contains(c)));
+            .filter(|(body, flags)| {
+                !body.is_empty()
+                    && flags
+                        .trim_start_matches('/')
+                        .chars()
+                        .all(|c| "dgimsuy".contains(c))
+            });
         let matcher = match regex_form {
             Some((body, flags)) => {
                 let flags = flags.trim_start_matches('/');
@@ -98,7 +104,11 @@ pub struct Selection {
 /// Pick the profile for a workload: explicit cluster, else GPU profile when a
 /// signal (the workload text or a command) matches a GPU indicator, else the
 /// configured default, else the only profile.
-pub fn select_cluster(config: &Config, explicit: Option<&str>, signals: &[&str]) -> Result<Selection, String> {
+pub fn select_cluster(
+    config: &Config,
+    explicit: Option<&str>,
+    signals: &[&str],
+) -> Result<Selection, String> {
     if let Some(id) = explicit.map(str::trim).filter(|s| !s.is_empty()) {
         return Ok(Selection {
             cluster_id: id.to_string(),
@@ -145,10 +155,18 @@ pub fn select_cluster(config: &Config, explicit: Option<&str>, signals: &[&str])
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
     No(&'static str),
-    ToGpu { to_cluster: String, matched_signature: String },
+    ToGpu {
+        to_cluster: String,
+        matched_signature: String,
+    },
 }
 
-pub fn should_fallback_to_gpu(config: &Config, selected: &str, error_text: &str, override_enabled: Option<bool>) -> Fallback {
+pub fn should_fallback_to_gpu(
+    config: &Config,
+    selected: &str,
+    error_text: &str,
+    override_enabled: Option<bool>,
+) -> Fallback {
     if !override_enabled.unwrap_or(config.routing.auto_fallback_to_gpu_on_signatures) {
         return Fallback::No("disabled");
     }
@@ -188,12 +206,20 @@ mod tests {
     #[test]
     fn explicit_beats_signals() {
         let s = select_cluster(&config(), Some("cpu"), &["python train.py --device cuda"]).unwrap();
-        assert_eq!((s.cluster_id.as_str(), s.reason), ("cpu", "explicit_cluster"));
+        assert_eq!(
+            (s.cluster_id.as_str(), s.reason),
+            ("cpu", "explicit_cluster")
+        );
     }
 
     #[test]
     fn regex_indicator_routes_to_gpu() {
-        let s = select_cluster(&config(), None, &["replicate", "python train.py --DEVICE   cuda"]).unwrap();
+        let s = select_cluster(
+            &config(),
+            None,
+            &["replicate", "python train.py --DEVICE   cuda"],
+        )
+        .unwrap();
         assert_eq!(s.cluster_id, "gpu");
         assert_eq!(s.matched_indicator.as_deref(), Some("/--device\\s+cuda/i"));
     }
@@ -201,7 +227,10 @@ mod tests {
     #[test]
     fn no_indicator_uses_default() {
         let s = select_cluster(&config(), Some("  "), &["python3 analyse.py"]).unwrap();
-        assert_eq!((s.cluster_id.as_str(), s.reason), ("cpu", "configured_default"));
+        assert_eq!(
+            (s.cluster_id.as_str(), s.reason),
+            ("cpu", "configured_default")
+        );
     }
 
     #[test]
@@ -214,16 +243,33 @@ mod tests {
                 matched_signature: "cuda is required".into()
             }
         );
-        assert_eq!(should_fallback_to_gpu(&c, "gpu", "cuda is required", None), Fallback::No("already_gpu"));
-        assert_eq!(should_fallback_to_gpu(&c, "cpu", "cuda is required", Some(false)), Fallback::No("disabled"));
-        assert_eq!(should_fallback_to_gpu(&c, "cpu", "segfault", None), Fallback::No("no_signature_match"));
+        assert_eq!(
+            should_fallback_to_gpu(&c, "gpu", "cuda is required", None),
+            Fallback::No("already_gpu")
+        );
+        assert_eq!(
+            should_fallback_to_gpu(&c, "cpu", "cuda is required", Some(false)),
+            Fallback::No("disabled")
+        );
+        assert_eq!(
+            should_fallback_to_gpu(&c, "cpu", "segfault", None),
+            Fallback::No("no_signature_match")
+        );
     }
 
     #[test]
     fn bad_regex_is_reported() {
         assert!(Indicator::parse("/(unclosed/").is_err());
-        assert!(Indicator::parse("/usr/bin/nvidia").unwrap().matches("/USR/BIN/NVIDIA"));
+        assert!(
+            Indicator::parse("/usr/bin/nvidia")
+                .unwrap()
+                .matches("/USR/BIN/NVIDIA")
+        );
         // A lone slash-prefixed path is a substring, not a regex.
-        assert!(Indicator::parse("/usr/bin/nvidia-smi").unwrap().matches("ran /usr/bin/nvidia-smi"));
+        assert!(
+            Indicator::parse("/usr/bin/nvidia-smi")
+                .unwrap()
+                .matches("ran /usr/bin/nvidia-smi")
+        );
     }
 }

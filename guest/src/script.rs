@@ -118,11 +118,17 @@ pub fn render(spec: &ScriptSpec) -> Result<String, String> {
         }
     }
     let module_bootstrap = !modules.is_empty()
-        || setup_commands.iter().chain(commands.iter()).any(|c| uses_module_command(c));
+        || setup_commands
+            .iter()
+            .chain(commands.iter())
+            .any(|c| uses_module_command(c));
     // An empty list in the config must not produce an empty `for` loop (a
     // bash syntax error in the reference): fall back to the usual locations.
     let init_scripts: Vec<String> = if spec.module_init_scripts.is_empty() {
-        DEFAULT_MODULE_INIT_SCRIPTS.iter().map(|s| s.to_string()).collect()
+        DEFAULT_MODULE_INIT_SCRIPTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         spec.module_init_scripts.clone()
     };
@@ -143,7 +149,11 @@ pub fn render(spec: &ScriptSpec) -> Result<String, String> {
     let template = env
         .get_template("job.slurm")
         .map_err(|e| format!("script template error: {e}"))?;
-    let pairs: Vec<Vec<String>> = spec.env.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+    let pairs: Vec<Vec<String>> = spec
+        .env
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.clone()])
+        .collect();
     let rendered = template
         .render(context! {
             login_shell => spec.login_shell,
@@ -172,9 +182,17 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn gpu_spec() -> ScriptSpec {
@@ -188,7 +206,10 @@ mod tests {
                 output: Some("slurm-%j.out".into()),
                 ..Header::default()
             },
-            env: vec![("OMP_NUM_THREADS".into(), "2".into()), ("MSG".into(), "it's $HOME".into())],
+            env: vec![
+                ("OMP_NUM_THREADS".into(), "2".into()),
+                ("MSG".into(), "it's $HOME".into()),
+            ],
             module_init_scripts: vec![],
             setup_commands: vec!["module --force purge".into(), "  ".into()],
             modules: vec!["modtree/gpu".into(), "modtree/gpu".into()],
@@ -233,7 +254,11 @@ mod tests {
     fn bad_env_name_refused() {
         let mut spec = gpu_spec();
         spec.env = vec![("A;B".into(), "x".into())];
-        assert!(render(&spec).unwrap_err().contains("Invalid environment variable name"));
+        assert!(
+            render(&spec)
+                .unwrap_err()
+                .contains("Invalid environment variable name")
+        );
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub fn check_job_id(id: &str) -> Result<String, String> {
     if ok {
         Ok(id.to_string())
     } else {
-        Err(format!("jobId {id:?} is not a SLURM job id (digits, or <array>_<task>)"))
+        Err(format!(
+            "jobId {id:?} is not a SLURM job id (digits, or <array>_<task>)"
+        ))
     }
 }
 
@@ -134,7 +136,10 @@ pub fn parse_sacct(stdout: &str, job_id: &str) -> Option<SacctRow> {
 }
 
 fn rss_bytes(v: &str) -> u64 {
-    let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(v.len()));
+    let (digits, unit) = v.split_at(
+        v.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(v.len()),
+    );
     let n: f64 = digits.parse().unwrap_or(0.0);
     let mult = match unit.to_ascii_uppercase().as_str() {
         "K" => 1024.0,
@@ -272,7 +277,10 @@ mod tests {
     #[test]
     fn parsable_ids() {
         assert_eq!(parse_parsable_job_id("42\n").as_deref(), Some("42"));
-        assert_eq!(parse_parsable_job_id("12345;clusterA").as_deref(), Some("12345"));
+        assert_eq!(
+            parse_parsable_job_id("12345;clusterA").as_deref(),
+            Some("12345")
+        );
         assert_eq!(parse_parsable_job_id("sbatch: error: x"), None);
         assert_eq!(parse_parsable_job_id(""), None);
     }
@@ -289,7 +297,10 @@ mod tests {
     fn squeue_row_for_the_right_job() {
         let out = "7|RUNNING|0:01|10:00|1|c1\n71|PENDING|0:00|10:00|1|(Priority)\n";
         let row = parse_squeue(out, "71").unwrap();
-        assert_eq!((row.state.as_str(), row.reason.as_str()), ("PENDING", "(Priority)"));
+        assert_eq!(
+            (row.state.as_str(), row.reason.as_str()),
+            ("PENDING", "(Priority)")
+        );
         assert!(parse_squeue(out, "8").is_none());
     }
 
@@ -304,20 +315,48 @@ mod tests {
 
     #[test]
     fn log_patterns() {
-        assert_eq!(resolve_log_pattern("slurm-%j.out", "12", "x").as_deref(), Some("slurm-12.out"));
-        assert_eq!(resolve_log_pattern("%x-%A_%a.err", "12_3", "job").as_deref(), Some("job-12_3.err"));
-        assert_eq!(resolve_log_pattern("out-%5j", "12", "x").as_deref(), Some("out-00012"));
-        assert_eq!(resolve_log_pattern("100%%-%j", "12", "x").as_deref(), Some("100%-12"));
+        assert_eq!(
+            resolve_log_pattern("slurm-%j.out", "12", "x").as_deref(),
+            Some("slurm-12.out")
+        );
+        assert_eq!(
+            resolve_log_pattern("%x-%A_%a.err", "12_3", "job").as_deref(),
+            Some("job-12_3.err")
+        );
+        assert_eq!(
+            resolve_log_pattern("out-%5j", "12", "x").as_deref(),
+            Some("out-00012")
+        );
+        assert_eq!(
+            resolve_log_pattern("100%%-%j", "12", "x").as_deref(),
+            Some("100%-12")
+        );
         assert_eq!(resolve_log_pattern("%u-%j", "12", "x"), None);
     }
 
     #[test]
     fn package_hints_are_safe_and_mapped() {
-        let h = missing_package_hint("ModuleNotFoundError: No module named 'cv2'", "c", "python3").unwrap();
+        let h = missing_package_hint("ModuleNotFoundError: No module named 'cv2'", "c", "python3")
+            .unwrap();
         assert_eq!(h.package, "opencv-python");
-        assert_eq!(h.suggested_commands.first().map(String::as_str), Some("python3 -m pip install opencv-python"));
-        let h = missing_package_hint("ModuleNotFoundError: No module named 'sklearn.linear_model'", "c", "python3").unwrap();
+        assert_eq!(
+            h.suggested_commands.first().map(String::as_str),
+            Some("python3 -m pip install opencv-python")
+        );
+        let h = missing_package_hint(
+            "ModuleNotFoundError: No module named 'sklearn.linear_model'",
+            "c",
+            "python3",
+        )
+        .unwrap();
         assert_eq!(h.package, "scikit-learn");
-        assert!(missing_package_hint("ModuleNotFoundError: No module named 'x; rm -rf ~'", "c", "python3").is_none());
+        assert!(
+            missing_package_hint(
+                "ModuleNotFoundError: No module named 'x; rm -rf ~'",
+                "c",
+                "python3"
+            )
+            .is_none()
+        );
     }
 }

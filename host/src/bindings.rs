@@ -26,7 +26,9 @@ impl From<SshError> for HostError {
         let text = e.to_string();
         match e {
             SshError::HostKeyUnknown { .. } => HostError::HostKeyUnknown(text),
-            SshError::HostKeyMismatch { .. } | SshError::HostKeyRevoked { .. } => HostError::HostKeyMismatch(text),
+            SshError::HostKeyMismatch { .. } | SshError::HostKeyRevoked { .. } => {
+                HostError::HostKeyMismatch(text)
+            }
             SshError::AuthFailed(_) => HostError::AuthFailed(text),
             SshError::Timeout(_) => HostError::Timeout(text),
             SshError::Connection(_) | SshError::Config(_) => HostError::Connection(text),

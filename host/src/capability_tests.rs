@@ -27,16 +27,52 @@ impl Recording {
 }
 
 impl Transport for Recording {
-    fn exec<'a>(&'a self, p: &'a ProfileGrant, command: String, _: Option<Vec<u8>>, _: Duration, _: usize) -> BoxFuture<'a, Result<ExecResult, SshError>> {
-        self.calls.lock().unwrap().push(format!("exec {} {command}", p.label));
-        Box::pin(async { Ok(ExecResult { exit_code: Some(0), exit_signal: None, stdout: b"ok".to_vec(), stderr: vec![], stdout_truncated: false, stderr_truncated: false }) })
+    fn exec<'a>(
+        &'a self,
+        p: &'a ProfileGrant,
+        command: String,
+        _: Option<Vec<u8>>,
+        _: Duration,
+        _: usize,
+    ) -> BoxFuture<'a, Result<ExecResult, SshError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("exec {} {command}", p.label));
+        Box::pin(async {
+            Ok(ExecResult {
+                exit_code: Some(0),
+                exit_signal: None,
+                stdout: b"ok".to_vec(),
+                stderr: vec![],
+                stdout_truncated: false,
+                stderr_truncated: false,
+            })
+        })
     }
-    fn upload<'a>(&'a self, p: &'a ProfileGrant, local: PathBuf, remote: String) -> BoxFuture<'a, Result<Moved, SshError>> {
-        self.calls.lock().unwrap().push(format!("upload {} {} {remote}", p.label, local.display()));
+    fn upload<'a>(
+        &'a self,
+        p: &'a ProfileGrant,
+        local: PathBuf,
+        remote: String,
+    ) -> BoxFuture<'a, Result<Moved, SshError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("upload {} {} {remote}", p.label, local.display()));
         Box::pin(async { Ok(Moved { files: 1, bytes: 1 }) })
     }
-    fn download<'a>(&'a self, p: &'a ProfileGrant, remote: String, local: PathBuf) -> BoxFuture<'a, Result<Moved, SshError>> {
-        self.calls.lock().unwrap().push(format!("download {} {remote} {}", p.label, local.display()));
+    fn download<'a>(
+        &'a self,
+        p: &'a ProfileGrant,
+        remote: String,
+        local: PathBuf,
+    ) -> BoxFuture<'a, Result<Moved, SshError>> {
+        self.calls.lock().unwrap().push(format!(
+            "download {} {remote} {}",
+            p.label,
+            local.display()
+        ));
         Box::pin(async { Ok(Moved { files: 1, bytes: 1 }) })
     }
 }
@@ -44,7 +80,11 @@ impl Transport for Recording {
 fn setup() -> (tempfile::TempDir, Arc<Grants>, Arc<Recording>) {
     let ws = tempfile::tempdir().unwrap();
     std::fs::write(ws.path().join("input.txt"), "data").unwrap();
-    let grants = Grants::from_config(&json!({"clusters": {"c": {"sshTarget": "login", "remoteRoot": "/scratch/u/runs"}}}), ws.path()).unwrap();
+    let grants = Grants::from_config(
+        &json!({"clusters": {"c": {"sshTarget": "login", "remoteRoot": "/scratch/u/runs"}}}),
+        ws.path(),
+    )
+    .unwrap();
     (ws, Arc::new(grants), Arc::new(Recording::default()))
 }
 
@@ -67,9 +107,18 @@ async fn refused_execs_never_reach_the_transport() {
         (request("other", "squeue", &[], None), "unknown-cluster"),
         (request("c", "sh", &["-c", "id"], None), "denied"),
         (request("c", "tail", &["/etc/shadow"], None), "denied"),
-        (request("c", "tail", &["../../.ssh/id_ed25519"], None), "denied"),
-        (request("c", "sbatch", &["--chdir=/home/u", "job.slurm"], None), "denied"),
-        (request("c", "sbatch", &["job.slurm"], Some("/tmp")), "denied"),
+        (
+            request("c", "tail", &["../../.ssh/id_ed25519"], None),
+            "denied",
+        ),
+        (
+            request("c", "sbatch", &["--chdir=/home/u", "job.slurm"], None),
+            "denied",
+        ),
+        (
+            request("c", "sbatch", &["job.slurm"], Some("/tmp")),
+            "denied",
+        ),
         (request("c", "sbatch", &["a\nb"], None), "denied"),
     ];
     for (req, kind) in cases {
@@ -82,11 +131,26 @@ async fn refused_execs_never_reach_the_transport() {
         };
         assert_eq!(got, kind, "{what}");
     }
-    assert!(rec.calls().is_empty(), "refused requests reached the transport: {:?}", rec.calls());
+    assert!(
+        rec.calls().is_empty(),
+        "refused requests reached the transport: {:?}",
+        rec.calls()
+    );
 
-    let out = ctx.exec(request("c", "sbatch", &["--parsable", "job.slurm"], Some("r1"))).await.unwrap();
+    let out = ctx
+        .exec(request(
+            "c",
+            "sbatch",
+            &["--parsable", "job.slurm"],
+            Some("r1"),
+        ))
+        .await
+        .unwrap();
     assert_eq!(out.stdout, b"ok");
-    assert_eq!(rec.calls(), vec!["exec c cd -- /scratch/u/runs/r1 && exec sbatch --parsable job.slurm"]);
+    assert_eq!(
+        rec.calls(),
+        vec!["exec c cd -- /scratch/u/runs/r1 && exec sbatch --parsable job.slurm"]
+    );
 }
 
 #[tokio::test]
@@ -95,18 +159,46 @@ async fn refused_transfers_never_reach_the_transport() {
     let outside = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), ws.path().join("escape")).unwrap();
     let ctx = TransferCtx::new(grants, rec.clone());
-    assert!(matches!(ctx.upload("c", "input.txt", "/etc/cron.d/x").await, Err(HostError::Denied(_))));
-    assert!(matches!(ctx.upload("c", "../x", "r1/x").await, Err(HostError::Denied(_))));
-    assert!(matches!(ctx.upload("c", "escape", "r1/x").await, Err(HostError::Denied(_))));
-    assert!(matches!(ctx.upload("nope", "input.txt", "r1/x").await, Err(HostError::UnknownCluster(_))));
-    assert!(matches!(ctx.download("c", "/home/u/.ssh/id_rsa", "k").await, Err(HostError::Denied(_))));
-    assert!(matches!(ctx.download("c", "r1/result.json", "escape/result.json").await, Err(HostError::Denied(_))));
-    assert!(matches!(ctx.download("c", "r1/result.json", "/tmp/x").await, Err(HostError::Denied(_))));
+    assert!(matches!(
+        ctx.upload("c", "input.txt", "/etc/cron.d/x").await,
+        Err(HostError::Denied(_))
+    ));
+    assert!(matches!(
+        ctx.upload("c", "../x", "r1/x").await,
+        Err(HostError::Denied(_))
+    ));
+    assert!(matches!(
+        ctx.upload("c", "escape", "r1/x").await,
+        Err(HostError::Denied(_))
+    ));
+    assert!(matches!(
+        ctx.upload("nope", "input.txt", "r1/x").await,
+        Err(HostError::UnknownCluster(_))
+    ));
+    assert!(matches!(
+        ctx.download("c", "/home/u/.ssh/id_rsa", "k").await,
+        Err(HostError::Denied(_))
+    ));
+    assert!(matches!(
+        ctx.download("c", "r1/result.json", "escape/result.json")
+            .await,
+        Err(HostError::Denied(_))
+    ));
+    assert!(matches!(
+        ctx.download("c", "r1/result.json", "/tmp/x").await,
+        Err(HostError::Denied(_))
+    ));
     assert!(rec.calls().is_empty(), "{:?}", rec.calls());
 
     ctx.upload("c", "input.txt", "r1/input.txt").await.unwrap();
     let real = ws.path().canonicalize().unwrap();
-    assert_eq!(rec.calls(), vec![format!("upload c {}/input.txt /scratch/u/runs/r1/input.txt", real.display())]);
+    assert_eq!(
+        rec.calls(),
+        vec![format!(
+            "upload c {}/input.txt /scratch/u/runs/r1/input.txt",
+            real.display()
+        )]
+    );
 }
 
 #[tokio::test]
@@ -116,13 +208,22 @@ async fn run_store_is_confined_and_atomic() {
     assert_eq!(store.read("runs.json").unwrap(), None);
     store.write("runs.json", b"{\"runs\":{}}\n").unwrap();
     store.write("r1/job.slurm", b"#!/bin/bash\n").unwrap();
-    assert_eq!(store.read("runs.json").unwrap().unwrap(), b"{\"runs\":{}}\n");
+    assert_eq!(
+        store.read("runs.json").unwrap().unwrap(),
+        b"{\"runs\":{}}\n"
+    );
     let on_disk = ws.path().join(".openclaw/cluster-runs/r1/job.slurm");
     assert_eq!(std::fs::read(on_disk).unwrap(), b"#!/bin/bash\n");
     for bad in ["../../x", "/etc/passwd", "r1/../../x"] {
-        assert!(matches!(store.write(bad, b"x"), Err(HostError::Denied(_))), "{bad}");
+        assert!(
+            matches!(store.write(bad, b"x"), Err(HostError::Denied(_))),
+            "{bad}"
+        );
     }
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(ws.path().join(".openclaw/cluster-runs")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(ws.path().join(".openclaw/cluster-runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }

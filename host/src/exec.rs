@@ -41,11 +41,16 @@ impl ExecCtx {
     /// Check, then run. Everything before `transport.exec` is side-effect free.
     pub async fn exec(&self, request: ExecRequest) -> Result<ExecOutput, HostError> {
         let profile = self.grants.profile(&request.cluster)?;
-        let command = self
-            .grants
-            .exec_command(profile, &request.program, &request.args, request.cwd.as_deref())?;
+        let command = self.grants.exec_command(
+            profile,
+            &request.program,
+            &request.args,
+            request.cwd.as_deref(),
+        )?;
         if request.stdin.as_ref().is_some_and(|s| s.len() > MAX_STDIN) {
-            return Err(HostError::Denied(format!("stdin larger than {MAX_STDIN} bytes")));
+            return Err(HostError::Denied(format!(
+                "stdin larger than {MAX_STDIN} bytes"
+            )));
         }
         let timeout = request
             .timeout_ms
@@ -79,6 +84,9 @@ impl HasData for HasExec {
     type Data<'a> = ExecView<'a>;
 }
 
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> ExecView<'_>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ExecView<'_>,
+) -> wasmtime::Result<()> {
     ssh_exec::add_to_linker::<T, HasExec>(linker, get)
 }

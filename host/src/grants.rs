@@ -18,6 +18,7 @@
 //! than trusting the guest's validation: policy code that is wrong or hostile
 //! still cannot widen what is granted here.
 
+use crate::ssh::{quote_command, quote_word};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -25,7 +26,18 @@ use std::path::{Component, Path, PathBuf};
 /// Programs the guest may run on a login node. Workload commands never run
 /// there: they only ever run inside a SLURM job, through `sbatch`.
 pub const ALLOWED_PROGRAMS: &[&str] = &[
-    "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo", "mkdir", "tail", "head", "ls", "stat", "sha256sum",
+    "sbatch",
+    "squeue",
+    "sacct",
+    "scancel",
+    "scontrol",
+    "sinfo",
+    "mkdir",
+    "tail",
+    "head",
+    "ls",
+    "stat",
+    "sha256sum",
 ];
 
 /// Why a request was refused before it touched anything.
@@ -89,7 +101,9 @@ impl Grants {
             Some(_) => return Err(GrantError("localRunsDir must be a string".into())),
         };
         if relative_clean(&runs_dir_display).is_none() || runs_dir_display.starts_with('~') {
-            return Err(GrantError(format!("localRunsDir {runs_dir_display:?} must be a relative path inside the workspace")));
+            return Err(GrantError(format!(
+                "localRunsDir {runs_dir_display:?} must be a relative path inside the workspace"
+            )));
         }
         let mut profiles = BTreeMap::new();
         if let Some(clusters) = config.get("clusters") {
@@ -104,12 +118,20 @@ impl Grants {
                 let text = |key: &str| -> Result<String, GrantError> {
                     match profile.get(key) {
                         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-                        _ => Err(GrantError(format!("clusters.{label}.{key} is required and must be a string"))),
+                        _ => Err(GrantError(format!(
+                            "clusters.{label}.{key} is required and must be a string"
+                        ))),
                     }
                 };
                 let ssh_target = text("sshTarget")?;
-                if ssh_target.starts_with('-') || ssh_target.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(GrantError(format!("clusters.{label}.sshTarget {ssh_target:?} is not a host name or alias")));
+                if ssh_target.starts_with('-')
+                    || ssh_target
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(GrantError(format!(
+                        "clusters.{label}.sshTarget {ssh_target:?} is not a host name or alias"
+                    )));
                 }
                 let remote_root = text("remoteRoot")?;
                 let root = remote_root.trim_end_matches('/');
@@ -149,10 +171,15 @@ impl Grants {
     /// A remote path as an absolute path under the profile's root.
     pub fn remote_path(&self, profile: &ProfileGrant, raw: &str) -> Result<String, Refusal> {
         if raw.starts_with('~') {
-            return Err(denied(format!("remote path {raw:?}: '~' is not allowed; use a path under {}", profile.remote_root)));
+            return Err(denied(format!(
+                "remote path {raw:?}: '~' is not allowed; use a path under {}",
+                profile.remote_root
+            )));
         }
         if raw.chars().any(char::is_control) {
-            return Err(denied(format!("remote path {raw:?} contains control characters")));
+            return Err(denied(format!(
+                "remote path {raw:?} contains control characters"
+            )));
         }
         let full = if raw.starts_with('/') {
             raw.to_string()
@@ -164,7 +191,9 @@ impl Grants {
             match seg {
                 "" => {}
                 "." | ".." => {
-                    return Err(denied(format!("remote path {raw:?} may not contain '.' or '..' segments")));
+                    return Err(denied(format!(
+                        "remote path {raw:?} may not contain '.' or '..' segments"
+                    )));
                 }
                 s => parts.push(s),
             }
@@ -182,7 +211,13 @@ impl Grants {
     }
 
     /// Check an exec request and build the one command line sent over SSH.
-    pub fn exec_command(&self, profile: &ProfileGrant, program: &str, args: &[String], cwd: Option<&str>) -> Result<String, Refusal> {
+    pub fn exec_command(
+        &self,
+        profile: &ProfileGrant,
+        program: &str,
+        args: &[String],
+        cwd: Option<&str>,
+    ) -> Result<String, Refusal> {
         if !self.programs.iter().any(|p| p == program) {
             return Err(denied(format!(
                 "program {program:?} is not on this host's allowlist ({})",
@@ -191,25 +226,27 @@ impl Grants {
         }
         for arg in args {
             if arg.contains(['\n', '\r', '\0']) {
-                return Err(denied(format!("argument {arg:?} contains a line break or NUL")));
+                return Err(denied(format!(
+                    "argument {arg:?} contains a line break or NUL"
+                )));
             }
             if let Some(value) = path_part(arg) {
                 if value.starts_with('~') {
-                    return Err(denied(format!("argument {arg:?}: '~' paths are not allowed")));
+                    return Err(denied(format!(
+                        "argument {arg:?}: '~' paths are not allowed"
+                    )));
                 }
                 if value.split('/').any(|s| s == "..") {
-                    return Err(denied(format!("argument {arg:?} may not contain '..' path segments")));
+                    return Err(denied(format!(
+                        "argument {arg:?} may not contain '..' path segments"
+                    )));
                 }
                 if value.starts_with('/') {
                     self.remote_path(profile, value)?;
                 }
             }
         }
-        let quoted: Vec<String> = std::iter::once(program.to_string())
-            .chain(args.iter().cloned())
-            .map(|w| quote_word(&w))
-            .collect();
-        let run = format!("exec {}", quoted.join(" "));
+        let run = format!("exec {}", quote_command(program, args));
         Ok(match cwd {
             Some(dir) => {
                 let dir = self.remote_path(profile, dir)?;
@@ -219,14 +256,20 @@ impl Grants {
             // than run with the login directory as the working directory.
             None => {
                 let root = quote_word(&profile.remote_root);
-                format!("{{ cd -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -- {root}; }}; }} && {run}")
+                format!(
+                    "{{ cd -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -- {root}; }}; }} && {run}"
+                )
             }
         })
     }
 
     /// An existing local file or directory to read (upload source).
     pub fn local_source(&self, raw: &str) -> Result<PathBuf, Refusal> {
-        let rel = relative_clean(raw).ok_or_else(|| denied(format!("local path {raw:?} must be relative to the workspace, without '..'")))?;
+        let rel = relative_clean(raw).ok_or_else(|| {
+            denied(format!(
+                "local path {raw:?} must be relative to the workspace, without '..'"
+            ))
+        })?;
         let joined = self.workspace.join(&rel);
         let real = joined
             .canonicalize()
@@ -245,12 +288,18 @@ impl Grants {
     /// the nearest existing ancestor must resolve inside `base`, and the final
     /// component, if it exists, must not be a symlink.
     fn destination_under(&self, base: &Path, raw: &str, what: &str) -> Result<PathBuf, Refusal> {
-        let rel = relative_clean(raw).ok_or_else(|| denied(format!("{what} {raw:?} must be a relative path without '..'")))?;
+        let rel = relative_clean(raw).ok_or_else(|| {
+            denied(format!(
+                "{what} {raw:?} must be a relative path without '..'"
+            ))
+        })?;
         let target = base.join(&rel);
         if let Ok(meta) = std::fs::symlink_metadata(&target)
             && meta.file_type().is_symlink()
         {
-            return Err(denied(format!("{what} {raw:?} is a symlink; refusing to write through it")));
+            return Err(denied(format!(
+                "{what} {raw:?} is a symlink; refusing to write through it"
+            )));
         }
         // While `base` does not exist yet (a fresh run store), its nearest
         // existing ancestor must still be inside the workspace.
@@ -261,15 +310,22 @@ impl Grants {
         let mut ancestor = target.parent();
         while let Some(a) = ancestor {
             if a.exists() {
-                let real = a.canonicalize().map_err(|e| denied(format!("{what} {raw:?}: {e}")))?;
+                let real = a
+                    .canonicalize()
+                    .map_err(|e| denied(format!("{what} {raw:?}: {e}")))?;
                 if !real.starts_with(&bound) || !real.starts_with(&self.workspace) {
-                    return Err(denied(format!("{what} {raw:?} resolves outside {}", base.display())));
+                    return Err(denied(format!(
+                        "{what} {raw:?} resolves outside {}",
+                        base.display()
+                    )));
                 }
                 return Ok(target);
             }
             ancestor = a.parent();
         }
-        Err(denied(format!("{what} {raw:?} has no existing parent directory")))
+        Err(denied(format!(
+            "{what} {raw:?} has no existing parent directory"
+        )))
     }
 
     pub fn local_destination(&self, raw: &str) -> Result<PathBuf, Refusal> {
@@ -297,19 +353,6 @@ fn path_part(arg: &str) -> Option<&str> {
         arg
     };
     (value.contains('/') || value.starts_with('~') || value == "..").then_some(value)
-}
-
-/// POSIX single quoting; plain words stay as they are for readable logs.
-pub fn quote_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./=:,%@+-".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r#"'"'"'"#))
-    }
 }
 
 #[cfg(test)]
@@ -347,9 +390,22 @@ mod tests {
         let ws = tempfile::tempdir().unwrap();
         let g = grants(ws.path());
         let p = g.profile("c").unwrap().clone();
-        assert_eq!(g.remote_path(&p, "r1/job.slurm").unwrap(), "/scratch/u/runs/r1/job.slurm");
-        assert_eq!(g.remote_path(&p, "/scratch/u/runs//r1/").unwrap(), "/scratch/u/runs/r1");
-        for bad in ["/etc/passwd", "/scratch/u/runs2", "r1/../../x", "~/x", "/scratch/u/runs/./x", "a\nb"] {
+        assert_eq!(
+            g.remote_path(&p, "r1/job.slurm").unwrap(),
+            "/scratch/u/runs/r1/job.slurm"
+        );
+        assert_eq!(
+            g.remote_path(&p, "/scratch/u/runs//r1/").unwrap(),
+            "/scratch/u/runs/r1"
+        );
+        for bad in [
+            "/etc/passwd",
+            "/scratch/u/runs2",
+            "r1/../../x",
+            "~/x",
+            "/scratch/u/runs/./x",
+            "a\nb",
+        ] {
             assert!(g.remote_path(&p, bad).is_err(), "{bad}");
         }
     }
@@ -361,10 +417,20 @@ mod tests {
         let p = g.profile("c").unwrap().clone();
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let cmd = g
-            .exec_command(&p, "sbatch", &args(&["--parsable", "--job-name=a b", "job.slurm"]), Some("r1"))
+            .exec_command(
+                &p,
+                "sbatch",
+                &args(&["--parsable", "--job-name=a b", "job.slurm"]),
+                Some("r1"),
+            )
             .unwrap();
-        assert_eq!(cmd, "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' job.slurm");
-        let cmd = g.exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None).unwrap();
+        assert_eq!(
+            cmd,
+            "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' job.slurm"
+        );
+        let cmd = g
+            .exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None)
+            .unwrap();
         assert!(cmd.ends_with("exec squeue -o '%i|%T'"), "{cmd}");
         for (prog, a) in [
             ("bash", vec!["-c", "id"]),
@@ -376,16 +442,12 @@ mod tests {
             ("sbatch", vec!["--chdir=/home/u", "job.slurm"]),
             ("sbatch", vec!["a\nb"]),
         ] {
-            assert!(g.exec_command(&p, prog, &args(&a), None).is_err(), "{prog} {a:?}");
+            assert!(
+                g.exec_command(&p, prog, &args(&a), None).is_err(),
+                "{prog} {a:?}"
+            );
         }
         assert!(g.exec_command(&p, "tail", &[], Some("/etc")).is_err());
-    }
-
-    #[test]
-    fn quoting_is_literal() {
-        assert_eq!(quote_word("it's $HOME"), r#"'it'"'"'s $HOME'"#);
-        assert_eq!(quote_word(""), "''");
-        assert_eq!(quote_word("a;b"), "'a;b'");
     }
 
     #[test]
@@ -398,11 +460,17 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), ws.path().join("outdir")).unwrap();
         let g = grants(ws.path());
         assert!(g.local_source("in.txt").is_ok());
-        assert!(g.local_source("link").is_err(), "symlink out of the workspace must be refused");
+        assert!(
+            g.local_source("link").is_err(),
+            "symlink out of the workspace must be refused"
+        );
         assert!(g.local_source("../in.txt").is_err());
         assert!(g.local_source("/etc/passwd").is_err());
         assert!(g.local_destination("downloads/r/result.json").is_ok());
-        assert!(g.local_destination("link").is_err(), "never write through a symlink");
+        assert!(
+            g.local_destination("link").is_err(),
+            "never write through a symlink"
+        );
         assert!(g.local_destination("outdir/x").is_err());
         assert!(g.store_path("runs.json").is_ok());
         assert!(g.store_path("../../x").is_err());

@@ -34,7 +34,11 @@ use transport::SshTransport;
 static EMBEDDED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
 
 #[derive(Parser)]
-#[command(name = "cluster-slurm", version, about = "Run SLURM jobs on configured clusters over SSH, with all policy in a sandboxed wasm component")]
+#[command(
+    name = "cluster-slurm",
+    version,
+    about = "Run SLURM jobs on configured clusters over SSH, with all policy in a sandboxed wasm component"
+)]
 struct Cli {
     /// Operator config: the plugin config plus an optional `host` section.
     #[arg(long, global = true, env = "CLUSTER_SLURM_CONFIG")]
@@ -103,7 +107,9 @@ fn load(cli: &Cli) -> Result<Loaded> {
             path.display().to_string(),
         ),
         None if EMBEDDED_GUEST.is_empty() => {
-            bail!("this binary was built without an embedded guest; build it with `just build`, or pass --guest PATH")
+            bail!(
+                "this binary was built without an embedded guest; build it with `just build`, or pass --guest PATH"
+            )
         }
         None => (EMBEDDED_GUEST.to_vec(), "embedded".to_string()),
     };
@@ -131,13 +137,16 @@ fn request_json(action: &str, params: Option<&str>) -> Result<String> {
     let text = match params {
         Some("-") => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading parameters from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading parameters from stdin")?;
             s
         }
         Some(s) => s.to_string(),
         None => "{}".to_string(),
     };
-    let mut value: Value = serde_json::from_str(&text).context("parameters must be a JSON object")?;
+    let mut value: Value =
+        serde_json::from_str(&text).context("parameters must be a JSON object")?;
     let Value::Object(map) = &mut value else {
         bail!("parameters must be a JSON object, e.g. '{{\"runId\": \"...\"}}'");
     };
@@ -173,22 +182,34 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut last_state = String::new();
             loop {
                 let status = match loaded.runtime.invoke(&loaded.plugin_json, &request).await? {
-                    Ok(text) => serde_json::from_str::<Value>(&text).context("guest returned invalid JSON")?,
+                    Ok(text) => serde_json::from_str::<Value>(&text)
+                        .context("guest returned invalid JSON")?,
                     Err(e) => {
                         eprintln!("cluster-slurm: wait failed: {}", tool_error_text(&e));
                         return Ok(ExitCode::from(1));
                     }
                 };
-                let state = status.get("state").and_then(Value::as_str).unwrap_or("UNKNOWN").to_string();
+                let state = status
+                    .get("state")
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN")
+                    .to_string();
                 if state != last_state {
                     let job = status.get("jobId").and_then(Value::as_str).unwrap_or("?");
                     let cluster = status.get("cluster").and_then(Value::as_str).unwrap_or("?");
-                    eprintln!("[{:>5.1}s] job {job} on {cluster}: {state}", started.elapsed().as_secs_f64());
+                    eprintln!(
+                        "[{:>5.1}s] job {job} on {cluster}: {state}",
+                        started.elapsed().as_secs_f64()
+                    );
                     last_state = state.clone();
                 }
                 if status.get("done").and_then(Value::as_bool) == Some(true) {
                     println!("{}", serde_json::to_string_pretty(&status)?);
-                    return Ok(if state == "COMPLETED" { ExitCode::SUCCESS } else { ExitCode::from(3) });
+                    return Ok(if state == "COMPLETED" {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    });
                 }
                 if started.elapsed() >= std::time::Duration::from_secs(*timeout) {
                     eprintln!("cluster-slurm: job not done after {timeout}s (last state {state})");
@@ -201,7 +222,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Describe => {
             let d = loaded.runtime.describe().await?;
-            let schema: Value = serde_json::from_str(&d.parameters_schema).context("guest returned an invalid schema")?;
+            let schema: Value = serde_json::from_str(&d.parameters_schema)
+                .context("guest returned an invalid schema")?;
             let out = json!({"name": d.name, "label": d.label, "description": d.description, "parameters": schema});
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -248,11 +270,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for e in &found.exports {
                     println!("  {e}");
                 }
-                println!("filesystem/socket/http imports: none (only {} are accepted)", runtime::ALLOWED_IMPORT_PREFIXES.join(" "));
-                println!("workspace: {} (run store: {})", loaded.grants.workspace.display(), loaded.grants.runs_dir_display);
-                println!("programs allowed on login nodes: {}", loaded.grants.programs.join(" "));
+                println!(
+                    "filesystem/socket/http imports: none (only {} are accepted)",
+                    runtime::ALLOWED_IMPORT_PREFIXES.join(" ")
+                );
+                println!(
+                    "workspace: {} (run store: {})",
+                    loaded.grants.workspace.display(),
+                    loaded.grants.runs_dir_display
+                );
+                println!(
+                    "programs allowed on login nodes: {}",
+                    loaded.grants.programs.join(" ")
+                );
                 for p in loaded.grants.profiles.values() {
-                    println!("profile {}: ssh target {}, remote paths under {}", p.label, p.ssh_target, p.remote_root);
+                    println!(
+                        "profile {}: ssh target {}, remote paths under {}",
+                        p.label, p.ssh_target, p.remote_root
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -262,7 +297,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cluster-slurm: cannot start the async runtime: {e}");

@@ -24,8 +24,10 @@ pub struct OperatorConfig {
 
 impl OperatorConfig {
     pub fn load(path: &Path) -> Result<OperatorConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let value: Value = serde_json::from_str(&text).with_context(|| format!("config {} is not valid JSON", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("config {} is not valid JSON", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_value(value, &base).with_context(|| format!("config {}", path.display()))
     }
@@ -46,7 +48,10 @@ impl OperatorConfig {
                 Some(_) => bail!("host.{key} must be a path"),
             }
         };
-        if let Some(unknown) = host.keys().find(|k| !["sshConfig", "workspace"].contains(&k.as_str())) {
+        if let Some(unknown) = host
+            .keys()
+            .find(|k| !["sshConfig", "workspace"].contains(&k.as_str()))
+        {
             bail!("host.{unknown}: unknown key (allowed: sshConfig, workspace)");
         }
         Ok(OperatorConfig {

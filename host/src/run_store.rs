@@ -51,7 +51,9 @@ impl RunStoreCtx {
     /// a crash leaves the old or the new file, never a torn one.
     pub fn write(&self, path: &str, contents: &[u8]) -> Result<(), HostError> {
         if contents.len() > MAX_FILE {
-            return Err(HostError::Denied(format!("run store file {path:?} larger than {MAX_FILE} bytes")));
+            return Err(HostError::Denied(format!(
+                "run store file {path:?} larger than {MAX_FILE} bytes"
+            )));
         }
         let full = self.grants.store_path(path)?;
         let dir = full
@@ -61,10 +63,17 @@ impl RunStoreCtx {
         // Re-check now that the directories exist: a symlink planted in the
         // path while we created them must not redirect the write.
         let full = self.grants.store_path(path)?;
-        let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = full
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
             f.write_all(contents)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &full)?;
@@ -101,6 +110,9 @@ impl HasData for HasRunStore {
     type Data<'a> = RunStoreView<'a>;
 }
 
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> RunStoreView<'_>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> RunStoreView<'_>,
+) -> wasmtime::Result<()> {
     run_store::add_to_linker::<T, HasRunStore>(linker, get)
 }

@@ -70,8 +70,14 @@ pub struct Interfaces {
 pub fn interfaces(engine: &Engine, component: &Component) -> Interfaces {
     let ty = component.component_type();
     Interfaces {
-        imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
-        exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
+        imports: ty
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        exports: ty
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect(),
     }
 }
 
@@ -87,21 +93,39 @@ pub fn forbidden_imports(imports: &[String]) -> Vec<String> {
 impl Runtime {
     pub fn new(wasm: &[u8], grants: Arc<Grants>, transport: SharedTransport) -> Result<Runtime> {
         let engine = wt(Engine::new(&Config::new()), "creating the wasm engine")?;
-        let component = wt(Component::new(&engine, wasm), "compiling the guest component")?;
+        let component = wt(
+            Component::new(&engine, wasm),
+            "compiling the guest component",
+        )?;
         let found = interfaces(&engine, &component);
         let forbidden = forbidden_imports(&found.imports);
         if !forbidden.is_empty() {
             bail!(
                 "refusing to load the guest: it imports {} (a cluster-slurm guest may only import our own interfaces and {})",
                 forbidden.join(", "),
-                ALLOWED_IMPORT_PREFIXES.get(1..).unwrap_or_default().join(", ")
+                ALLOWED_IMPORT_PREFIXES
+                    .get(1..)
+                    .unwrap_or_default()
+                    .join(", ")
             );
         }
         let mut linker = Linker::new(&engine);
-        wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker), "linking WASI")?;
-        wt(crate::exec::add_to_linker(&mut linker, |s: &mut State| s.exec.view()), "linking ssh-exec")?;
-        wt(crate::transfer::add_to_linker(&mut linker, |s: &mut State| s.transfer.view()), "linking transfer")?;
-        wt(crate::run_store::add_to_linker(&mut linker, |s: &mut State| s.store.view()), "linking run-store")?;
+        wt(
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker),
+            "linking WASI",
+        )?;
+        wt(
+            crate::exec::add_to_linker(&mut linker, |s: &mut State| s.exec.view()),
+            "linking ssh-exec",
+        )?;
+        wt(
+            crate::transfer::add_to_linker(&mut linker, |s: &mut State| s.transfer.view()),
+            "linking transfer",
+        )?;
+        wt(
+            crate::run_store::add_to_linker(&mut linker, |s: &mut State| s.store.view()),
+            "linking run-store",
+        )?;
         Ok(Runtime {
             engine,
             component,
@@ -133,13 +157,22 @@ impl Runtime {
 
     pub async fn describe(&self) -> Result<ToolDescription> {
         let (mut store, guest) = self.instance().await?;
-        wt(guest.openclaw_cluster_slurm_tool().call_describe(&mut store).await, "guest describe")
+        wt(
+            guest
+                .openclaw_cluster_slurm_tool()
+                .call_describe(&mut store)
+                .await,
+            "guest describe",
+        )
     }
 
     pub async fn check_config(&self, config: &str) -> Result<Result<String, ToolError>> {
         let (mut store, guest) = self.instance().await?;
         wt(
-            guest.openclaw_cluster_slurm_tool().call_check_config(&mut store, config).await,
+            guest
+                .openclaw_cluster_slurm_tool()
+                .call_check_config(&mut store, config)
+                .await,
             "guest check-config",
         )
     }
@@ -149,7 +182,10 @@ impl Runtime {
     pub async fn invoke(&self, config: &str, request: &str) -> Result<Result<String, ToolError>> {
         let (mut store, guest) = self.instance().await?;
         wt(
-            guest.openclaw_cluster_slurm_tool().call_invoke(&mut store, config, request).await,
+            guest
+                .openclaw_cluster_slurm_tool()
+                .call_invoke(&mut store, config, request)
+                .await,
             "guest invoke",
         )
     }

@@ -209,17 +209,8 @@ pub struct ExecResult {
     pub stderr_truncated: bool,
 }
 
-impl ExecResult {
-    /// True when the command exited with status 0.
-    #[allow(dead_code)] // public API; not every caller uses it
-    pub fn success(&self) -> bool {
-        self.exit_code == Some(0)
-    }
-}
-
 /// POSIX-shell quoting of one word: safe words stay as they are, everything else
 /// is single-quoted with embedded `'` written as `'"'"'`.
-#[allow(dead_code)] // public API; not every caller uses it
 pub fn quote_word(word: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "_./=:,%@+-".contains(c);
     if !word.is_empty() && word.chars().all(safe) {
@@ -232,7 +223,6 @@ pub fn quote_word(word: &str) -> String {
 /// Build a shell command line from a program and its arguments, quoting every word.
 /// The program word is also quoted when it contains `=` (the shell would otherwise
 /// read it as a variable assignment).
-#[allow(dead_code)] // public API; not every caller uses it
 pub fn quote_command(program: &str, args: &[String]) -> String {
     let mut out = if program.contains('=') {
         format!("'{}'", program.replace('\'', "'\"'\"'"))
@@ -889,36 +879,14 @@ impl Connection {
         }
     }
 
-    /// Unique id of this connection within the process (clones share it).
-    #[allow(dead_code)] // public API; not every caller uses it
-    pub fn id(&self) -> u64 {
-        self.inner.id
-    }
-
     /// `user@host:port` of the final hop.
     pub fn target(&self) -> &str {
         &self.inner.target
     }
 
-    /// True when both values are clones of the same underlying connection.
-    #[allow(dead_code)] // public API; not every caller uses it
-    pub fn same_connection(&self, other: &Connection) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
     /// True once the connection (or a jump host it depends on) has ended.
     pub fn is_closed(&self) -> bool {
         self.inner.handle.is_closed() || self.inner.jumps.iter().any(|j| j.is_closed())
-    }
-
-    /// Politely end the connection (other clones become unusable).
-    #[allow(dead_code)] // public API; not every caller uses it
-    pub async fn close(&self) {
-        let _ = self
-            .inner
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "bye", "en")
-            .await;
     }
 
     fn channel_error(&self, e: russh::Error) -> SshError {
@@ -1344,32 +1312,6 @@ impl Pool {
             Err(e) => {
                 s.last_failure = Some((Instant::now(), e.clone()));
                 Err(e)
-            }
-        }
-    }
-
-    /// Forget (and close) the connection for `label`, e.g. after an error that
-    /// suggests it is dead; the next `get` reconnects.
-    #[allow(dead_code)] // public API; not every caller uses it
-    pub async fn invalidate(&self, label: &str) {
-        let slot = self.slot(label);
-        let mut s = slot.lock().await;
-        if let Some(c) = s.conn.take() {
-            c.close().await;
-        }
-    }
-
-    /// Close every pooled connection.
-    #[allow(dead_code)] // public API; not every caller uses it
-    pub async fn close_all(&self) {
-        let slots: Vec<_> = {
-            let map = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            map.values().cloned().collect()
-        };
-        for slot in slots {
-            let mut s = slot.lock().await;
-            if let Some(c) = s.conn.take() {
-                c.close().await;
             }
         }
     }

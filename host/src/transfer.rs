@@ -31,7 +31,12 @@ impl TransferCtx {
         TransferView { ctx: self }
     }
 
-    pub async fn upload(&self, cluster: &str, local: &str, remote: &str) -> Result<TransferStats, HostError> {
+    pub async fn upload(
+        &self,
+        cluster: &str,
+        local: &str,
+        remote: &str,
+    ) -> Result<TransferStats, HostError> {
         let profile = self.grants.profile(cluster)?;
         let remote = self.grants.remote_path(profile, remote)?;
         let local = self.grants.local_source(local)?;
@@ -42,7 +47,12 @@ impl TransferCtx {
         })
     }
 
-    pub async fn download(&self, cluster: &str, remote: &str, local: &str) -> Result<TransferStats, HostError> {
+    pub async fn download(
+        &self,
+        cluster: &str,
+        remote: &str,
+        local: &str,
+    ) -> Result<TransferStats, HostError> {
         let profile = self.grants.profile(cluster)?;
         let remote = self.grants.remote_path(profile, remote)?;
         let local = self.grants.local_destination(local)?;
@@ -55,11 +65,21 @@ impl TransferCtx {
 }
 
 impl transfer::Host for TransferView<'_> {
-    async fn upload(&mut self, cluster: String, local_path: String, remote_path: String) -> Result<TransferStats, HostError> {
+    async fn upload(
+        &mut self,
+        cluster: String,
+        local_path: String,
+        remote_path: String,
+    ) -> Result<TransferStats, HostError> {
         self.ctx.upload(&cluster, &local_path, &remote_path).await
     }
 
-    async fn download(&mut self, cluster: String, remote_path: String, local_path: String) -> Result<TransferStats, HostError> {
+    async fn download(
+        &mut self,
+        cluster: String,
+        remote_path: String,
+        local_path: String,
+    ) -> Result<TransferStats, HostError> {
         self.ctx.download(&cluster, &remote_path, &local_path).await
     }
 }
@@ -70,6 +90,9 @@ impl HasData for HasTransfer {
     type Data<'a> = TransferView<'a>;
 }
 
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> TransferView<'_>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> TransferView<'_>,
+) -> wasmtime::Result<()> {
     transfer::add_to_linker::<T, HasTransfer>(linker, get)
 }

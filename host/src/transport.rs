@@ -8,7 +8,7 @@ use crate::sftp;
 use crate::ssh::{ConnectOptions, ExecResult, Pool, SshError};
 use crate::ssh_config;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +33,19 @@ pub trait Transport: Send + Sync {
         output_cap: usize,
     ) -> BoxFuture<'a, Result<ExecResult, SshError>>;
 
-    fn upload<'a>(&'a self, profile: &'a ProfileGrant, local: PathBuf, remote: String) -> BoxFuture<'a, Result<Moved, SshError>>;
+    fn upload<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        local: PathBuf,
+        remote: String,
+    ) -> BoxFuture<'a, Result<Moved, SshError>>;
 
-    fn download<'a>(&'a self, profile: &'a ProfileGrant, remote: String, local: PathBuf) -> BoxFuture<'a, Result<Moved, SshError>>;
+    fn download<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        remote: String,
+        local: PathBuf,
+    ) -> BoxFuture<'a, Result<Moved, SshError>>;
 }
 
 /// Transfers can be large; a stalled one is caught by SFTP's per-request
@@ -65,12 +75,13 @@ impl SshTransport {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let params = ssh_config::resolve(&profile.ssh_target, self.ssh_config.as_deref())?;
         self.pool
-            .get(&profile.label, &params, self.ssh_config.as_deref(), &self.options)
+            .get(
+                &profile.label,
+                &params,
+                self.ssh_config.as_deref(),
+                &self.options,
+            )
             .await
-    }
-
-    pub fn ssh_config(&self) -> Option<&Path> {
-        self.ssh_config.as_deref()
     }
 }
 
@@ -85,11 +96,17 @@ impl Transport for SshTransport {
     ) -> BoxFuture<'a, Result<ExecResult, SshError>> {
         Box::pin(async move {
             let conn = self.connection(profile).await?;
-            conn.exec(&command, stdin.as_deref(), timeout, output_cap).await
+            conn.exec(&command, stdin.as_deref(), timeout, output_cap)
+                .await
         })
     }
 
-    fn upload<'a>(&'a self, profile: &'a ProfileGrant, local: PathBuf, remote: String) -> BoxFuture<'a, Result<Moved, SshError>> {
+    fn upload<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        local: PathBuf,
+        remote: String,
+    ) -> BoxFuture<'a, Result<Moved, SshError>> {
         Box::pin(async move {
             let conn = self.connection(profile).await?;
             let work = async {
@@ -100,7 +117,9 @@ impl Transport for SshTransport {
             };
             let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
                 .await
-                .map_err(|_| SshError::Timeout(format!("upload of {} did not finish", local.display())))??;
+                .map_err(|_| {
+                    SshError::Timeout(format!("upload of {} did not finish", local.display()))
+                })??;
             Ok(Moved {
                 files: stats.files,
                 bytes: stats.bytes,
@@ -108,7 +127,12 @@ impl Transport for SshTransport {
         })
     }
 
-    fn download<'a>(&'a self, profile: &'a ProfileGrant, remote: String, local: PathBuf) -> BoxFuture<'a, Result<Moved, SshError>> {
+    fn download<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        remote: String,
+        local: PathBuf,
+    ) -> BoxFuture<'a, Result<Moved, SshError>> {
         Box::pin(async move {
             let conn = self.connection(profile).await?;
             let work = async {
