@@ -5,23 +5,10 @@
 //! cluster-slurm --config cluster-slurm.json call run_workload '{"command": "python3 job.py", "localPath": "job.py"}'
 //! ```
 
-mod bindings;
-#[cfg(test)]
-mod capability_tests;
-mod exec;
-mod grants;
-mod operator;
-mod run_store;
-mod runtime;
-mod sftp;
-mod ssh;
-mod ssh_config;
-mod transfer;
-mod transport;
-
 use anyhow::{Context, Result, bail};
 use bindings::exports::openclaw::cluster_slurm::tool::ToolError;
 use clap::{Parser, Subcommand};
+use cluster_slurm_host::{bindings, grants, operator, runtime, transport};
 use grants::Grants;
 use operator::OperatorConfig;
 use serde_json::{Value, json};

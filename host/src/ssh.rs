@@ -879,6 +879,11 @@ impl Connection {
         }
     }
 
+    /// Unique id of this connection within the process (clones share it).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
     /// `user@host:port` of the final hop.
     pub fn target(&self) -> &str {
         &self.inner.target
@@ -887,6 +892,15 @@ impl Connection {
     /// True once the connection (or a jump host it depends on) has ended.
     pub fn is_closed(&self) -> bool {
         self.inner.handle.is_closed() || self.inner.jumps.iter().any(|j| j.is_closed())
+    }
+
+    /// Politely end the connection (other clones become unusable).
+    pub async fn close(&self) {
+        let _ = self
+            .inner
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "bye", "en")
+            .await;
     }
 
     fn channel_error(&self, e: russh::Error) -> SshError {
@@ -1312,6 +1326,20 @@ impl Pool {
             Err(e) => {
                 s.last_failure = Some((Instant::now(), e.clone()));
                 Err(e)
+            }
+        }
+    }
+
+    /// Close every pooled connection.
+    pub async fn close_all(&self) {
+        let slots: Vec<_> = {
+            let map = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
+        };
+        for slot in slots {
+            let mut s = slot.lock().await;
+            if let Some(c) = s.conn.take() {
+                c.close().await;
             }
         }
     }

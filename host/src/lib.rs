@@ -1,0 +1,25 @@
+//! The native host for the `cluster_slurm` policy component: wasmtime with
+//! one module per capability the guest imports, each checked against the
+//! operator's grants before it touches the SSH transport.
+//!
+//! - [`grants`]: what the operator allows, and the one checkpoint.
+//! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
+//! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
+//! - [`runtime`]: loading and calling the component.
+//!
+//! Error rule: policy refusals, remote failures and timeouts are values
+//! (`host-error` variants); a trap means a host bug.
+
+pub mod bindings;
+#[cfg(test)]
+mod capability_tests;
+pub mod exec;
+pub mod grants;
+pub mod operator;
+pub mod run_store;
+pub mod runtime;
+pub mod sftp;
+pub mod ssh;
+pub mod ssh_config;
+pub mod transfer;
+pub mod transport;
