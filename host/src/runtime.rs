@@ -17,6 +17,10 @@ use crate::run_store::RunStoreCtx;
 use crate::transfer::TransferCtx;
 use crate::transport::SharedTransport;
 use anyhow::{Result, bail};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -34,6 +38,87 @@ pub const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
 /// wasmtime 48 has its own error type; keep its full chain when moving to anyhow.
 fn wt<T>(result: wasmtime::Result<T>, what: &str) -> Result<T> {
     result.map_err(|e| anyhow::anyhow!("{what}: {e:?}"))
+}
+
+/// Where compiled components are kept: `$CLUSTER_SLURM_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/cluster-slurm`, else `~/.cache/cluster-slurm`.
+fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("CLUSTER_SLURM_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("cluster-slurm")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/cluster-slurm")))
+}
+
+/// Only files we wrote are loaded: owned like their directory (which we
+/// created) and writable by nobody else.
+fn trusted(dir: &Path, file: &Path) -> bool {
+    match (std::fs::metadata(dir), std::fs::symlink_metadata(file)) {
+        (Ok(d), Ok(f)) => {
+            f.is_file() && f.uid() == d.uid() && f.mode() & 0o022 == 0 && d.mode() & 0o022 == 0
+        }
+        _ => false,
+    }
+}
+
+/// Compiling the component takes ~0.5 s of CPU per process start; a cached
+/// native image loads in about a millisecond. The key covers the wasm bytes
+/// and everything about the engine that affects compiled code, so a stale or
+/// foreign image is never used. Any cache problem falls back to compiling.
+fn load_component(engine: &Engine, wasm: &[u8], cache: Option<PathBuf>) -> Result<Component> {
+    let Some(dir) = cache else {
+        return wt(
+            Component::new(engine, wasm),
+            "compiling the guest component",
+        );
+    };
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let mut digest = Sha256::new();
+    digest.update(wasm);
+    digest.update(engine_hash.finish().to_le_bytes());
+    let key: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(format!("guest-{key}.cwasm"));
+    if trusted(&dir, &path)
+        && let Ok(component) = deserialize_own(engine, &path)
+    {
+        return Ok(component);
+    }
+    let component = wt(
+        Component::new(engine, wasm),
+        "compiling the guest component",
+    )?;
+    if let Ok(bytes) = component.serialize() {
+        let tmp = dir.join(format!(".guest-{key}.{}.tmp", std::process::id()));
+        let stored = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(component)
+}
+
+/// Deserializing trusts the file to be what `serialize` wrote; `trusted`
+/// checked that only this user can have written it, and the key ties it to
+/// these exact wasm bytes and engine settings.
+#[allow(unsafe_code)]
+fn deserialize_own(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: see above; the file is ours and was produced by `Component::serialize`.
+    unsafe { Component::deserialize_file(engine, path) }
 }
 
 pub struct State {
@@ -93,10 +178,7 @@ pub fn forbidden_imports(imports: &[String]) -> Vec<String> {
 impl Runtime {
     pub fn new(wasm: &[u8], grants: Arc<Grants>, transport: SharedTransport) -> Result<Runtime> {
         let engine = wt(Engine::new(&Config::new()), "creating the wasm engine")?;
-        let component = wt(
-            Component::new(&engine, wasm),
-            "compiling the guest component",
-        )?;
+        let component = load_component(&engine, wasm, cache_dir())?;
         let found = interfaces(&engine, &component);
         let forbidden = forbidden_imports(&found.imports);
         if !forbidden.is_empty() {
@@ -188,5 +270,71 @@ impl Runtime {
                 .await,
             "guest invoke",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn guest_wasm() -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/guest/cluster_slurm_guest.wasm");
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `just guest` first)", path.display()))
+    }
+
+    fn cached_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    #[test]
+    fn compiled_component_is_cached_and_tampering_is_ignored() {
+        let engine = Engine::new(&Config::new()).unwrap();
+        let wasm = guest_wasm();
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("c");
+        load_component(&engine, &wasm, Some(dir.clone())).unwrap();
+        let files = cached_files(&dir);
+        assert_eq!(files.len(), 1, "{files:?}");
+        let image = files[0].clone();
+        let original = std::fs::read(&image).unwrap();
+        assert!(deserialize_own(&engine, &image).is_ok());
+
+        // A corrupt image is not loaded: the component is compiled again and
+        // the image rewritten.
+        std::fs::write(&image, b"not a compiled component").unwrap();
+        let c = load_component(&engine, &wasm, Some(dir.clone())).unwrap();
+        assert!(
+            interfaces(&engine, &c)
+                .exports
+                .contains(&"openclaw:cluster-slurm/tool@0.1.0".to_string())
+        );
+        assert_eq!(std::fs::read(&image).unwrap(), original);
+
+        // An image others could have written is never trusted.
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!trusted(&dir, &image));
+        load_component(&engine, &wasm, Some(dir.clone())).unwrap();
+        assert!(trusted(&dir, &image), "the rewritten image is ours again");
+        assert_eq!(cached_files(&dir).len(), 1, "no temporary files left");
+    }
+
+    #[test]
+    fn forbidden_imports_are_named() {
+        let imports = vec![
+            "openclaw:cluster-slurm/ssh-exec@0.1.0".to_string(),
+            "wasi:cli/stdout@0.2.6".to_string(),
+            "wasi:filesystem/types@0.2.6".to_string(),
+            "wasi:sockets/tcp@0.2.6".to_string(),
+        ];
+        assert_eq!(
+            forbidden_imports(&imports),
+            vec!["wasi:filesystem/types@0.2.6", "wasi:sockets/tcp@0.2.6"]
+        );
     }
 }
