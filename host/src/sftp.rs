@@ -224,6 +224,31 @@ pub async fn upload(
     Ok(stats)
 }
 
+/// Copy `src` to `dst` in `CHUNK` pieces; the caller labels read and write
+/// errors with the side and path they concern.
+async fn pump<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    read_err: impl Fn(std::io::Error) -> SshError,
+    write_err: impl Fn(std::io::Error) -> SshError,
+) -> Result<u64, SshError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    let mut total: u64 = 0;
+    loop {
+        let n = src.read(&mut buf).await.map_err(&read_err)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        dst.write_all(chunk).await.map_err(&write_err)?;
+        total += n as u64;
+    }
+}
+
 async fn upload_file(
     sftp: &SftpSession,
     local: &Path,
@@ -246,22 +271,13 @@ async fn upload_file(
         )
         .await
         .map_err(|e| remote_err("creating", remote, e))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut total: u64 = 0;
-    loop {
-        let n = src
-            .read(&mut buf)
-            .await
-            .map_err(|e| local_err("reading", local, e))?;
-        if n == 0 {
-            break;
-        }
-        let chunk = buf.get(..n).unwrap_or_default();
-        dst.write_all(chunk)
-            .await
-            .map_err(|e| remote_io_err("writing", remote, e))?;
-        total += n as u64;
-    }
+    let total = pump(
+        &mut src,
+        &mut dst,
+        |e| local_err("reading", local, e),
+        |e| remote_io_err("writing", remote, e),
+    )
+    .await?;
     // Waits for all outstanding write acks, then CLOSE and its reply.
     dst.shutdown()
         .await
@@ -445,22 +461,13 @@ async fn download_file(
         .await
         .map_err(|e| local_err("creating", &tmp, e))?;
     let result: Result<u64, SshError> = async {
-        let mut buf = vec![0u8; CHUNK];
-        let mut total: u64 = 0;
-        loop {
-            let n = src
-                .read(&mut buf)
-                .await
-                .map_err(|e| remote_io_err("reading", remote, e))?;
-            if n == 0 {
-                break;
-            }
-            let chunk = buf.get(..n).unwrap_or_default();
-            dst.write_all(chunk)
-                .await
-                .map_err(|e| local_err("writing", &tmp, e))?;
-            total += n as u64;
-        }
+        let total = pump(
+            &mut src,
+            &mut dst,
+            |e| remote_io_err("reading", remote, e),
+            |e| local_err("writing", &tmp, e),
+        )
+        .await?;
         dst.flush()
             .await
             .map_err(|e| local_err("writing", &tmp, e))?;
@@ -481,12 +488,6 @@ async fn download_file(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
 

@@ -1028,14 +1028,20 @@ fn resolve_with(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
+
+    /// Resolve `target` with one required config file and a fake home.
+    fn resolve_in(target: &str, path: PathBuf, home: &Path) -> Result<HostParams, SshConfigError> {
+        resolve_with(
+            target,
+            &[ConfigSource {
+                path,
+                required: true,
+            }],
+            &env(home),
+        )
+    }
     use std::io::Write;
 
     fn env(home: &Path) -> LocalEnv {
@@ -1061,42 +1067,18 @@ mod tests {
 
     fn res(text: &str, target: &str) -> HostParams {
         let (dir, p) = with_config(text);
-        resolve_with(
-            target,
-            &[ConfigSource {
-                path: p,
-                required: true,
-            }],
-            &env(dir.path()),
-        )
-        .unwrap()
+        resolve_in(target, p, dir.path()).unwrap()
     }
 
     fn res_err(text: &str, target: &str) -> SshConfigError {
         let (dir, p) = with_config(text);
-        resolve_with(
-            target,
-            &[ConfigSource {
-                path: p,
-                required: true,
-            }],
-            &env(dir.path()),
-        )
-        .unwrap_err()
+        resolve_in(target, p, dir.path()).unwrap_err()
     }
 
     #[test]
     fn defaults_without_matching_block() {
         let (dir, p) = with_config("Host other\n  Port 1\n");
-        let h = resolve_with(
-            "plain.example",
-            &[ConfigSource {
-                path: p,
-                required: true,
-            }],
-            &env(dir.path()),
-        )
-        .unwrap();
+        let h = resolve_in("plain.example", p, dir.path()).unwrap();
         assert_eq!(h.alias, "plain.example");
         assert_eq!(h.hostname, "plain.example");
         assert_eq!(h.port, 22);
@@ -1364,15 +1346,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(ssh.join("never.conf"), "Port 9\n").unwrap();
-        let h = resolve_with(
-            "c",
-            &[ConfigSource {
-                path: p,
-                required: true,
-            }],
-            &env(dir.path()),
-        )
-        .unwrap();
+        let h = resolve_in("c", p, dir.path()).unwrap();
         assert_eq!(h.user, "inc_a");
         assert_eq!(h.hostname, "from-b");
         // Host state from the included file does not leak: "Host other" applies afterwards,

@@ -107,24 +107,7 @@ impl Transport for SshTransport {
         local: PathBuf,
         remote: String,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
-        Box::pin(async move {
-            let conn = self.connection(profile).await?;
-            let work = async {
-                let session = conn.open_sftp().await?;
-                let stats = sftp::upload(&session, &local, &remote).await;
-                let _ = session.close().await;
-                stats
-            };
-            let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
-                .await
-                .map_err(|_| {
-                    SshError::Timeout(format!("upload of {} did not finish", local.display()))
-                })??;
-            Ok(Moved {
-                files: stats.files,
-                bytes: stats.bytes,
-            })
-        })
+        Box::pin(self.copy(profile, Copy::Up { local, remote }))
     }
 
     fn download<'a>(
@@ -133,21 +116,41 @@ impl Transport for SshTransport {
         remote: String,
         local: PathBuf,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
-        Box::pin(async move {
-            let conn = self.connection(profile).await?;
-            let work = async {
-                let session = conn.open_sftp().await?;
-                let stats = sftp::download(&session, &remote, &local).await;
-                let _ = session.close().await;
-                stats
+        Box::pin(self.copy(profile, Copy::Down { remote, local }))
+    }
+}
+
+enum Copy {
+    Up { local: PathBuf, remote: String },
+    Down { remote: String, local: PathBuf },
+}
+
+impl SshTransport {
+    /// One SFTP session on the profile's shared connection per transfer.
+    async fn copy(&self, profile: &ProfileGrant, copy: Copy) -> Result<Moved, SshError> {
+        let conn = self.connection(profile).await?;
+        let work = async {
+            let session = conn.open_sftp().await?;
+            let stats = match &copy {
+                Copy::Up { local, remote } => sftp::upload(&session, local, remote).await,
+                Copy::Down { remote, local } => sftp::download(&session, remote, local).await,
             };
-            let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
-                .await
-                .map_err(|_| SshError::Timeout(format!("download of {remote} did not finish")))??;
-            Ok(Moved {
-                files: stats.files,
-                bytes: stats.bytes,
-            })
+            let _ = session.close().await;
+            stats
+        };
+        let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
+            .await
+            .map_err(|_| {
+                SshError::Timeout(match &copy {
+                    Copy::Up { local, .. } => {
+                        format!("upload of {} did not finish", local.display())
+                    }
+                    Copy::Down { remote, .. } => format!("download of {remote} did not finish"),
+                })
+            })??;
+        Ok(Moved {
+            files: stats.files,
+            bytes: stats.bytes,
         })
     }
 }
