@@ -10,10 +10,9 @@ default: demo
 guest:
     cargo build -p cluster-slurm-guest --target wasm32-wasip2 --profile guest
 
-# Everything, with the guest embedded in the host binary. The whole workspace
-# is built so the test run below reuses these artifacts unchanged.
+# The host binary, with the guest embedded.
 build: guest
-    cargo build --release --workspace
+    cargo build --release -p cluster-slurm-host
 
 # Start the local SLURM + sshd testbed; prints its config path last.
 testbed-up:
@@ -28,8 +27,11 @@ demo: build
     examples/quickstart/run.sh "$(tests/testbed/up.sh | tail -1)"
 
 # Every test: lints, guest policy (native), host capabilities, end to end on
-# the testbed. Ends with nextest's summary.
-test: build lint
+# the testbed. Ends with nextest's summary. `--all-targets` resolves features
+# the way the test run does, so nextest reuses these artifacts (and this
+# binary) instead of compiling wasmtime a second time.
+test: guest lint
+    cargo build --release --workspace --all-targets
     CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
         cargo nextest run --release --workspace --no-fail-fast
 

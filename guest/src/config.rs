@@ -29,7 +29,66 @@ pub struct Config {
     pub clusters: Vec<Profile>,
     pub routing: Routing,
     pub allow_custom_env_override: bool,
+    pub presets: Vec<Preset>,
 }
+
+/// What an agent may change per profile; refusals name the rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Header fields `headerOverrides` may set; None = all (the reference's behaviour).
+    pub overridable_fields: Option<Vec<String>>,
+    pub max_time_minutes: Option<u64>,
+    pub max_nodes: Option<u64>,
+    pub max_gpus: Option<u64>,
+    pub max_array_size: u64,
+    pub max_concurrent_jobs: Option<u64>,
+    /// Extra `sbatch` arguments from calls; default: allowed unless another
+    /// rule of this policy is set (they could bypass it).
+    pub allow_submit_args: bool,
+}
+
+impl Policy {
+    /// True when any restricting rule is configured.
+    pub fn restricts(&self) -> bool {
+        self.overridable_fields.is_some()
+            || self.max_time_minutes.is_some()
+            || self.max_nodes.is_some()
+            || self.max_gpus.is_some()
+            || self.max_concurrent_jobs.is_some()
+    }
+}
+
+/// SLURM's own default `MaxArraySize` is 1001; a larger array needs the
+/// operator to say so.
+pub const DEFAULT_MAX_ARRAY_SIZE: u64 = 1000;
+
+/// An operator-defined workload: `run_workload` with `preset` runs it, and the
+/// agent may fill only the declared parameters.
+#[derive(Debug, Clone)]
+pub struct Preset {
+    pub name: String,
+    pub description: Option<String>,
+    pub cluster: Option<String>,
+    /// "cpu" or "gpu": the routing default or `routing.gpuProfile`.
+    pub role: Option<String>,
+    pub commands: Vec<String>,
+    pub local_paths: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub header: Header,
+    pub parameters: Vec<PresetParameter>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PresetParameter {
+    pub name: String,
+    pub description: Option<String>,
+    pub pattern: String,
+    pub default: Option<String>,
+}
+
+/// Values a preset parameter may take unless the operator says otherwise:
+/// no spaces, quotes or shell metacharacters.
+pub const DEFAULT_PARAMETER_PATTERN: &str = r"^[A-Za-z0-9_.,:/+=@%-]{1,200}$";
 
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -43,6 +102,7 @@ pub struct Profile {
     pub setup_commands: Vec<String>,
     pub module_init_scripts: Vec<String>,
     pub slurm_defaults: Header,
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -80,23 +140,25 @@ fn indicators(
         .collect()
 }
 
-/// Paths on the cluster that the guest builds commands with: absolute, no
-/// `..`, no characters that would need a shell to interpret them.
+/// The run root on the cluster: an absolute path, or one in the login
+/// user's home written `~` or `~/dir` (the host expands it on the cluster,
+/// never creating a literal `~` directory). No `.`/`..` segments.
 pub fn check_remote_root(path: &str, value: &str) -> FieldResult<String> {
     let trimmed = value.trim_end_matches('/');
-    if value.starts_with('~') {
+    let home_form = trimmed == "~" || value.starts_with("~/");
+    if value.starts_with('~') && !home_form {
         return Err(err(
             path,
             format!(
-                "{value:?}: use an absolute path (a '~' is not expanded; write /home/<user>/... instead)"
+                "{value:?}: only the login user's own home can be written with '~' (\"~/dir\"); use an absolute path otherwise"
             ),
         ));
     }
-    if !value.starts_with('/') || trimmed.is_empty() {
+    if !(value.starts_with('/') || home_form) || trimmed.is_empty() {
         return Err(err(
             path,
             format!(
-                "{value:?} must be an absolute path below /, such as /scratch/<user>/openclaw-runs"
+                "{value:?} must be an absolute path, such as /scratch/<user>/openclaw-runs, or ~/dir"
             ),
         ));
     }
@@ -155,6 +217,14 @@ fn profile(id: &str, value: &Value) -> FieldResult<Profile> {
         Some(h) => Header::read(h)?,
         None => Header::default(),
     };
+    let policy = match f.object("policy")? {
+        Some(p) => read_policy(p)?,
+        None => Policy {
+            max_array_size: DEFAULT_MAX_ARRAY_SIZE,
+            allow_submit_args: true,
+            ..Policy::default()
+        },
+    };
     f.finish()?;
     Ok(Profile {
         id: id.to_string(),
@@ -166,7 +236,147 @@ fn profile(id: &str, value: &Value) -> FieldResult<Profile> {
         setup_commands,
         module_init_scripts,
         slurm_defaults,
+        policy,
     })
+}
+
+fn read_policy(mut f: Fields<'_>) -> FieldResult<Policy> {
+    let fields_path = f.child_path("overridableFields");
+    let overridable_fields = match f.raw("overridableFields") {
+        None => None,
+        Some(_) => {
+            let list = f.string_list("overridableFields", true)?;
+            for (i, name) in list.iter().enumerate() {
+                if !crate::header::FIELDS.contains(&name.as_str()) {
+                    return Err(err(
+                        &format!("{fields_path}[{i}]"),
+                        format!(
+                            "{name:?} is not a header field (one of: {})",
+                            crate::header::FIELDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Some(list)
+        }
+    };
+    let time_path = f.child_path("maxTime");
+    let max_time_minutes = match f.string("maxTime")? {
+        None => None,
+        Some(t) => Some(crate::header::time_minutes(&t).ok_or_else(|| {
+            err(
+                &time_path,
+                format!("{t:?} is not a limited SLURM time such as 04:00:00 or 2-00:00:00"),
+            )
+        })?),
+    };
+    let max_nodes = f.uint("maxNodes", 1, 100_000)?;
+    let max_gpus = f.uint("maxGpus", 0, 100_000)?;
+    let max_array_size = f
+        .uint("maxArraySize", 0, 10_000_000)?
+        .unwrap_or(DEFAULT_MAX_ARRAY_SIZE);
+    let max_concurrent_jobs = f.uint("maxConcurrentJobs", 1, 1_000_000)?;
+    let mut policy = Policy {
+        overridable_fields,
+        max_time_minutes,
+        max_nodes,
+        max_gpus,
+        max_array_size,
+        max_concurrent_jobs,
+        allow_submit_args: true,
+    };
+    policy.allow_submit_args = f.bool("allowSubmitArgs")?.unwrap_or(!policy.restricts());
+    f.finish()?;
+    Ok(policy)
+}
+
+fn read_preset(name: &str, value: &Value) -> FieldResult<Preset> {
+    let path = format!("presets.{name}");
+    let mut f = Fields::new(value, &path, Coercion::Strict)?;
+    let description = f.string("description")?;
+    let cluster = f.string("cluster")?;
+    let role = f.string("role")?;
+    if let Some(r) = &role
+        && r != "cpu"
+        && r != "gpu"
+    {
+        return Err(err(
+            &format!("{path}.role"),
+            format!("{r:?} must be \"cpu\" or \"gpu\""),
+        ));
+    }
+    let mut commands: Vec<String> = f.string_verbatim("command")?.into_iter().collect();
+    commands.extend(f.string_list("commands", false)?);
+    if commands.is_empty() {
+        return Err(err(
+            &format!("{path}.commands"),
+            "a preset needs command or commands",
+        ));
+    }
+    let local_paths = f.string_list("localPaths", true)?;
+    let mut env = Vec::new();
+    for (k, v) in f.entries("env")? {
+        match v {
+            Value::String(s) => env.push((k, s.clone())),
+            _ => return Err(err(&format!("{path}.env.{k}"), "must be a string")),
+        }
+    }
+    let header = match f.object("headerOverrides")? {
+        Some(h) => Header::read(h)?,
+        None => Header::default(),
+    };
+    let mut parameters = Vec::new();
+    for (pname, pvalue) in f.entries("parameters")? {
+        let ppath = format!("{path}.parameters.{pname}");
+        if !pname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || pname.is_empty() {
+            return Err(err(&ppath, "parameter names use letters, digits and _"));
+        }
+        let mut p = Fields::new(pvalue, &ppath, Coercion::Strict)?;
+        let pattern = p
+            .string("pattern")?
+            .unwrap_or_else(|| DEFAULT_PARAMETER_PATTERN.to_string());
+        regex_lite::Regex::new(&pattern).map_err(|e| {
+            err(
+                &format!("{ppath}.pattern"),
+                format!("not a valid regular expression: {e}"),
+            )
+        })?;
+        let param = PresetParameter {
+            name: pname.clone(),
+            description: p.string("description")?,
+            default: p.string("default")?,
+            pattern,
+        };
+        p.finish()?;
+        parameters.push(param);
+    }
+    f.finish()?;
+    Ok(Preset {
+        name: name.to_string(),
+        description,
+        cluster,
+        role,
+        commands,
+        local_paths,
+        env,
+        header,
+        parameters,
+    })
+}
+
+impl Profile {
+    pub fn policy_json(&self) -> Value {
+        let p = &self.policy;
+        json!({
+            "overridableFields": p.overridable_fields,
+            "maxTimeMinutes": p.max_time_minutes,
+            "maxNodes": p.max_nodes,
+            "maxGpus": p.max_gpus,
+            "maxArraySize": p.max_array_size,
+            "maxConcurrentJobs": p.max_concurrent_jobs,
+            "allowSubmitArgs": p.allow_submit_args,
+        })
+    }
 }
 
 impl Config {
@@ -217,6 +427,10 @@ impl Config {
             )?,
         };
         r.finish()?;
+        let mut presets = Vec::new();
+        for (name, v) in f.entries("presets")? {
+            presets.push(read_preset(name.trim(), v)?);
+        }
         let allow_custom_env_override = match f.object("execution")? {
             Some(mut e) => {
                 let allow = e.bool("allowCustomEnvOverride")?.unwrap_or(false);
@@ -232,6 +446,7 @@ impl Config {
             clusters,
             routing,
             allow_custom_env_override,
+            presets,
         };
         config.check_references()?;
         Ok(config)
@@ -272,7 +487,27 @@ impl Config {
                 format!("{g:?} is not a configured cluster (available: {available})"),
             ));
         }
+        for p in &self.presets {
+            if let Some(c) = &p.cluster
+                && !known(c)
+            {
+                return Err(err(
+                    &format!("presets.{}.cluster", p.name),
+                    format!("{c:?} is not a configured cluster (available: {available})"),
+                ));
+            }
+            if p.role.as_deref() == Some("gpu") && self.routing.gpu_profile.is_none() {
+                return Err(err(
+                    &format!("presets.{}.role", p.name),
+                    "role \"gpu\" needs routing.gpuProfile",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    pub fn preset(&self, name: &str) -> Option<&Preset> {
+        self.presets.iter().find(|p| p.name == name)
     }
 
     pub fn profile(&self, id: &str) -> Option<&Profile> {
@@ -330,6 +565,7 @@ impl Config {
                         "setupCommands": p.setup_commands,
                         "moduleInitScripts": p.module_init_scripts,
                         "slurmDefaults": p.slurm_defaults,
+                        "policy": p.policy_json(),
                     }),
                 )
             })
@@ -341,6 +577,22 @@ impl Config {
             "execution": { "allowCustomEnvOverride": self.allow_custom_env_override },
             "clusters": clusters,
         })
+    }
+
+    pub fn presets_json(&self) -> Value {
+        Value::Array(
+            self.presets
+                .iter()
+                .map(|p| {
+                    let params: Vec<Value> = p
+                        .parameters
+                        .iter()
+                        .map(|q| json!({"name": q.name, "description": q.description, "pattern": q.pattern, "default": q.default}))
+                        .collect();
+                    json!({"name": p.name, "description": p.description, "cluster": p.cluster, "role": p.role, "parameters": params})
+                })
+                .collect(),
+        )
     }
 
     pub fn routing_json(&self) -> Value {
@@ -435,10 +687,24 @@ mod tests {
         assert_eq!(e.path, "clusters.gautschi-cpu.slurmDefaults.time");
 
         let mut v = gautschi();
-        v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("~/runs");
+        v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("~other/runs");
         assert_eq!(
             Config::parse(&v).unwrap_err().path,
             "clusters.gautschi-cpu.remoteRoot"
+        );
+        v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("runs");
+        assert_eq!(
+            Config::parse(&v).unwrap_err().path,
+            "clusters.gautschi-cpu.remoteRoot"
+        );
+        v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("~/runs/");
+        assert_eq!(
+            Config::parse(&v)
+                .unwrap()
+                .profile("gautschi-cpu")
+                .unwrap()
+                .remote_root,
+            "~/runs"
         );
 
         let mut v = gautschi();
@@ -478,6 +744,38 @@ mod tests {
                 .as_deref(),
             Some("agent")
         );
+    }
+
+    #[test]
+    fn policy_and_presets() {
+        let mut v = gautschi();
+        v["clusters"]["gautschi-gpu"]["policy"] =
+            json!({"overridableFields": ["time", "mem"], "maxTime": "08:00:00", "maxGpus": 2});
+        v["presets"] = json!({"exp42": {"role": "gpu", "commands": ["python3 train.py --lr {{ lr }}"],
+            "parameters": {"lr": {"pattern": "^[0-9.]+$", "default": "0.01"}}}});
+        let c = Config::parse(&v).unwrap();
+        let p = &c.profile("gautschi-gpu").unwrap().policy;
+        assert_eq!(p.max_time_minutes, Some(480));
+        assert!(
+            !p.allow_submit_args,
+            "submitArgs could bypass the limits, so they default to refused"
+        );
+        assert!(c.profile("gautschi-cpu").unwrap().policy.allow_submit_args);
+        assert_eq!(c.preset("exp42").unwrap().parameters.len(), 1);
+
+        v["clusters"]["gautschi-gpu"]["policy"] = json!({"overridableFields": ["walltime"]});
+        assert_eq!(
+            Config::parse(&v).unwrap_err().path,
+            "clusters.gautschi-gpu.policy.overridableFields[0]"
+        );
+        v["clusters"]["gautschi-gpu"]["policy"] = json!({"maxTime": "UNLIMITED"});
+        assert_eq!(
+            Config::parse(&v).unwrap_err().path,
+            "clusters.gautschi-gpu.policy.maxTime"
+        );
+        v["clusters"]["gautschi-gpu"]["policy"] = json!({});
+        v["presets"]["bad"] = json!({"cluster": "nope", "command": "x"});
+        assert_eq!(Config::parse(&v).unwrap_err().path, "presets.bad.cluster");
     }
 
     #[test]

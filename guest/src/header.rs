@@ -44,6 +44,12 @@ pub struct Header {
     pub output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `--array`, e.g. `0-9`, `1,3,5`, `0-99%4` (at most 4 at a time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub array: Option<String>,
+    /// `--dependency`, e.g. `afterok:123`, `afterany:1:2,singleton`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,
 }
@@ -87,10 +93,44 @@ const LOG_PATTERN: Grammar = Grammar {
     pattern: r"^[A-Za-z0-9_.%-][A-Za-z0-9_.%/-]{0,255}$",
     hint: "a file name relative to the run directory using letters, digits, _ . - / and %j %x %A %a %u",
 };
+const ARRAY: Grammar = Grammar {
+    pattern: r"^\d{1,7}(-\d{1,7}(:\d{1,7})?)?(,\d{1,7}(-\d{1,7}(:\d{1,7})?)?)*(%\d{1,5})?$",
+    hint: "indices such as 0-9, 1,3,5, 0-99:2 or 0-99%4",
+};
+const DEPENDENCY: Grammar = Grammar {
+    pattern: r"^((after|afterany|afterok|afternotok|aftercorr|afterburstbuffer)(:\d{1,12}(_\d{1,7})?(\+\d{1,6})?)+|singleton)([,?]((after|afterany|afterok|afternotok|aftercorr|afterburstbuffer)(:\d{1,12}(_\d{1,7})?(\+\d{1,6})?)+|singleton))*$",
+    hint: "such as afterok:123, afterany:123:124 or singleton (joined by , for all or ? for any)",
+};
 const MODULE: Grammar = Grammar {
     pattern: r"^[A-Za-z0-9_.+/@:-]{1,200}$",
     hint: "a module name such as python/3.11",
 };
+
+/// SLURM time formats to minutes, rounded up: "M", "M:S", "H:M:S", "D-H",
+/// "D-H:M", "D-H:M:S".
+pub fn time_minutes(time: &str) -> Option<u64> {
+    if time == "UNLIMITED" || time == "INFINITE" {
+        return None;
+    }
+    let (days, rest) = match time.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, time),
+    };
+    let parts: Vec<u64> = rest
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let secs = match (days > 0 || time.contains('-'), parts.as_slice()) {
+        (false, [m]) => m * 60,
+        (false, [m, s]) => m * 60 + s,
+        (false, [h, m, s]) => h * 3600 + m * 60 + s,
+        (true, [h]) => h * 3600,
+        (true, [h, m]) => h * 3600 + m * 60,
+        (true, [h, m, s]) => h * 3600 + m * 60 + s,
+        _ => return None,
+    };
+    Some((days * 86_400 + secs).div_ceil(60))
+}
 
 fn check(grammar: &Grammar, path: String, value: String) -> FieldResult<String> {
     let re = Regex::new(grammar.pattern).map_err(|e| FieldError {
@@ -132,7 +172,88 @@ fn log_pattern(f: &mut Fields<'_>, key: &'static str) -> FieldResult<Option<Stri
     Ok(Some(value))
 }
 
+/// Every header field name, as written in config and requests.
+pub const FIELDS: &[&str] = &[
+    "jobName",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "time",
+    "nodes",
+    "ntasks",
+    "ntasksPerNode",
+    "cpusPerTask",
+    "mem",
+    "gpus",
+    "gpusPerNode",
+    "gres",
+    "output",
+    "error",
+    "array",
+    "dependency",
+    "modules",
+];
+
 impl Header {
+    /// The names of the fields this header sets.
+    pub fn set_fields(&self) -> Vec<&'static str> {
+        let set = [
+            self.job_name.is_some(),
+            self.partition.is_some(),
+            self.account.is_some(),
+            self.qos.is_some(),
+            self.constraint.is_some(),
+            self.time.is_some(),
+            self.nodes.is_some(),
+            self.ntasks.is_some(),
+            self.ntasks_per_node.is_some(),
+            self.cpus_per_task.is_some(),
+            self.mem.is_some(),
+            self.gpus.is_some(),
+            self.gpus_per_node.is_some(),
+            self.gres.is_some(),
+            self.output.is_some(),
+            self.error.is_some(),
+            self.array.is_some(),
+            self.dependency.is_some(),
+            !self.modules.is_empty(),
+        ];
+        FIELDS
+            .iter()
+            .zip(set)
+            .filter(|(_, s)| *s)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Number of tasks an `--array` spec starts (None when no array).
+    pub fn array_size(&self) -> Option<u64> {
+        let spec = self.array.as_deref()?;
+        let spec = spec.split('%').next().unwrap_or(spec);
+        let mut total: u64 = 0;
+        for part in spec.split(',') {
+            let (range, step) = match part.split_once(':') {
+                Some((r, s)) => (r, s.parse::<u64>().unwrap_or(1).max(1)),
+                None => (part, 1),
+            };
+            let (a, b) = match range.split_once('-') {
+                Some((a, b)) => (a.parse::<u64>().unwrap_or(0), b.parse::<u64>().unwrap_or(0)),
+                None => {
+                    let v = range.parse::<u64>().unwrap_or(0);
+                    (v, v)
+                }
+            };
+            total = total.saturating_add(if b >= a { (b - a) / step + 1 } else { 0 });
+        }
+        Some(total)
+    }
+
+    /// Wall time in minutes (`UNLIMITED` = None).
+    pub fn time_minutes(&self) -> Option<u64> {
+        time_minutes(self.time.as_deref()?)
+    }
+
     /// Read a header object (`slurmDefaults` or `headerOverrides`).
     pub fn read(mut f: Fields<'_>) -> FieldResult<Header> {
         let module_path = f.child_path("modules");
@@ -153,6 +274,8 @@ impl Header {
             gres: checked(&mut f, "gres", &GRES)?,
             output: log_pattern(&mut f, "output")?,
             error: log_pattern(&mut f, "error")?,
+            array: checked(&mut f, "array", &ARRAY)?,
+            dependency: checked(&mut f, "dependency", &DEPENDENCY)?,
             modules: f
                 .string_list("modules", true)?
                 .into_iter()
@@ -203,6 +326,8 @@ impl Header {
             gres: pick(&overrides.gres, &self.gres),
             output: pick(&overrides.output, &self.output),
             error: pick(&overrides.error, &self.error),
+            array: pick(&overrides.array, &self.array),
+            dependency: pick(&overrides.dependency, &self.dependency),
             modules: self.modules.clone(),
         }
     }
@@ -234,6 +359,8 @@ impl Header {
         push("gres", self.gres.clone());
         push("output", self.output.clone());
         push("error", self.error.clone());
+        push("array", self.array.clone());
+        push("dependency", self.dependency.clone());
         out
     }
 }
@@ -291,10 +418,35 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_minutes() {
+        let h = read(json!({"array": "0-9,20-29:2%3", "time": "1-02:03:04"})).unwrap();
+        assert_eq!(h.array_size(), Some(15));
+        assert_eq!(h.time_minutes(), Some(1564));
+        assert_eq!(time_minutes("90"), Some(90));
+        assert_eq!(time_minutes("1:30"), Some(2));
+        assert_eq!(time_minutes("2-0"), Some(2880));
+        assert_eq!(time_minutes("UNLIMITED"), None);
+    }
+
+    #[test]
     fn counts_must_be_whole() {
         assert_eq!(read(json!({"nodes": 1.5})).unwrap_err().path, "h.nodes");
         assert_eq!(read(json!({"nodes": 0})).unwrap_err().path, "h.nodes");
         assert!(read(json!({"gpus": 1, "gpusPerNode": 1})).is_err());
+    }
+
+    #[test]
+    fn arrays_and_dependencies() {
+        let h =
+            read(json!({"array": "0-99%4", "dependency": "afterok:12:13,afterany:7_2"})).unwrap();
+        assert_eq!(
+            h.directives(),
+            vec!["--array=0-99%4", "--dependency=afterok:12:13,afterany:7_2"]
+        );
+        assert!(read(json!({"array": "0-9\n#SBATCH --x"})).is_err());
+        assert!(read(json!({"dependency": "afterok:abc"})).is_err());
+        assert!(read(json!({"dependency": "afterok"})).is_err());
+        assert!(read(json!({"dependency": "singleton"})).is_ok());
     }
 
     #[test]

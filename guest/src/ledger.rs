@@ -31,8 +31,29 @@ pub struct RunRecord {
     pub last_job_id: Option<String>,
     #[serde(default)]
     pub jobs: Vec<JobRecord>,
+    /// Log patterns and job name of `latestScriptPath`, so a later
+    /// `submit_job` of it records where its logs go (not in the reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_script_logs: Option<LogPatterns>,
+    /// Run created on the GPU profile after this run's job failed with a
+    /// GPU-required signature (not in the reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from_run_id: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogPatterns {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +76,10 @@ pub struct JobRecord {
     pub error_pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// What was asked for (commands, env, inputs, header), so the same
+    /// workload can be resubmitted on the GPU profile after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Value>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

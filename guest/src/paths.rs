@@ -58,7 +58,7 @@ pub fn remote_join(base: &str, rel: &str) -> String {
 /// result must be `root` or inside it, with no `.`/`..` segments.
 pub fn remote_under(field: &str, raw: &str, root: &str, base: &str) -> Result<String, String> {
     let p = raw.trim();
-    if p.starts_with('~') {
+    if p.starts_with('~') && !root.starts_with('~') {
         return Err(format!(
             "{field} {raw:?}: '~' is not expanded; use a path under {root}"
         ));
@@ -66,7 +66,7 @@ pub fn remote_under(field: &str, raw: &str, root: &str, base: &str) -> Result<St
     if p.chars().any(char::is_control) {
         return Err(format!("{field} {raw:?} contains control characters"));
     }
-    let full = if p.starts_with('/') {
+    let full = if p.starts_with('/') || p.starts_with('~') {
         p.to_string()
     } else {
         remote_join(base, p)
@@ -136,6 +136,17 @@ mod tests {
         assert!(remote_under("remoteFile", "../../../.ssh/id_rsa", root, run).is_err());
         assert!(remote_under("remotePath", "/etc/passwd", root, run).is_err());
         assert!(remote_under("remotePath", "~/x", root, run).is_err());
+        // A root in the login user's home: paths stay in ~ form for the host.
+        assert_eq!(
+            remote_under("remoteFile", "out.json", "~/runs", "~/runs/r1").unwrap(),
+            "~/runs/r1/out.json"
+        );
+        assert_eq!(
+            remote_under("remotePath", "~/runs/r2", "~/runs", "~/runs/r1").unwrap(),
+            "~/runs/r2"
+        );
+        assert!(remote_under("remotePath", "~/.ssh/id_rsa", "~/runs", "~/runs/r1").is_err());
+        assert!(remote_under("remotePath", "~root/runs/x", "~/runs", "~/runs/r1").is_err());
         assert_eq!(basename("/a/b/c.json"), "c.json");
     }
 }

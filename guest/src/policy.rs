@@ -44,35 +44,66 @@ fn env_mutation(line: &str) -> Option<&'static str> {
 }
 
 /// Check a `run_workload` request; `allow_config` is
-/// `execution.allowCustomEnvOverride`.
+/// `execution.allowCustomEnvOverride`. Returns whether overrides are in effect.
 pub fn check_run_workload(
+    req: &Request,
+    commands: &[String],
+    allow_config: bool,
+) -> Result<bool, String> {
+    check_env("run_workload", req, commands, allow_config)
+}
+
+/// Check a `render_job` request: like `run_workload`, except that with
+/// overrides allowed the call may bring its own setup commands and modules.
+pub fn check_render_job(
+    req: &Request,
+    commands: &[String],
+    allow_config: bool,
+) -> Result<bool, String> {
+    check_env("render_job", req, commands, allow_config)
+}
+
+fn check_env(
+    action: &str,
     req: &Request,
     commands: &[String],
     allow_config: bool,
 ) -> Result<bool, String> {
     let allow = req.allow_env_overrides == Some(true);
     if allow && !allow_config {
-        return Err(
-            "run_workload allowEnvOverrides is disabled by cluster-slurm config (execution.allowCustomEnvOverride=false)."
-                .to_string(),
-        );
+        return Err(format!(
+            "{action} allowEnvOverrides is disabled by cluster-slurm config (execution.allowCustomEnvOverride=false)."
+        ));
     }
     let header_modules = req
         .header_overrides
         .as_ref()
         .is_some_and(|h| !h.modules.is_empty());
-    if !req.setup_commands.is_empty() || !req.modules.is_empty() || header_modules {
-        return Err("run_workload rejected call-level environment overrides (setupCommands, modules, headerOverrides.modules). Configure setupCommands/slurmDefaults.modules in the cluster profile instead.".to_string());
+    let call_level = !req.setup_commands.is_empty() || !req.modules.is_empty() || header_modules;
+    if call_level && (action == "run_workload" || !allow) {
+        let how = if action == "run_workload" {
+            "Configure setupCommands/slurmDefaults.modules in the cluster profile instead."
+        } else {
+            "Configure them in the cluster profile, or set allowEnvOverrides=true with execution.allowCustomEnvOverride=true for explicit override."
+        };
+        return Err(format!(
+            "{action} rejected call-level environment overrides (setupCommands, modules, headerOverrides.modules). {how}"
+        ));
     }
+    let keep = if action == "run_workload" {
+        "Use profile setupCommands/moduleInitScripts in cluster config."
+    } else {
+        "Keep module/bootstrap in profile setupCommands."
+    };
     for line in commands.iter().flat_map(|c| c.lines()).map(str::trim) {
         if uses_module_command(line) {
             return Err(format!(
-                "run_workload rejected inline module command ({line}). Use profile setupCommands/moduleInitScripts in cluster config."
+                "{action} rejected inline module command ({line}). {keep}"
             ));
         }
         if !allow && let Some(label) = env_mutation(line) {
             return Err(format!(
-                "run_workload rejected custom environment mutation ({label}: {line}). Use profile-managed env by default, or set allowEnvOverrides=true with execution.allowCustomEnvOverride=true for explicit override."
+                "{action} rejected custom environment mutation ({label}: {line}). Use profile-managed env by default, or set allowEnvOverrides=true with execution.allowCustomEnvOverride=true for explicit override."
             ));
         }
     }
@@ -102,6 +133,28 @@ mod tests {
             let err = check_run_workload(&req(v), &["echo".into()], true).unwrap_err();
             assert!(err.contains("call-level environment overrides"), "{err}");
         }
+    }
+
+    #[test]
+    fn render_job_allows_call_level_env_only_with_overrides() {
+        let with = req(
+            json!({"action": "render_job", "setupCommands": ["module load x"], "allowEnvOverrides": true}),
+        );
+        assert_eq!(
+            check_render_job(&with, &["python x.py".into()], true),
+            Ok(true)
+        );
+        let without = req(json!({"action": "render_job", "modules": ["x"]}));
+        assert!(
+            check_render_job(&without, &["x".into()], true)
+                .unwrap_err()
+                .contains("render_job rejected call-level")
+        );
+        let inline = check_render_job(&with, &["module load y".into()], true).unwrap_err();
+        assert!(
+            inline.contains("Keep module/bootstrap in profile setupCommands"),
+            "{inline}"
+        );
     }
 
     #[test]

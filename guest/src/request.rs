@@ -11,14 +11,28 @@ use serde_json::{Value, json};
 /// Actions this version implements, in the order the schema lists them.
 pub const ACTIONS: &[&str] = &[
     "list_clusters",
+    "init_run",
+    "upload",
+    "render_job",
+    "submit_job",
+    "job_status",
+    "job_logs",
+    "download",
+    "cancel_job",
     "run_workload",
     "check_workload",
     "fetch_workload_logs",
     "download_workload_outputs",
+    "list_runs",
+    "list_files",
 ];
 
 pub const MAX_TAIL_LINES: u64 = 20_000;
 pub const DEFAULT_TAIL_LINES: u64 = 200;
+/// Log bytes returned by one call unless `maxBytes` says otherwise.
+pub const DEFAULT_LOG_BYTES: u64 = 64 * 1024;
+pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
+pub const MAX_IDS: u64 = 1000;
 
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -47,6 +61,15 @@ pub struct Request {
     pub auto_fallback_to_gpu: Option<bool>,
     pub allow_env_overrides: Option<bool>,
     pub tail: Option<u64>,
+    pub job_ids: Vec<String>,
+    pub run_ids: Vec<String>,
+    pub offset: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub dry_run: Option<bool>,
+    pub preset: Option<String>,
+    /// Present when the caller sent `presetParams` at all.
+    pub preset_params: Option<Vec<(String, String)>>,
+    pub limit: Option<u64>,
 }
 
 impl Request {
@@ -84,6 +107,29 @@ impl Request {
                 }
             }
         }
+        let preset_params = match f.raw("presetParams") {
+            None => None,
+            Some(_) => {
+                let mut out = Vec::new();
+                for (k, v) in f.entries("presetParams")? {
+                    match v {
+                        Value::String(s) => out.push((k, s.clone())),
+                        Value::Number(n) => out.push((k, n.to_string())),
+                        Value::Bool(b) => out.push((k, b.to_string())),
+                        other => {
+                            return Err(f.error(
+                                "presetParams",
+                                format!(
+                                    "value of {k:?} must be a string or number, got {}",
+                                    crate::fields::describe(other)
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
         let header_overrides = match f.object("headerOverrides")? {
             Some(h) => Some(Header::read(h)?),
             None => None,
@@ -113,7 +159,21 @@ impl Request {
             auto_fallback_to_gpu: f.bool("autoFallbackToGpu")?,
             allow_env_overrides: f.bool("allowEnvOverrides")?,
             tail: f.uint("tail", 1, MAX_TAIL_LINES)?,
+            job_ids: f.string_list("jobIds", true)?,
+            run_ids: f.string_list("runIds", true)?,
+            offset: f.uint("offset", 0, u64::MAX / 2)?,
+            max_bytes: f.uint("maxBytes", 1, MAX_LOG_BYTES)?,
+            dry_run: f.bool("dryRun")?,
+            preset: f.string("preset")?,
+            preset_params,
+            limit: f.uint("limit", 1, 1000)?,
         };
+        if request.job_ids.len() as u64 > MAX_IDS || request.run_ids.len() as u64 > MAX_IDS {
+            return Err(crate::fields::FieldError {
+                path: "jobIds".into(),
+                message: format!("at most {MAX_IDS} ids per call"),
+            });
+        }
         f.finish()?;
         Ok(request)
     }
@@ -156,6 +216,8 @@ fn header_schema() -> Value {
             "error": s("--error pattern relative to the run directory, e.g. slurm-%j.err"),
             "nodes": n("--nodes"), "ntasks": n("--ntasks"), "ntasksPerNode": n("--ntasks-per-node"),
             "cpusPerTask": n("--cpus-per-task"), "gpus": n("--gpus"), "gpusPerNode": n("--gpus-per-node"),
+            "array": s("--array job array indices, e.g. 0-9 or 0-99%4 (capped per profile)"),
+            "dependency": s("--dependency, e.g. afterok:123 or afterany:123:124"),
             "modules": {"type": "array", "items": {"type": "string"}, "description": "Refused by run_workload: modules come from the profile"}
         }
     })
@@ -198,7 +260,15 @@ pub fn parameters_schema() -> Value {
             "includeAccounting": b("Use sacct when squeue no longer knows the job (default true)"),
             "autoFallbackToGpu": b("Resubmit on the GPU profile when submission fails with a GPU-required signature"),
             "allowEnvOverrides": b("Allow explicit environment overrides (needs execution.allowCustomEnvOverride)"),
-            "tail": {"type": "integer", "minimum": 1, "maximum": MAX_TAIL_LINES, "description": "Log lines to return (default 200)"}
+            "tail": {"type": "integer", "minimum": 1, "maximum": MAX_TAIL_LINES, "description": "Log lines to return (default 200)"},
+            "jobIds": list("Several SLURM job ids: job_status/check_workload answer all with one squeue and one sacct; cancel_job cancels all"),
+            "runIds": list("Several run ids for check_workload"),
+            "offset": {"type": "integer", "minimum": 0, "description": "Read logs from this byte offset instead of tailing; the result's nextOffset continues"},
+            "maxBytes": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_BYTES, "description": "Most log bytes to return (default 65536)"},
+            "dryRun": b("run_workload/submit_job: render, validate and ask sbatch --test-only, without submitting"),
+            "preset": s("Name of an operator-defined workload (see list_clusters presets)"),
+            "presetParams": {"type": "object", "additionalProperties": {"type": ["string", "number"]}, "description": "Values for the preset's declared parameters"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Most entries for list_runs/list_files"}
         }
     })
 }

@@ -82,6 +82,20 @@ pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r#"'"'"'"#))
 }
 
+/// A word for a shell command line: unchanged when it is plainly safe,
+/// single-quoted otherwise.
+pub fn shell_word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./=:,%@+-".contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        shell_quote(value)
+    }
+}
+
 pub fn uses_module_command(line: &str) -> bool {
     Regex::new(r"(?i)^\s*(module|ml)\b")
         .map(|re| line.lines().any(|l| re.is_match(l)))

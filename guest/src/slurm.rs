@@ -7,7 +7,9 @@ use serde::Serialize;
 /// The squeue format the status check asks for: id, state, elapsed, limit,
 /// nodes, reason.
 pub const SQUEUE_FORMAT: &str = "%i|%T|%M|%l|%D|%R";
-pub const SACCT_FIELDS: &str = "JobIDRaw,State,ExitCode,Elapsed,MaxRSS,NodeList";
+/// `JobID` rather than the reference's `JobIDRaw`: array tasks then read
+/// `12_3` instead of an internal number.
+pub const SACCT_FIELDS: &str = "JobID,State,ExitCode,Elapsed,MaxRSS,NodeList";
 
 /// States after which a job never changes again.
 pub const TERMINAL_STATES: &[&str] = &[
@@ -74,22 +76,32 @@ pub struct SqueueRow {
 
 /// The row for `job_id` in `squeue -h -o SQUEUE_FORMAT` output.
 pub fn parse_squeue(stdout: &str, job_id: &str) -> Option<SqueueRow> {
-    stdout.lines().find_map(|line| {
-        let mut parts = line.trim().splitn(6, '|');
-        let id = parts.next()?.trim();
-        if id != job_id {
-            return None;
-        }
-        Some(SqueueRow {
-            job_id: id.to_string(),
-            state: normalize_state(parts.next()?),
-            elapsed: parts.next()?.to_string(),
-            time_limit: parts.next()?.to_string(),
-            nodes: parts.next()?.to_string(),
-            reason: parts.next().unwrap_or("").to_string(),
-            raw: line.trim().to_string(),
+    parse_squeue_rows(stdout)
+        .into_iter()
+        .find(|r| r.job_id == job_id)
+}
+
+/// Every row of `squeue -h -o SQUEUE_FORMAT` output.
+pub fn parse_squeue_rows(stdout: &str) -> Vec<SqueueRow> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().splitn(6, '|');
+            let id = parts.next()?.trim();
+            if id.is_empty() {
+                return None;
+            }
+            Some(SqueueRow {
+                job_id: id.to_string(),
+                state: normalize_state(parts.next()?),
+                elapsed: parts.next()?.to_string(),
+                time_limit: parts.next()?.to_string(),
+                nodes: parts.next()?.to_string(),
+                reason: parts.next().unwrap_or("").to_string(),
+                raw: line.trim().to_string(),
+            })
         })
-    })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,16 +117,33 @@ pub struct SacctRow {
 }
 
 /// The allocation row for `job_id` in `sacct -n -P -o SACCT_FIELDS` output.
-/// MaxRSS lives on the step rows (`<id>.batch`, `<id>.0`), so the largest
-/// step value is reported with the allocation.
 pub fn parse_sacct(stdout: &str, job_id: &str) -> Option<SacctRow> {
+    parse_sacct_rows(stdout)
+        .into_iter()
+        .find(|r| r.job_id == job_id)
+}
+
+/// Every allocation row (not steps) of `sacct -n -P -o SACCT_FIELDS`
+/// output. MaxRSS lives on the step rows (`<id>.batch`, `<id>.0`), so the
+/// largest step value is reported with its allocation.
+pub fn parse_sacct_rows(stdout: &str) -> Vec<SacctRow> {
     let rows: Vec<Vec<&str>> = stdout
         .lines()
         .map(|l| l.trim().split('|').collect::<Vec<_>>())
         .filter(|cols| cols.len() >= 6)
         .collect();
-    let field = |cols: &Vec<&str>, i: usize| cols.get(i).map(|s| s.to_string()).unwrap_or_default();
-    let main = rows.iter().find(|c| c.first() == Some(&job_id))?;
+    rows.iter()
+        .filter(|c| {
+            c.first()
+                .is_some_and(|id| !id.contains('.') && !id.is_empty())
+        })
+        .filter_map(|main| sacct_row(&rows, main))
+        .collect()
+}
+
+fn sacct_row(rows: &[Vec<&str>], main: &[&str]) -> Option<SacctRow> {
+    let field = |cols: &[&str], i: usize| cols.get(i).map(|s| s.to_string()).unwrap_or_default();
+    let job_id = main.first()?.to_string();
     let step_prefix = format!("{job_id}.");
     let max_rss = rows
         .iter()
@@ -125,7 +154,7 @@ pub fn parse_sacct(stdout: &str, job_id: &str) -> Option<SacctRow> {
         .map(str::to_string)
         .unwrap_or_else(|| field(main, 4));
     Some(SacctRow {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         state: normalize_state(&field(main, 1)),
         exit_code: field(main, 2),
         elapsed: field(main, 3),
@@ -149,6 +178,27 @@ fn rss_bytes(v: &str) -> u64 {
         _ => 1.0,
     };
     (n * mult) as u64
+}
+
+/// The state a set of array tasks (or jobs) amounts to: still going if any
+/// is, COMPLETED only if all are, else the first other final state.
+pub fn aggregate_state<'a>(states: impl IntoIterator<Item = &'a str>) -> String {
+    let states: Vec<&str> = states.into_iter().collect();
+    if states.is_empty() {
+        return "NOT_FOUND".to_string();
+    }
+    if let Some(live) = states.iter().find(|s| !is_terminal(s)) {
+        return if states.contains(&"RUNNING") {
+            "RUNNING".to_string()
+        } else {
+            live.to_string()
+        };
+    }
+    states
+        .iter()
+        .find(|s| **s != "COMPLETED")
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "COMPLETED".to_string())
 }
 
 /// `ExitCode` "3:0" → 3 (the signal part is reported separately by SLURM).
@@ -311,6 +361,28 @@ mod tests {
         assert_eq!(row.state, "CANCELLED");
         assert_eq!(row.max_rss, "2M");
         assert_eq!(exit_status("3:0"), Some(3));
+    }
+
+    #[test]
+    fn many_rows_and_arrays() {
+        let out = "12_0|COMPLETED|0:0|00:00:01||c1\n12_0.batch|COMPLETED|0:0|00:00:01|900K|c1\n12_1|FAILED|2:0|00:00:01||c1\n13|RUNNING|0:0|00:00:05||c1\n";
+        let rows = parse_sacct_rows(out);
+        assert_eq!(
+            rows.iter().map(|r| r.job_id.as_str()).collect::<Vec<_>>(),
+            vec!["12_0", "12_1", "13"]
+        );
+        assert_eq!(rows[0].max_rss, "900K");
+        assert_eq!(aggregate_state(["COMPLETED", "FAILED"]), "FAILED");
+        assert_eq!(
+            aggregate_state(["COMPLETED", "PENDING", "RUNNING"]),
+            "RUNNING"
+        );
+        assert_eq!(aggregate_state(["COMPLETED", "COMPLETED"]), "COMPLETED");
+        assert_eq!(
+            parse_squeue_rows("5_1|RUNNING|0:01|1:00|1|c1\n5_[2-3]|PENDING|0:00|1:00|1|(None)\n")
+                .len(),
+            2
+        );
     }
 
     #[test]

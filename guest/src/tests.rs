@@ -196,6 +196,9 @@ fn natural_flow_run_check_logs_download() {
             "4242|FAILED|3:0|00:00:07||c1\n4242.batch|FAILED|3:0|00:00:07|1024K|c1\n",
         )],
     );
+    // The logs of a failed job are searched for GPU-required signatures.
+    host.answer("tail", vec![ok("plain failure\n")]);
+    host.calls.clear();
     let status = call(
         &mut host,
         json!({"action": "check_workload", "runId": run_id}),
@@ -210,6 +213,22 @@ fn natural_flow_run_check_logs_download() {
         (Some("FAILED"), Some(true), Some(3))
     );
     assert_eq!(status["status"]["source"], "sacct");
+    assert!(
+        status.get("gpuFallback").is_none(),
+        "no signature, no fallback: {status}"
+    );
+    assert_eq!(
+        host.calls,
+        vec![
+            format!(
+                "exec squeue -h -t all -j 4242 -o {}",
+                crate::slurm::SQUEUE_FORMAT
+            ),
+            format!("exec sacct -n -P -j 4242 -o {}", crate::slurm::SACCT_FIELDS),
+            "exec tail -n 200 -- slurm-4242.out".to_string(),
+            "exec tail -n 200 -- slurm-4242.err".to_string(),
+        ]
+    );
 
     host.calls.clear();
     host.answer(
@@ -224,12 +243,17 @@ fn natural_flow_run_check_logs_download() {
         json!({"action": "fetch_workload_logs", "runId": run_id, "tail": 5}),
     )
     .unwrap();
+    // Each log is read in its own directory, with a relative name.
     assert_eq!(
         host.calls,
         vec![
-            format!("exec tail -n 5 -- {dir}/slurm-4242.out"),
-            format!("exec tail -n 5 -- {dir}/slurm-4242.err"),
+            "exec tail -n 5 -- slurm-4242.out",
+            "exec tail -n 5 -- slurm-4242.err"
         ]
+    );
+    assert_eq!(
+        host.execs.last().unwrap().cwd.as_deref(),
+        Some(dir.as_str())
     );
     assert_eq!(
         logs["log"],

@@ -135,13 +135,14 @@ impl Grants {
                 }
                 let remote_root = text("remoteRoot")?;
                 let root = remote_root.trim_end_matches('/');
-                let ok = remote_root.starts_with('/')
+                let home_form = root == "~" || root.starts_with("~/");
+                let ok = (remote_root.starts_with('/') || home_form)
                     && !root.is_empty()
                     && !root.split('/').any(|s| s == "." || s == "..")
                     && !root.chars().any(char::is_control);
                 if !ok {
                     return Err(GrantError(format!(
-                        "clusters.{label}.remoteRoot {remote_root:?} must be an absolute path without '.', '..' or '~' (and not / itself)"
+                        "clusters.{label}.remoteRoot {remote_root:?} must be an absolute path or ~/dir, without '.' or '..' (and not / itself)"
                     )));
                 }
                 profiles.insert(
@@ -168,12 +169,13 @@ impl Grants {
             .ok_or_else(|| Refusal::UnknownCluster(label.to_string()))
     }
 
-    /// A remote path as an absolute path under the profile's root.
+    /// A remote path, normalised, under the profile's root. Relative paths
+    /// are relative to the root; `~` appears only as the root's own prefix.
     pub fn remote_path(&self, profile: &ProfileGrant, raw: &str) -> Result<String, Refusal> {
-        if raw.starts_with('~') {
+        let root = &profile.remote_root;
+        if raw.starts_with('~') && !(raw == "~" || raw.starts_with("~/")) {
             return Err(denied(format!(
-                "remote path {raw:?}: '~' is not allowed; use a path under {}",
-                profile.remote_root
+                "remote path {raw:?}: only ~/... (the login user's home) is understood"
             )));
         }
         if raw.chars().any(char::is_control) {
@@ -181,13 +183,17 @@ impl Grants {
                 "remote path {raw:?} contains control characters"
             )));
         }
-        let full = if raw.starts_with('/') {
+        let full = if raw.starts_with('/') || raw.starts_with('~') {
             raw.to_string()
         } else {
-            format!("{}/{}", profile.remote_root, raw)
+            format!("{root}/{raw}")
+        };
+        let (prefix, rest) = match full.strip_prefix('~') {
+            Some(rest) => ("~", rest),
+            None => ("", full.as_str()),
         };
         let mut parts: Vec<&str> = Vec::new();
-        for seg in full.split('/') {
+        for seg in rest.split('/') {
             match seg {
                 "" => {}
                 "." | ".." => {
@@ -198,8 +204,10 @@ impl Grants {
                 s => parts.push(s),
             }
         }
-        let normalized = format!("/{}", parts.join("/"));
-        let root = &profile.remote_root;
+        let normalized = match (prefix, parts.is_empty()) {
+            ("~", true) => "~".to_string(),
+            _ => format!("{prefix}/{}", parts.join("/")),
+        };
         if normalized == *root || normalized.starts_with(&format!("{root}/")) {
             Ok(normalized)
         } else {
@@ -250,12 +258,12 @@ impl Grants {
         Ok(match cwd {
             Some(dir) => {
                 let dir = self.remote_path(profile, dir)?;
-                format!("cd -- {} && {run}", quote_word(&dir))
+                format!("cd -- {} && {run}", shell_path(&dir))
             }
             // The root may not exist yet on a fresh account: create it rather
             // than run with the login directory as the working directory.
             None => {
-                let root = quote_word(&profile.remote_root);
+                let root = shell_path(&profile.remote_root);
                 format!(
                     "{{ cd -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -- {root}; }}; }} && {run}"
                 )
@@ -341,6 +349,26 @@ impl Grants {
     }
 }
 
+/// A checked remote path for the remote shell: `~` becomes `"$HOME"`, which
+/// the shell expands (a quoted `~` would not be).
+pub fn shell_path(path: &str) -> String {
+    match path.strip_prefix('~') {
+        Some("") => "\"$HOME\"".to_string(),
+        Some(rest) => format!("\"$HOME\"/{}", quote_word(rest.trim_start_matches('/'))),
+        None => quote_word(path),
+    }
+}
+
+/// A checked remote path for SFTP, whose relative paths start at the login
+/// user's home: `~/x` is `x`, `~` is `.`.
+pub fn sftp_path(path: &str) -> String {
+    match path.strip_prefix('~') {
+        Some("") => ".".to_string(),
+        Some(rest) => rest.trim_start_matches('/').to_string(),
+        None => path.to_string(),
+    }
+}
+
 /// The part of an argument that would be read as a path, if any: the whole
 /// word, an option's `=value`, or a glued short option's value (`-o/x`).
 fn path_part(arg: &str) -> Option<&str> {
@@ -375,7 +403,8 @@ mod tests {
         assert_eq!(g.profile("x"), Err(Refusal::UnknownCluster("x".into())));
         for bad in [
             json!({"clusters": {"c": {"sshTarget": "-oProxyCommand=x", "remoteRoot": "/r"}}}),
-            json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "~/runs"}}}),
+            json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "~other/runs"}}}),
+            json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "runs"}}}),
             json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "/"}}}),
             json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "/a/../b"}}}),
             json!({"clusters": {"c": {"remoteRoot": "/r"}}}),
@@ -408,6 +437,38 @@ mod tests {
         ] {
             assert!(g.remote_path(&p, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn home_roots_expand_on_the_remote_side() {
+        let ws = tempfile::tempdir().unwrap();
+        let g = Grants::from_config(
+            &json!({"clusters": {"h": {"sshTarget": "login", "remoteRoot": "~/runs"}}}),
+            ws.path(),
+        )
+        .unwrap();
+        let p = g.profile("h").unwrap().clone();
+        assert_eq!(g.remote_path(&p, "r1/x").unwrap(), "~/runs/r1/x");
+        assert_eq!(g.remote_path(&p, "~/runs/r1").unwrap(), "~/runs/r1");
+        for bad in ["~/other", "~root/runs", "/home/u/runs", "~/runs/../x"] {
+            assert!(g.remote_path(&p, bad).is_err(), "{bad}");
+        }
+        assert_eq!(sftp_path("~/runs/r1/x"), "runs/r1/x");
+        assert_eq!(sftp_path("/abs/x"), "/abs/x");
+        let cmd = g
+            .exec_command(
+                &p,
+                "tail",
+                &["-n".into(), "5".into(), "--".into(), "x.out".into()],
+                Some("~/runs/r1"),
+            )
+            .unwrap();
+        assert_eq!(cmd, "cd -- \"$HOME\"/runs/r1 && exec tail -n 5 -- x.out");
+        let cmd = g.exec_command(&p, "squeue", &[], None).unwrap();
+        assert!(
+            cmd.starts_with("{ cd -- \"$HOME\"/runs 2>/dev/null || { mkdir -p -- \"$HOME\"/runs"),
+            "{cmd}"
+        );
     }
 
     #[test]

@@ -18,6 +18,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use transport::SshTransport;
 
+/// Write a line to stdout; a reader that went away (`| head`) ends the
+/// program quietly instead of panicking as `println!` would.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, $($arg)*).and_then(|()| stdout.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 static EMBEDDED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
 
 #[derive(Parser)]
@@ -153,7 +165,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let request = request_json(action, params.as_deref())?;
             match loaded.runtime.invoke(&loaded.plugin_json, &request).await? {
                 Ok(result) => {
-                    println!("{result}");
+                    out!("{result}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -191,7 +203,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     last_state = state.clone();
                 }
                 if status.get("done").and_then(Value::as_bool) == Some(true) {
-                    println!("{}", serde_json::to_string_pretty(&status)?);
+                    out!("{}", serde_json::to_string_pretty(&status)?);
                     return Ok(if state == "COMPLETED" {
                         ExitCode::SUCCESS
                     } else {
@@ -200,7 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 if started.elapsed() >= std::time::Duration::from_secs(*timeout) {
                     eprintln!("cluster-slurm: job not done after {timeout}s (last state {state})");
-                    println!("{}", serde_json::to_string_pretty(&status)?);
+                    out!("{}", serde_json::to_string_pretty(&status)?);
                     return Ok(ExitCode::from(4));
                 }
                 tokio::time::sleep(delay).await;
@@ -212,12 +224,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let schema: Value = serde_json::from_str(&d.parameters_schema)
                 .context("guest returned an invalid schema")?;
             let out = json!({"name": d.name, "label": d.label, "description": d.description, "parameters": schema});
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            out!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => match loaded.runtime.check_config(&loaded.plugin_json).await? {
             Ok(normalised) => {
-                println!("{normalised}");
+                out!("{normalised}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -246,34 +258,36 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "profiles": profiles,
             });
             if *as_json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("guest: {}", loaded.guest_source);
-                println!("imports:");
+                out!("guest: {}", loaded.guest_source);
+                out!("imports:");
                 for i in &found.imports {
-                    println!("  {i}");
+                    out!("  {i}");
                 }
-                println!("exports:");
+                out!("exports:");
                 for e in &found.exports {
-                    println!("  {e}");
+                    out!("  {e}");
                 }
-                println!(
+                out!(
                     "filesystem/socket/http imports: none (only {} are accepted)",
                     runtime::ALLOWED_IMPORT_PREFIXES.join(" ")
                 );
-                println!(
+                out!(
                     "workspace: {} (run store: {})",
                     loaded.grants.workspace.display(),
                     loaded.grants.runs_dir_display
                 );
-                println!(
+                out!(
                     "programs allowed on login nodes: {}",
                     loaded.grants.programs.join(" ")
                 );
                 for p in loaded.grants.profiles.values() {
-                    println!(
+                    out!(
                         "profile {}: ssh target {}, remote paths under {}",
-                        p.label, p.ssh_target, p.remote_root
+                        p.label,
+                        p.ssh_target,
+                        p.remote_root
                     );
                 }
             }

@@ -8,7 +8,7 @@
 
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats};
-use crate::grants::Grants;
+use crate::grants::{Grants, sftp_path};
 use crate::transport::SharedTransport;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
@@ -38,7 +38,7 @@ impl TransferCtx {
         remote: &str,
     ) -> Result<TransferStats, HostError> {
         let profile = self.grants.profile(cluster)?;
-        let remote = self.grants.remote_path(profile, remote)?;
+        let remote = sftp_path(&self.grants.remote_path(profile, remote)?);
         let local = self.grants.local_source(local)?;
         let moved = self.transport.upload(profile, local, remote).await?;
         Ok(TransferStats {
@@ -54,7 +54,7 @@ impl TransferCtx {
         local: &str,
     ) -> Result<TransferStats, HostError> {
         let profile = self.grants.profile(cluster)?;
-        let remote = self.grants.remote_path(profile, remote)?;
+        let remote = sftp_path(&self.grants.remote_path(profile, remote)?);
         let local = self.grants.local_destination(local)?;
         let moved = self.transport.download(profile, remote, local).await?;
         Ok(TransferStats {

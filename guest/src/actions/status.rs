@@ -1,0 +1,466 @@
+//! Job state: `job_status`, `check_workload`, `cancel_job`. Any number of jobs
+//! on a cluster costs one `squeue` and at most one `sacct`.
+
+use super::submit::Workload;
+use super::{QUERY_TIMEOUT_MS, Tool, invalid, tagged};
+use crate::config::Profile;
+use crate::host::ToolError;
+use crate::ledger::{RunRecord, iso_timestamp};
+use crate::request::Request;
+use crate::routing::first_match;
+use crate::slurm::{self, SacctRow, SqueueRow};
+use serde_json::{Map, Value, json};
+
+/// Array tasks listed per job; the rest are counted.
+const MAX_TASKS_LISTED: usize = 50;
+/// Log lines searched for GPU-required signatures after a failure.
+const SIGNATURE_TAIL_LINES: u64 = 200;
+
+/// Whether `row_id` (e.g. `12`, `12_3`, `12_[4-7]`) belongs to job `id`.
+fn belongs(row_id: &str, id: &str) -> bool {
+    row_id == id
+        || (!id.contains('_')
+            && row_id
+                .strip_prefix(id)
+                .is_some_and(|rest| rest.starts_with('_')))
+}
+
+/// The status of one job (or array) from the rows both tools returned.
+fn status_of(
+    id: &str,
+    squeue: &[SqueueRow],
+    sacct: &[SacctRow],
+    notes: &Map<String, Value>,
+) -> Value {
+    let q: Vec<&SqueueRow> = squeue.iter().filter(|r| belongs(&r.job_id, id)).collect();
+    let a: Vec<&SacctRow> = sacct.iter().filter(|r| belongs(&r.job_id, id)).collect();
+    let is_array = q.iter().any(|r| r.job_id != id) || a.iter().any(|r| r.job_id != id);
+    if !is_array {
+        // A live job is best described by squeue; a finished one by sacct,
+        // which also has the exit code.
+        let live = q.first().filter(|r| !slurm::is_terminal(&r.state));
+        return match (live, a.first(), q.first()) {
+            (Some(r), _, _) => tagged(*r, "squeue", Map::new()),
+            (None, Some(r), _) => tagged(*r, "sacct", Map::new()),
+            (None, None, Some(r)) => tagged(*r, "squeue", notes.clone()),
+            (None, None, None) => tagged(
+                &json!({"jobId": id, "state": "NOT_FOUND"}),
+                "unknown",
+                notes.clone(),
+            ),
+        };
+    }
+    // An array: per task, sacct when it knows the task, else squeue.
+    let mut tasks: Vec<(String, String, Option<String>)> = a
+        .iter()
+        .map(|r| (r.job_id.clone(), r.state.clone(), Some(r.exit_code.clone())))
+        .collect();
+    for r in &q {
+        if !tasks.iter().any(|(t, _, _)| t == &r.job_id) {
+            tasks.push((r.job_id.clone(), r.state.clone(), None));
+        }
+    }
+    tasks.sort();
+    let state = slurm::aggregate_state(tasks.iter().map(|(_, s, _)| s.as_str()));
+    let mut by_state = Map::new();
+    for (_, s, _) in &tasks {
+        let n = by_state.get(s).and_then(Value::as_u64).unwrap_or(0);
+        by_state.insert(s.clone(), json!(n + 1));
+    }
+    let worst_exit = tasks
+        .iter()
+        .filter_map(|(_, _, e)| e.as_deref().and_then(slurm::exit_status))
+        .max();
+    let listed: Vec<Value> = tasks
+        .iter()
+        .take(MAX_TASKS_LISTED)
+        .map(|(t, s, e)| json!({"taskId": t, "state": s, "exitCode": e}))
+        .collect();
+    json!({
+        "source": if a.is_empty() { "squeue" } else { "sacct" },
+        "jobId": id,
+        "array": true,
+        "state": state,
+        "exitCode": worst_exit.map(|c| format!("{c}:0")),
+        "tasks": {"count": tasks.len(), "byState": by_state, "listed": listed},
+    })
+}
+
+fn put(report: &mut Value, key: &str, value: Value) {
+    if let Value::Object(map) = report {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn summary(run_id: Option<&str>, cluster: &str, job_id: &str, status: Value) -> Value {
+    let state = status
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("NOT_FOUND")
+        .to_string();
+    let exit_code = status
+        .get("exitCode")
+        .and_then(Value::as_str)
+        .and_then(slurm::exit_status);
+    json!({
+        "runId": run_id,
+        "cluster": cluster,
+        "jobId": job_id,
+        "status": status,
+        "state": state,
+        "done": slurm::is_terminal(&state),
+        "exitCode": exit_code,
+    })
+}
+
+impl Tool<'_> {
+    /// Statuses of `ids` on one cluster: one squeue for all of them, and one
+    /// sacct for those squeue does not show as still going (finished jobs
+    /// need sacct for their exit code; purged ones are only there).
+    pub(super) fn statuses(
+        &mut self,
+        profile: &Profile,
+        ids: &[String],
+        accounting: bool,
+    ) -> Result<Vec<Value>, ToolError> {
+        let list = ids.join(",");
+        let squeue = self.exec(
+            &profile.id,
+            "squeue",
+            vec![
+                "-h".into(),
+                "-t".into(),
+                "all".into(),
+                "-j".into(),
+                list,
+                "-o".into(),
+                slurm::SQUEUE_FORMAT.into(),
+            ],
+            None,
+            QUERY_TIMEOUT_MS,
+        )?;
+        let mut notes = Map::new();
+        let q_rows = if squeue.success() {
+            slurm::parse_squeue_rows(&squeue.stdout_text())
+        } else {
+            // e.g. "Invalid job id specified" for a purged job: sacct still knows.
+            notes.insert("squeueError".into(), json!(squeue.failure_text()));
+            Vec::new()
+        };
+        let need_sacct: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                let rows: Vec<&SqueueRow> =
+                    q_rows.iter().filter(|r| belongs(&r.job_id, id)).collect();
+                rows.is_empty() || rows.iter().all(|r| slurm::is_terminal(&r.state))
+            })
+            .cloned()
+            .collect();
+        let mut a_rows = Vec::new();
+        if accounting && !need_sacct.is_empty() {
+            let sacct = self.exec(
+                &profile.id,
+                "sacct",
+                vec![
+                    "-n".into(),
+                    "-P".into(),
+                    "-j".into(),
+                    need_sacct.join(","),
+                    "-o".into(),
+                    slurm::SACCT_FIELDS.into(),
+                ],
+                None,
+                QUERY_TIMEOUT_MS,
+            )?;
+            if sacct.success() {
+                a_rows = slurm::parse_sacct_rows(&sacct.stdout_text());
+            } else {
+                notes.insert("sacctError".into(), json!(sacct.failure_text()));
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| status_of(id, &q_rows, &a_rows, &notes))
+            .collect())
+    }
+
+    fn job_ids_of(req: &Request) -> Result<Vec<String>, ToolError> {
+        let mut ids: Vec<String> = Vec::new();
+        for raw in req.job_id.iter().chain(req.job_ids.iter()) {
+            let id = slurm::check_job_id(raw).map_err(invalid)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub(super) fn job_status_action(&mut self, req: &Request) -> Result<Value, ToolError> {
+        let ids = Self::job_ids_of(req)?;
+        if ids.is_empty() {
+            return Err(invalid("jobId (or jobIds) is required"));
+        }
+        let profile = self
+            .config
+            .resolve_cluster(req.cluster.as_deref())
+            .map_err(invalid)?
+            .clone();
+        let statuses = self.statuses(&profile, &ids, req.include_accounting != Some(false))?;
+        if let ([id], [status]) = (ids.as_slice(), statuses.as_slice()) {
+            return Ok(json!({"cluster": profile.id, "jobId": id, "status": status}));
+        }
+        let items: Vec<Value> = ids
+            .iter()
+            .zip(statuses)
+            .map(|(id, s)| json!({"jobId": id, "status": s}))
+            .collect();
+        Ok(json!({"cluster": profile.id, "statuses": items}))
+    }
+
+    pub(super) fn check_workload(&mut self, req: &Request) -> Result<Value, ToolError> {
+        // Each target: (run, profile, job id).
+        let mut targets: Vec<(Option<RunRecord>, Profile, String)> = Vec::new();
+        let run_ids: Vec<String> = req
+            .run_id
+            .iter()
+            .chain(req.run_ids.iter())
+            .cloned()
+            .collect();
+        let explicit_ids = Self::job_ids_of(req)?;
+        for raw in &run_ids {
+            let run = self.existing_run(raw)?;
+            let profile = self.profile_for(req.cluster.as_deref(), Some(&run))?;
+            // With one run and one jobId, the id picks a job of that run.
+            let job = match (run_ids.len(), explicit_ids.as_slice()) {
+                (1, [one]) => Some(one.clone()),
+                _ => run.last_job_id.clone(),
+            };
+            let job = job.ok_or_else(|| {
+                invalid(format!(
+                    "run {} has no submitted job yet (run_workload or submit_job first)",
+                    run.run_id
+                ))
+            })?;
+            targets.push((Some(run), profile, job));
+        }
+        if run_ids.is_empty() {
+            let profile = self
+                .config
+                .resolve_cluster(req.cluster.as_deref())
+                .map_err(invalid)?
+                .clone();
+            for id in &explicit_ids {
+                targets.push((None, profile.clone(), id.clone()));
+            }
+        }
+        if targets.is_empty() {
+            return Err(invalid(
+                "jobId is required (or provide runId with a submitted job)",
+            ));
+        }
+        // One squeue (+ sacct) per cluster, whatever the number of jobs.
+        let mut results: Vec<Option<Value>> = vec![None; targets.len()];
+        let mut clusters: Vec<String> = targets.iter().map(|(_, p, _)| p.id.clone()).collect();
+        clusters.dedup();
+        clusters.sort();
+        clusters.dedup();
+        for cluster in clusters {
+            let idx: Vec<usize> = (0..targets.len())
+                .filter(|i| targets.get(*i).is_some_and(|t| t.1.id == cluster))
+                .collect();
+            let Some(profile) = idx
+                .first()
+                .and_then(|i| targets.get(*i))
+                .map(|t| t.1.clone())
+            else {
+                continue;
+            };
+            let ids: Vec<String> = idx
+                .iter()
+                .filter_map(|i| targets.get(*i))
+                .map(|t| t.2.clone())
+                .collect();
+            let statuses = self.statuses(&profile, &ids, req.include_accounting != Some(false))?;
+            for (i, status) in idx.iter().zip(statuses) {
+                if let (Some(slot), Some((run, p, job))) = (results.get_mut(*i), targets.get(*i)) {
+                    *slot = Some(summary(
+                        run.as_ref().map(|r| r.run_id.as_str()),
+                        &p.id,
+                        job,
+                        status,
+                    ));
+                }
+            }
+        }
+        let mut results: Vec<Value> = results.into_iter().flatten().collect();
+        if let ([one], [(Some(run), profile, job)]) = (results.as_mut_slice(), targets.as_slice()) {
+            let fallback = self.gpu_fallback_after_failure(
+                one,
+                run,
+                profile,
+                job,
+                req.auto_fallback_to_gpu == Some(true),
+            )?;
+            if let (Some(fb), Value::Object(map)) = (fallback, &mut *one) {
+                map.insert("gpuFallback".into(), fb);
+            }
+        }
+        if let [one] = results.as_slice() {
+            let mut single = one.clone();
+            if let Value::Object(map) = &mut single {
+                map.insert("mode".into(), json!("check_workload"));
+            }
+            return Ok(single);
+        }
+        let done = results
+            .iter()
+            .all(|r| r.get("done").and_then(Value::as_bool) == Some(true));
+        Ok(json!({"mode": "check_workload", "done": done, "results": results}))
+    }
+
+    /// After a job failed on a non-GPU profile, look for a GPU-required
+    /// signature in its logs; report it, and with `resubmit` run the same
+    /// workload as a new run on the GPU profile (once; the first run is kept
+    /// and linked, never orphaned).
+    fn gpu_fallback_after_failure(
+        &mut self,
+        result: &Value,
+        run: &RunRecord,
+        profile: &Profile,
+        job_id: &str,
+        resubmit: bool,
+    ) -> Result<Option<Value>, ToolError> {
+        let Some(gpu) = self.config.routing.gpu_profile.clone() else {
+            return Ok(None);
+        };
+        let state = result.get("state").and_then(Value::as_str).unwrap_or("");
+        if gpu == profile.id || !matches!(state, "FAILED" | "NODE_FAIL" | "BOOT_FAIL") {
+            return Ok(None);
+        }
+        let mut text = String::new();
+        for path in self.log_paths(run, profile, job_id)? {
+            let entry = self.read_log(
+                profile,
+                &path,
+                Some(SIGNATURE_TAIL_LINES),
+                None,
+                super::logs::DEFAULT_BYTES,
+            )?;
+            text.push_str(entry.get("log").and_then(Value::as_str).unwrap_or(""));
+            text.push('\n');
+        }
+        let Some(signature) =
+            first_match(&self.config.routing.gpu_required_error_signatures, &text)
+                .map(|s| s.source.clone())
+        else {
+            return Ok(None);
+        };
+        let mut report = json!({
+            "matchedSignature": signature,
+            "fromCluster": profile.id,
+            "toCluster": gpu,
+            "resubmitted": null,
+        });
+        if let Some(existing) = &run.fallback_run_id {
+            put(
+                &mut report,
+                "resubmitted",
+                json!({"runId": existing, "alreadyDone": true}),
+            );
+            return Ok(Some(report));
+        }
+        if !resubmit {
+            put(
+                &mut report,
+                "next",
+                json!(
+                    "call check_workload again with autoFallbackToGpu: true to resubmit this workload on the GPU profile"
+                ),
+            );
+            return Ok(Some(report));
+        }
+        let workload = run
+            .jobs
+            .iter()
+            .find(|j| j.job_id == job_id)
+            .and_then(|j| j.workload.as_ref())
+            .ok_or_else(|| invalid(format!("job {job_id} was not submitted by run_workload, so its workload cannot be resubmitted; use run_workload with cluster {gpu:?}")))
+            .and_then(Workload::from_json)?;
+        let prefix = format!("{}-gpu", run.run_id);
+        let mut submitted = self.submit_workload(&gpu, None, None, Some(&prefix), &workload)?;
+        submitted.run.fallback_from_run_id = Some(run.run_id.clone());
+        self.save_run(&submitted.run)?;
+        let mut original = run.clone();
+        original.fallback_run_id = Some(submitted.run.run_id.clone());
+        original.updated_at = iso_timestamp(self.host.now_ms());
+        self.save_run(&original)?;
+        put(
+            &mut report,
+            "resubmitted",
+            json!({"runId": submitted.run.run_id, "jobId": submitted.job_id, "cluster": gpu}),
+        );
+        Ok(Some(report))
+    }
+
+    pub(super) fn cancel_job(&mut self, req: &Request) -> Result<Value, ToolError> {
+        let run = match &req.run_id {
+            Some(id) => Some(self.existing_run(id)?),
+            None => None,
+        };
+        let mut ids = Self::job_ids_of(req)?;
+        if ids.is_empty()
+            && let Some(last) = run.as_ref().and_then(|r| r.last_job_id.clone())
+        {
+            ids.push(last);
+        }
+        if ids.is_empty() {
+            return Err(invalid(
+                "jobId (or jobIds, or runId with a submitted job) is required",
+            ));
+        }
+        let profile = self.profile_for(req.cluster.as_deref(), run.as_ref())?;
+        let out = self.exec(&profile.id, "scancel", ids.clone(), None, QUERY_TIMEOUT_MS)?;
+        if !out.success() {
+            return Err(ToolError::RemoteFailed(format!(
+                "scancel failed on cluster {:?}: {}",
+                profile.id,
+                out.failure_text()
+            )));
+        }
+        // scancel says nothing (and exits 0) for jobs that already ended:
+        // report what squeue says now so the agent is not misled.
+        let after = self.statuses(&profile, &ids, false)?;
+        let states: Vec<Value> = ids
+            .iter()
+            .zip(&after)
+            .map(|(id, s)| json!({"jobId": id, "state": s.get("state")}))
+            .collect();
+        let output = [out.stdout_text(), out.stderr_text()]
+            .join("\n")
+            .trim()
+            .to_string();
+        Ok(json!({
+            "cluster": profile.id,
+            "jobId": ids.first(),
+            "jobIds": ids,
+            "output": output,
+            "cancelled": true,
+            "states": states,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::belongs;
+
+    #[test]
+    fn array_rows_belong_to_their_job() {
+        assert!(belongs("12", "12"));
+        assert!(belongs("12_3", "12"));
+        assert!(belongs("12_[4-7]", "12"));
+        assert!(!belongs("123", "12"));
+        assert!(!belongs("12_3", "12_4"));
+        assert!(belongs("12_3", "12_3"));
+    }
+}
