@@ -335,7 +335,7 @@ fn read_preset(name: &str, value: &Value) -> FieldResult<Preset> {
         let pattern = p
             .string("pattern")?
             .unwrap_or_else(|| DEFAULT_PARAMETER_PATTERN.to_string());
-        regex_lite::Regex::new(&pattern).map_err(|e| {
+        let re = regex_lite::Regex::new(&pattern).map_err(|e| {
             err(
                 &format!("{ppath}.pattern"),
                 format!("not a valid regular expression: {e}"),
@@ -347,6 +347,15 @@ fn read_preset(name: &str, value: &Value) -> FieldResult<Preset> {
             default: p.string("default")?,
             pattern,
         };
+        if let Some(d) = param.default.as_ref().filter(|d| !re.is_match(d)) {
+            return Err(err(
+                &format!("{ppath}.default"),
+                format!(
+                    "{d:?} does not match the parameter's pattern {}",
+                    param.pattern
+                ),
+            ));
+        }
         p.finish()?;
         parameters.push(param);
     }
@@ -774,7 +783,12 @@ mod tests {
             "clusters.gautschi-gpu.policy.maxTime"
         );
         v["clusters"]["gautschi-gpu"]["policy"] = json!({});
-        v["presets"]["bad"] = json!({"cluster": "nope", "command": "x"});
+        v["presets"] = json!({"p": {"command": "x", "parameters": {"n": {"pattern": "^[0-9]+$", "default": "ten"}}}});
+        assert_eq!(
+            Config::parse(&v).unwrap_err().path,
+            "presets.p.parameters.n.default"
+        );
+        v["presets"] = json!({"bad": {"cluster": "nope", "command": "x"}});
         assert_eq!(Config::parse(&v).unwrap_err().path, "presets.bad.cluster");
     }
 

@@ -461,3 +461,478 @@ fn invalid_config_is_its_own_error() {
         "{e:?}"
     );
 }
+
+// ------------------------------------------------------------------ issue 3
+
+fn config_with(extra: Value) -> String {
+    let mut c: Value = serde_json::from_str(&config()).unwrap();
+    for (k, v) in extra.as_object().unwrap() {
+        if k == "cpuPolicy" {
+            c["clusters"]["cpu"]["policy"] = v.clone();
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c.to_string()
+}
+
+fn call_with(host: &mut FakeHost, config: &str, request: Value) -> Result<Value, ToolError> {
+    invoke(host, config, &request.to_string()).map(|s| serde_json::from_str(&s).unwrap())
+}
+
+#[test]
+fn reference_example_configs_load_unchanged() {
+    let gautschi = include_str!("../../examples/configs/gautschi.json");
+    let checked: Value = serde_json::from_str(&crate::check_config(gautschi).unwrap()).unwrap();
+    assert_eq!(checked["defaultCluster"], "gautschi-cpu");
+    assert_eq!(
+        checked["clusters"]["gautschi-gpu"]["slurmDefaults"]["gpusPerNode"],
+        1
+    );
+    assert_eq!(checked["routing"]["gpuProfile"], "gautschi-gpu");
+}
+
+#[test]
+fn init_run_creates_once_and_never_resets() {
+    let mut host = FakeHost::default();
+    host.answer("mkdir", vec![ok("")]);
+    host.answer("sbatch", vec![ok("7\n")]);
+    let r = call(&mut host, json!({"action": "init_run", "runId": "Exp 1"})).unwrap();
+    assert_eq!(
+        (r["created"].as_bool(), r["run"]["runId"].as_str()),
+        (Some(true), Some("exp-1"))
+    );
+    assert_eq!(host.calls, vec!["exec mkdir -p -- exp-1"]);
+    assert_eq!(host.execs[0].cwd, None, "mkdir runs in remoteRoot");
+    call(
+        &mut host,
+        json!({"action": "run_workload", "runId": "exp-1", "command": "echo"}),
+    )
+    .unwrap();
+    host.calls.clear();
+    let again = call(&mut host, json!({"action": "init_run", "runId": "exp-1"})).unwrap();
+    assert_eq!(again["created"], false);
+    assert_eq!(
+        again["run"]["jobs"].as_array().unwrap().len(),
+        1,
+        "jobs kept: {again}"
+    );
+    assert!(host.calls.is_empty());
+}
+
+#[test]
+fn render_then_submit_records_log_patterns() {
+    let mut host = FakeHost::default();
+    host.answer("mkdir", vec![ok("")]);
+    host.answer("sbatch", vec![ok("31;testbed\n")]);
+    call(&mut host, json!({"action": "init_run", "runId": "r"})).unwrap();
+    let rendered = call(
+        &mut host,
+        json!({"action": "render_job", "runId": "r", "command": "echo hi",
+        "headerOverrides": {"jobName": "demo", "output": "logs/%x-%j.out"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        rendered["localScriptPath"],
+        ".openclaw/cluster-runs/r/job.slurm"
+    );
+    assert!(
+        rendered["script"]
+            .as_str()
+            .unwrap()
+            .contains("#SBATCH --output=logs/%x-%j.out\n")
+    );
+    host.calls.clear();
+    let sub = call(&mut host, json!({"action": "submit_job", "runId": "r"})).unwrap();
+    assert_eq!(sub["jobId"], "31");
+    assert_eq!(
+        host.calls,
+        vec![
+            "upload cpu .openclaw/cluster-runs/r/job.slurm -> /scratch/u/runs/r/job.slurm"
+                .to_string(),
+            "exec sbatch --parsable job.slurm".to_string(),
+        ]
+    );
+    let job = &host.ledger()["runs"]["r"]["jobs"][0];
+    assert_eq!(
+        (job["outputPattern"].as_str(), job["jobName"].as_str()),
+        (Some("logs/%x-%j.out"), Some("demo"))
+    );
+    // Logs then come from that pattern, in its own directory.
+    host.answer("tail", vec![ok("hi\n")]);
+    host.calls.clear();
+    let logs = call(
+        &mut host,
+        json!({"action": "job_logs", "runId": "r", "jobId": "31"}),
+    )
+    .unwrap();
+    assert_eq!(logs["remotePath"], "/scratch/u/runs/r/logs/demo-31.out");
+    assert_eq!(
+        host.execs.last().unwrap().cwd.as_deref(),
+        Some("/scratch/u/runs/r/logs")
+    );
+}
+
+#[test]
+fn render_job_never_writes_over_workspace_files_and_gates_env() {
+    let mut host = FakeHost::default();
+    let e = call(
+        &mut host,
+        json!({"action": "render_job", "command": "x", "scriptPath": "src/main.rs"}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("never over a workspace file"), "{e}");
+    let e = call(
+        &mut host,
+        json!({"action": "render_job", "command": "x", "allowEnvOverrides": true}),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("execution.allowCustomEnvOverride=false"),
+        "{e}"
+    );
+    let allowing = config_with(json!({"execution": {"allowCustomEnvOverride": true}}));
+    let r = call_with(&mut host, &allowing, json!({"action": "render_job", "command": "python x.py",
+        "allowEnvOverrides": true, "setupCommands": ["conda activate base"], "modules": ["cuda/12"]})).unwrap();
+    let script = r["script"].as_str().unwrap();
+    assert!(
+        script.contains("conda activate base\nmodule load cuda/12\n"),
+        "{script}"
+    );
+    assert!(
+        r["localScriptPath"]
+            .as_str()
+            .unwrap()
+            .starts_with(".openclaw/cluster-runs/adhoc-")
+    );
+}
+
+#[test]
+fn profile_policy_refuses_with_the_rule_named() {
+    let cfg = config_with(
+        json!({"cpuPolicy": {"overridableFields": ["time", "array"], "maxTime": "01:00:00", "maxArraySize": 4, "maxGpus": 0}}),
+    );
+    for (overrides, rule) in [
+        (
+            json!({"partition": "gpu"}),
+            "headerOverrides.partition may not be changed",
+        ),
+        (json!({"time": "02:00:00"}), "exceeds maxTime"),
+        (json!({"time": "UNLIMITED"}), "exceeds maxTime"),
+        (json!({"array": "0-9"}), "maxArraySize is 4"),
+    ] {
+        let mut host = FakeHost::default();
+        let e = call_with(&mut host, &cfg, json!({"action": "run_workload", "cluster": "cpu", "command": "x", "headerOverrides": overrides})).unwrap_err();
+        assert!(
+            matches!(&e, ToolError::Policy(m) if m.contains(rule) && m.contains("profile \"cpu\"")),
+            "{overrides}: {e:?}"
+        );
+        assert!(host.calls.is_empty());
+    }
+    let mut host = FakeHost::default();
+    let e = call_with(&mut host, &cfg, json!({"action": "run_workload", "cluster": "cpu", "command": "x", "submitArgs": ["--time=9-0"]})).unwrap_err();
+    assert!(e.to_string().contains("submitArgs are not allowed"), "{e}");
+    // Within the limits it runs, and a missing time gets the policy's maximum.
+    host.answer("sbatch", vec![ok("3\n")]);
+    call_with(&mut host, &cfg, json!({"action": "run_workload", "cluster": "cpu", "command": "x", "headerOverrides": {"array": "0-3"}})).unwrap();
+    let run_id = host.ledger()["runs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let script = String::from_utf8(host.files[&format!("{run_id}/job.slurm")].clone()).unwrap();
+    assert!(
+        script.contains("#SBATCH --time=0-01:00:00\n") && script.contains("#SBATCH --array=0-3\n"),
+        "{script}"
+    );
+}
+
+#[test]
+fn concurrent_job_limit_is_checked_before_submitting() {
+    let cfg = config_with(json!({"cpuPolicy": {"maxConcurrentJobs": 2}}));
+    let mut host = FakeHost::default();
+    host.answer("squeue", vec![ok("11\n12\n")]);
+    host.answer("sbatch", vec![ok("13\n")]);
+    let e = call_with(
+        &mut host,
+        &cfg,
+        json!({"action": "run_workload", "cluster": "cpu", "command": "x"}),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("at most 2 concurrent jobs, 2 are queued or running"),
+        "{e}"
+    );
+    assert!(
+        !host.calls.iter().any(|c| c.starts_with("exec sbatch")),
+        "{:?}",
+        host.calls
+    );
+}
+
+#[test]
+fn presets_take_only_declared_parameters() {
+    let cfg = config_with(
+        json!({"presets": {"exp42": {"description": "lr sweep", "role": "gpu",
+        "commands": ["python3 train.py --lr {{ lr }} --tag {{ tag }}"], "localPaths": ["train.py"],
+        "parameters": {"lr": {"pattern": "^[0-9.]+$"}, "tag": {"pattern": "^[a-z ]+$", "default": "a b"}}}}}),
+    );
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("8\n")]);
+    let r = call_with(
+        &mut host,
+        &cfg,
+        json!({"action": "run_workload", "preset": "exp42", "presetParams": {"lr": 0.5}}),
+    )
+    .unwrap();
+    assert_eq!(
+        (r["cluster"].as_str(), r["preset"].as_str()),
+        (Some("gpu"), Some("exp42"))
+    );
+    let run_id = r["runId"].as_str().unwrap();
+    let script = String::from_utf8(host.files[&format!("{run_id}/job.slurm")].clone()).unwrap();
+    assert!(
+        script.contains("python3 train.py --lr 0.5 --tag 'a b'\n"),
+        "{script}"
+    );
+    assert!(
+        host.calls
+            .iter()
+            .any(|c| c.starts_with("upload gpu train.py"))
+    );
+    for (request, needle) in [
+        (
+            json!({"action": "run_workload", "preset": "exp42", "presetParams": {"lr": "1; rm -rf ~"}}),
+            "does not match",
+        ),
+        (
+            json!({"action": "run_workload", "preset": "exp42", "presetParams": {"lr": "1", "gpu": "8"}}),
+            "has no parameter \"gpu\"",
+        ),
+        (
+            json!({"action": "run_workload", "preset": "exp42"}),
+            "needs presetParams.lr",
+        ),
+        (
+            json!({"action": "run_workload", "preset": "exp42", "presetParams": {"lr": "1"}, "command": "id"}),
+            "command/commands may not be given",
+        ),
+        (
+            json!({"action": "run_workload", "preset": "nope"}),
+            "unknown preset",
+        ),
+    ] {
+        let mut host = FakeHost::default();
+        let e = call_with(&mut host, &cfg, request.clone()).unwrap_err();
+        assert!(e.to_string().contains(needle), "{request}: {e}");
+        assert!(host.calls.is_empty());
+    }
+}
+
+#[test]
+fn dry_run_asks_sbatch_test_only_and_changes_nothing() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![fail(1, "sbatch: error: Batch job submission failed: Requested node configuration is not available")]);
+    let r = call(&mut host, json!({"action": "run_workload", "command": "echo", "dryRun": true, "headerOverrides": {"gres": "gpu:1"}})).unwrap();
+    assert_eq!(r["accepted"], false);
+    assert!(
+        r["sbatchTestOutput"]
+            .as_str()
+            .unwrap()
+            .contains("Requested node configuration")
+    );
+    assert!(
+        r["script"]
+            .as_str()
+            .unwrap()
+            .contains("#SBATCH --gres=gpu:1")
+    );
+    assert_eq!(host.calls, vec!["exec sbatch --test-only"]);
+    assert!(
+        host.execs[0]
+            .stdin
+            .as_ref()
+            .unwrap()
+            .starts_with(b"#!/bin/bash\n"),
+        "script goes on stdin"
+    );
+    assert!(host.files.is_empty(), "no ledger, no script written");
+}
+
+#[test]
+fn many_jobs_cost_one_squeue_and_one_sacct() {
+    let mut host = FakeHost::default();
+    host.answer(
+        "squeue",
+        vec![ok(
+            "1|RUNNING|0:01|10:00|1|c1\n2|COMPLETED|0:03|10:00|1|c1\n",
+        )],
+    );
+    host.answer(
+        "sacct",
+        vec![ok(
+            "2|COMPLETED|0:0|00:00:03||c1\n3|FAILED|2:0|00:00:01||c1\n",
+        )],
+    );
+    let r = call(
+        &mut host,
+        json!({"action": "job_status", "jobIds": ["1", "2", "3"]}),
+    )
+    .unwrap();
+    let states: Vec<&str> = r["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["RUNNING", "COMPLETED", "FAILED"]);
+    assert_eq!(
+        host.calls,
+        vec![
+            format!(
+                "exec squeue -h -t all -j 1,2,3 -o {}",
+                crate::slurm::SQUEUE_FORMAT
+            ),
+            format!("exec sacct -n -P -j 2,3 -o {}", crate::slurm::SACCT_FIELDS),
+        ]
+    );
+}
+
+#[test]
+fn logs_from_a_byte_offset_are_capped() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("5\n")]);
+    let run = call(
+        &mut host,
+        json!({"action": "run_workload", "command": "echo"}),
+    )
+    .unwrap();
+    host.answer("tail", vec![ok("0123456789")]);
+    host.calls.clear();
+    let r = call(
+        &mut host,
+        json!({"action": "fetch_workload_logs", "runId": run["runId"], "offset": 5, "maxBytes": 3}),
+    )
+    .unwrap();
+    assert_eq!(host.calls[0], "exec tail -c +6 -- slurm-5.out");
+    let out = &r["logs"]["stdout"];
+    assert_eq!(
+        (
+            out["log"].as_str(),
+            out["nextOffset"].as_u64(),
+            out["more"].as_bool()
+        ),
+        (Some("012"), Some(8), Some(true))
+    );
+}
+
+#[test]
+fn gpu_fallback_after_a_failed_job_resubmits_once_and_links_runs() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("40\n"), ok("41\n")]);
+    let run = call(&mut host, json!({"action": "run_workload", "cluster": "cpu", "command": "python3 train.py", "env": {"A": "1"}})).unwrap();
+    let run_id = run["runId"].as_str().unwrap().to_string();
+    host.answer(
+        "squeue",
+        vec![ok("40|FAILED|0:01|10:00|1|NonZeroExitCode\n")],
+    );
+    host.answer("sacct", vec![ok("40|FAILED|1:0|00:00:01||c1\n")]);
+    host.answer("tail", vec![ok(""), ok("RuntimeError: CUDA is required\n")]);
+    let seen = call(
+        &mut host,
+        json!({"action": "check_workload", "runId": run_id}),
+    )
+    .unwrap();
+    assert_eq!(seen["gpuFallback"]["matchedSignature"], "cuda is required");
+    assert!(
+        seen["gpuFallback"]["resubmitted"].is_null(),
+        "opt-in only: {seen}"
+    );
+    host.answer("tail", vec![ok(""), ok("RuntimeError: CUDA is required\n")]);
+    let done = call(
+        &mut host,
+        json!({"action": "check_workload", "runId": run_id, "autoFallbackToGpu": true}),
+    )
+    .unwrap();
+    let new_run = done["gpuFallback"]["resubmitted"]["runId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(done["gpuFallback"]["resubmitted"]["jobId"], "41");
+    let ledger = host.ledger();
+    assert_eq!(ledger["runs"][&run_id]["fallbackRunId"], new_run.as_str());
+    assert_eq!(
+        ledger["runs"][&new_run]["fallbackFromRunId"],
+        run_id.as_str()
+    );
+    assert_eq!(ledger["runs"][&new_run]["clusterId"], "gpu");
+    let script = String::from_utf8(host.files[&format!("{new_run}/job.slurm")].clone()).unwrap();
+    assert!(
+        script.contains("export A='1'")
+            && script.contains("python3 train.py")
+            && script.contains("--gpus-per-node=1"),
+        "{script}"
+    );
+    // Asking again does not submit a second time.
+    host.answer("tail", vec![ok(""), ok("RuntimeError: CUDA is required\n")]);
+    host.calls.clear();
+    let again = call(
+        &mut host,
+        json!({"action": "check_workload", "runId": run_id, "autoFallbackToGpu": true}),
+    )
+    .unwrap();
+    assert_eq!(again["gpuFallback"]["resubmitted"]["alreadyDone"], true);
+    assert!(!host.calls.iter().any(|c| c.starts_with("exec sbatch")));
+}
+
+#[test]
+fn cancel_reports_the_state_afterwards() {
+    let mut host = FakeHost::default();
+    host.answer("scancel", vec![ok("")]);
+    host.answer("squeue", vec![ok("9|CANCELLED|0:02|10:00|1|c1\n")]);
+    let r = call(&mut host, json!({"action": "cancel_job", "jobId": "9"})).unwrap();
+    assert_eq!(
+        (r["cancelled"].as_bool(), r["states"][0]["state"].as_str()),
+        (Some(true), Some("CANCELLED"))
+    );
+    assert_eq!(host.calls[0], "exec scancel 9");
+}
+
+#[test]
+fn a_reference_ledger_is_readable() {
+    let mut host = FakeHost::default();
+    host.files.insert("runs.json".into(), br#"{"runs": {"20260218-150019": {"runId": "20260218-150019", "clusterId": "cpu",
+        "localRunDir": "/abs/ws/.openclaw/cluster-runs/20260218-150019", "remoteRunDir": "/scratch/u/runs/20260218-150019",
+        "createdAt": "2026-02-18T15:00:19.000Z", "updatedAt": "2026-02-18T15:00:20.000Z",
+        "latestScriptPath": "/abs/ws/.openclaw/cluster-runs/20260218-150019/job.slurm", "lastJobId": "12345",
+        "jobs": [{"jobId": "12345", "remoteScriptPath": "/scratch/u/runs/20260218-150019/job.slurm",
+                  "localScriptPath": "/abs/ws/x", "submittedAt": "t", "submitOutput": "Submitted batch job 12345"}]}}}"#.to_vec());
+    let runs = call(&mut host, json!({"action": "list_runs"})).unwrap();
+    assert_eq!(runs["runs"][0]["lastJobId"], "12345");
+    host.answer("squeue", vec![ok("")]);
+    host.answer("sacct", vec![ok("12345|COMPLETED|0:0|00:01:00||c1\n")]);
+    let s = call(
+        &mut host,
+        json!({"action": "check_workload", "runId": "20260218-150019"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (s["state"].as_str(), s["cluster"].as_str()),
+        (Some("COMPLETED"), Some("cpu"))
+    );
+    host.answer("tail", vec![ok("done\n")]);
+    let logs = call(
+        &mut host,
+        json!({"action": "fetch_workload_logs", "runId": "20260218-150019"}),
+    )
+    .unwrap();
+    // No recorded patterns: the profile's (slurm-%j.out / .err) are used.
+    assert_eq!(
+        logs["logs"]["stdout"]["remotePath"],
+        "/scratch/u/runs/20260218-150019/slurm-12345.out"
+    );
+}
