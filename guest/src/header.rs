@@ -293,8 +293,9 @@ impl Header {
         Ok(header)
     }
 
-    /// Field-by-field merge: a set override wins; modules are never merged
-    /// here (callers decide whether call-level modules are allowed at all).
+    /// Field-by-field merge: a set override wins. Override modules replace
+    /// the profile's (as in the reference); callers refuse or strip an agent's
+    /// modules before merging wherever policy forbids them.
     pub fn merged_with(&self, overrides: &Header) -> Header {
         fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {
             over.clone().or_else(|| base.clone())
@@ -328,7 +329,11 @@ impl Header {
             error: pick(&overrides.error, &self.error),
             array: pick(&overrides.array, &self.array),
             dependency: pick(&overrides.dependency, &self.dependency),
-            modules: self.modules.clone(),
+            modules: if overrides.modules.is_empty() {
+                self.modules.clone()
+            } else {
+                overrides.modules.clone()
+            },
         }
     }
 

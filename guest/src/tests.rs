@@ -600,6 +600,21 @@ fn render_job_never_writes_over_workspace_files_and_gates_env() {
         script.contains("conda activate base\nmodule load cuda/12\n"),
         "{script}"
     );
+    // With overrides allowed, headerOverrides.modules replace the profile's.
+    let r2 = call_with(
+        &mut host,
+        &allowing,
+        json!({"action": "render_job", "command": "x",
+        "allowEnvOverrides": true, "headerOverrides": {"modules": ["gcc/13"]}}),
+    )
+    .unwrap();
+    assert!(
+        r2["script"]
+            .as_str()
+            .unwrap()
+            .contains("module load gcc/13\n"),
+        "{r2}"
+    );
     assert!(
         r["localScriptPath"]
             .as_str()

@@ -329,11 +329,7 @@ impl Tool<'_> {
         let (extra_setup, extra_modules) = call_env.unwrap_or((&[], &[]));
         let mut setup = profile.setup_commands.clone();
         setup.extend(extra_setup.iter().cloned());
-        let mut modules = if header.modules.is_empty() {
-            profile.slurm_defaults.modules.clone()
-        } else {
-            header.modules.clone()
-        };
+        let mut modules = header.modules.clone();
         modules.extend(extra_modules.iter().cloned());
         render(&ScriptSpec {
             login_shell: profile.login_shell,
