@@ -217,6 +217,7 @@ fn profile(id: &str, value: &Value) -> FieldResult<Profile> {
         Some(h) => Header::read(h)?,
         None => Header::default(),
     };
+    let policy_path = f.child_path("policy");
     let policy = match f.object("policy")? {
         Some(p) => read_policy(p)?,
         None => Policy {
@@ -225,6 +226,36 @@ fn profile(id: &str, value: &Value) -> FieldResult<Profile> {
             ..Policy::default()
         },
     };
+    // A limit below the profile's own defaults would refuse every job with a
+    // message that blames the agent: say so here instead.
+    if let (Some(max), Some(m)) = (policy.max_time_minutes, slurm_defaults.time_minutes())
+        && m > max
+    {
+        return Err(err(
+            &format!("{policy_path}.maxTime"),
+            format!(
+                "is shorter than slurmDefaults.time {:?}",
+                slurm_defaults.time.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    if policy.max_time_minutes.is_some()
+        && slurm_defaults.time.is_some()
+        && slurm_defaults.time_minutes().is_none()
+    {
+        return Err(err(
+            &format!("{policy_path}.maxTime"),
+            "is set, but slurmDefaults.time is UNLIMITED",
+        ));
+    }
+    if let (Some(max), Some(n)) = (policy.max_nodes, slurm_defaults.nodes)
+        && n > max
+    {
+        return Err(err(
+            &format!("{policy_path}.maxNodes"),
+            format!("is below slurmDefaults.nodes {n}"),
+        ));
+    }
     f.finish()?;
     Ok(Profile {
         id: id.to_string(),
@@ -776,6 +807,12 @@ mod tests {
         assert_eq!(
             Config::parse(&v).unwrap_err().path,
             "clusters.gautschi-gpu.policy.overridableFields[0]"
+        );
+        v["clusters"]["gautschi-gpu"]["policy"] = json!({"maxTime": "01:00:00"});
+        let e = Config::parse(&v).unwrap_err();
+        assert_eq!(
+            e.path, "clusters.gautschi-gpu.policy.maxTime",
+            "slurmDefaults.time is 04:00:00"
         );
         v["clusters"]["gautschi-gpu"]["policy"] = json!({"maxTime": "UNLIMITED"});
         assert_eq!(

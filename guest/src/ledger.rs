@@ -54,6 +54,9 @@ pub struct LogPatterns {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// `--array` spec, when the script starts an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,6 +79,9 @@ pub struct JobRecord {
     pub error_pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// `--array` spec of an array job (its logs are per task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<String>,
     /// What was asked for (commands, env, inputs, header), so the same
     /// workload can be resubmitted on the GPU profile after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -206,10 +206,16 @@ pub fn exit_status(exit_code: &str) -> Option<i64> {
     exit_code.split(':').next()?.trim().parse().ok()
 }
 
-/// Resolve a `--output`/`--error` pattern for a plain (non-array) job.
-/// `%u` needs the remote user name, which the guest does not know; a pattern
-/// with `%u` is returned as None so callers can say so instead of guessing.
-pub fn resolve_log_pattern(pattern: &str, job_id: &str, job_name: &str) -> Option<String> {
+/// Resolve a `--output`/`--error` pattern for a job or an array task
+/// (`job_id` `12_3`). For a task, `%j` is the task's own job id, which only
+/// SLURM knows: pass it as `raw_id`. `%u` must be replaced beforehand; any
+/// other placeholder gives None, so callers can say so instead of guessing.
+pub fn resolve_log_pattern(
+    pattern: &str,
+    job_id: &str,
+    raw_id: Option<&str>,
+    job_name: &str,
+) -> Option<String> {
     let (base, task) = match job_id.split_once('_') {
         Some((b, t)) => (b, t),
         None => (job_id, ""),
@@ -233,7 +239,7 @@ pub fn resolve_log_pattern(pattern: &str, job_id: &str, job_name: &str) -> Optio
         };
         match chars.next()? {
             '%' => out.push('%'),
-            'j' => out.push_str(&pad(job_id)),
+            'j' => out.push_str(&pad(raw_id.unwrap_or(job_id))),
             'A' => out.push_str(&pad(base)),
             'a' => out.push_str(&pad(task)),
             'x' => out.push_str(job_name),
@@ -388,22 +394,27 @@ mod tests {
     #[test]
     fn log_patterns() {
         assert_eq!(
-            resolve_log_pattern("slurm-%j.out", "12", "x").as_deref(),
+            resolve_log_pattern("slurm-%j.out", "12", None, "x").as_deref(),
             Some("slurm-12.out")
         );
         assert_eq!(
-            resolve_log_pattern("%x-%A_%a.err", "12_3", "job").as_deref(),
+            resolve_log_pattern("%x-%A_%a.err", "12_3", None, "job").as_deref(),
             Some("job-12_3.err")
         );
         assert_eq!(
-            resolve_log_pattern("out-%5j", "12", "x").as_deref(),
+            resolve_log_pattern("out-%5j", "12", None, "x").as_deref(),
             Some("out-00012")
         );
         assert_eq!(
-            resolve_log_pattern("100%%-%j", "12", "x").as_deref(),
+            resolve_log_pattern("100%%-%j", "12", None, "x").as_deref(),
             Some("100%-12")
         );
-        assert_eq!(resolve_log_pattern("%u-%j", "12", "x"), None);
+        assert_eq!(resolve_log_pattern("%u-%j", "12", None, "x"), None);
+        // An array task's %j is its own job id.
+        assert_eq!(
+            resolve_log_pattern("slurm-%j.out", "56_1", Some("58"), "x").as_deref(),
+            Some("slurm-58.out")
+        );
     }
 
     #[test]

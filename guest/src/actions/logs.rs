@@ -137,6 +137,54 @@ impl Tool<'_> {
             .ok_or_else(|| invalid(format!("the log pattern uses %u, and neither squeue nor sacct knows job {job_id}'s user; pass remotePath")))
     }
 
+    /// The job id SLURM gave an array task (what `%j` means in its log
+    /// patterns): squeue's `%A` while the task is known there, else sacct's
+    /// `JobIDRaw`.
+    fn task_job_id(&mut self, profile: &Profile, task: &str) -> Result<String, ToolError> {
+        let first_line = |text: String| {
+            text.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_string)
+        };
+        let q = self.exec(
+            &profile.id,
+            "squeue",
+            vec![
+                "-h".into(),
+                "-t".into(),
+                "all".into(),
+                "-j".into(),
+                task.into(),
+                "-o".into(),
+                "%A".into(),
+            ],
+            None,
+            QUERY_TIMEOUT_MS,
+        )?;
+        if let Some(id) = first_line(q.stdout_text()).filter(|_| q.success()) {
+            return Ok(id);
+        }
+        let a = self.exec(
+            &profile.id,
+            "sacct",
+            vec![
+                "-n".into(),
+                "-P".into(),
+                "-X".into(),
+                "-j".into(),
+                task.into(),
+                "-o".into(),
+                "JobIDRaw".into(),
+            ],
+            None,
+            QUERY_TIMEOUT_MS,
+        )?;
+        first_line(a.stdout_text())
+            .filter(|_| a.success())
+            .ok_or_else(|| invalid(format!("neither squeue nor sacct knows array task {task} (its log name uses %j, the task's own job id); pass remotePath, list_files shows the run's files")))
+    }
+
     /// Where a run's job wrote stdout and (if separate) stderr, from the
     /// patterns it was submitted with.
     pub(super) fn log_paths(
@@ -150,28 +198,37 @@ impl Tool<'_> {
             .jobs
             .iter()
             .find(|j| j.job_id == job_id || j.job_id == base);
-        let (out_pattern, err_pattern, job_name) = match job {
+        let (out_pattern, err_pattern, job_name, array) = match job {
             Some(j) => (
                 j.output_pattern.clone(),
                 j.error_pattern.clone(),
                 j.job_name.clone(),
+                j.array.clone(),
             ),
             None => (
                 profile.slurm_defaults.output.clone(),
                 profile.slurm_defaults.error.clone(),
                 profile.slurm_defaults.job_name.clone(),
+                None,
             ),
         };
         let job_name = job_name.unwrap_or_else(|| super::submit::DEFAULT_SCRIPT_NAME.to_string());
         let out_pattern = out_pattern.unwrap_or_else(|| SLURM_DEFAULT_OUTPUT.to_string());
         let patterns: Vec<String> = std::iter::once(out_pattern).chain(err_pattern).collect();
-        if !job_id.contains('_') && patterns.iter().any(|p| p.contains("%a")) {
+        // Each task of an array writes its own log: a bare array id names none of them.
+        if !job_id.contains('_') && (array.is_some() || patterns.iter().any(|p| p.contains("%a"))) {
             return Err(invalid(format!(
-                "job {job_id} is an array: pass jobId {job_id}_<task> to read one task's log"
+                "job {job_id} is an array{}: pass jobId {job_id}_<task> to read one task's log",
+                array.map(|a| format!(" ({a})")).unwrap_or_default()
             )));
         }
         let user = if patterns.iter().any(|p| p.contains("%u")) {
             Some(self.job_user(profile, job_id)?)
+        } else {
+            None
+        };
+        let raw_id = if job_id.contains('_') && patterns.iter().any(|p| p.contains("%j")) {
+            Some(self.task_job_id(profile, job_id)?)
         } else {
             None
         };
@@ -181,8 +238,12 @@ impl Tool<'_> {
                 Some(u) => p.replace("%u", u),
                 None => p.clone(),
             };
-            let rel = slurm::resolve_log_pattern(&expanded, job_id, &job_name)
-                .ok_or_else(|| invalid(format!("log pattern {p:?} has a placeholder this tool cannot resolve; pass remotePath")))?;
+            let rel = slurm::resolve_log_pattern(&expanded, job_id, raw_id.as_deref(), &job_name)
+                .ok_or_else(|| {
+                invalid(format!(
+                    "log pattern {p:?} has a placeholder this tool cannot resolve; pass remotePath"
+                ))
+            })?;
             let full = remote_join(&run.remote_run_dir, &rel);
             if !paths.contains(&full) {
                 paths.push(full);

@@ -402,6 +402,7 @@ impl Tool<'_> {
         if let Some(mut run) = run.clone() {
             run.latest_script_path = Some(local_script_path.clone());
             run.latest_script_logs = Some(LogPatterns {
+                array: header.array.clone(),
                 output: header.output.clone(),
                 error: header.error.clone(),
                 job_name: Some(
@@ -597,6 +598,7 @@ impl Tool<'_> {
                 output_pattern: logs.output,
                 error_pattern: logs.error,
                 job_name: logs.job_name,
+                array: logs.array,
                 workload: None,
                 extra: Default::default(),
             });
@@ -915,6 +917,7 @@ impl Tool<'_> {
             .unwrap_or_else(|| workload.script_name.clone());
         run.latest_script_path = Some(local_script_path.clone());
         run.latest_script_logs = Some(LogPatterns {
+            array: header.array.clone(),
             output: header.output.clone(),
             error: header.error.clone(),
             job_name: Some(job_name.clone()),
@@ -948,6 +951,7 @@ impl Tool<'_> {
             output_pattern: header.output.clone(),
             error_pattern: header.error.clone(),
             job_name: Some(job_name),
+            array: header.array.clone(),
             workload: Some(workload.to_json()),
             extra: Default::default(),
         });
