@@ -951,3 +951,33 @@ fn a_reference_ledger_is_readable() {
         "/scratch/u/runs/20260218-150019/slurm-12345.out"
     );
 }
+
+#[test]
+fn user_in_log_patterns_is_asked_of_slurm() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("77\n")]);
+    let run = call(
+        &mut host,
+        json!({"action": "run_workload", "command": "echo",
+        "headerOverrides": {"output": "%u/%j.out", "error": "%u/%j.err"}}),
+    )
+    .unwrap();
+    host.answer("squeue", vec![ok("alice\n")]);
+    host.answer("tail", vec![ok("out\n"), ok("")]);
+    host.calls.clear();
+    let logs = call(
+        &mut host,
+        json!({"action": "fetch_workload_logs", "runId": run["runId"]}),
+    )
+    .unwrap();
+    assert_eq!(host.calls[0], "exec squeue -h -t all -j 77 -o %u");
+    let dir = run["remoteRunDir"].as_str().unwrap();
+    assert_eq!(
+        logs["logs"]["stdout"]["remotePath"],
+        format!("{dir}/alice/77.out")
+    );
+    assert_eq!(
+        logs["logs"]["stderr"]["remotePath"],
+        format!("{dir}/alice/77.err")
+    );
+}
