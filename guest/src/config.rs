@@ -4,7 +4,8 @@
 //! Differences from the reference, all deliberate: unknown keys are refused
 //! (the reference's manifest refused them too, its parser did not); counts
 //! must be whole numbers; every header value is checked against its field's
-//! grammar; `remoteRoot` must be an absolute path.
+//! grammar; `remoteRoot` is an absolute path or `~/dir` (expanded by the
+//! host on the cluster); per-profile `policy` and top-level `presets` are ours.
 
 use crate::fields::{Coercion, FieldError, FieldResult, Fields};
 use crate::header::Header;

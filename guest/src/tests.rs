@@ -981,3 +981,158 @@ fn user_in_log_patterns_is_asked_of_slurm() {
         format!("{dir}/alice/77.err")
     );
 }
+
+#[test]
+fn submission_fallback_links_both_runs() {
+    let mut host = FakeHost::default();
+    host.answer(
+        "sbatch",
+        vec![fail(1, "sbatch: error: CUDA is required"), ok("6\n")],
+    );
+    let r = call(
+        &mut host,
+        json!({"action": "run_workload", "prefix": "exp", "command": "python3 x.py"}),
+    )
+    .unwrap();
+    let ledger = host.ledger();
+    let new_run = r["runId"].as_str().unwrap();
+    let first = ledger["runs"][new_run]["fallbackFromRunId"]
+        .as_str()
+        .unwrap();
+    assert!(first.starts_with("exp-2026"), "{first}");
+    assert_eq!(ledger["runs"][first]["fallbackRunId"], new_run);
+}
+
+#[test]
+fn an_existing_run_decides_the_profile_and_says_so() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("1\n"), ok("2\n")]);
+    call(
+        &mut host,
+        json!({"action": "run_workload", "runId": "keep", "cluster": "gpu", "command": "echo"}),
+    )
+    .unwrap();
+    let again = call(
+        &mut host,
+        json!({"action": "run_workload", "runId": "keep", "command": "echo"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            again["cluster"].as_str(),
+            again["clusterSelection"]["reason"].as_str()
+        ),
+        (Some("gpu"), Some("existing_run"))
+    );
+}
+
+#[test]
+fn array_logs_without_output_use_slurms_array_default() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("5\n")]);
+    // The gpu profile sets no --output.
+    let run = call(
+        &mut host,
+        json!({"action": "run_workload", "cluster": "gpu", "command": "echo",
+        "headerOverrides": {"array": "0-3"}}),
+    )
+    .unwrap();
+    host.answer("tail", vec![ok("x\n")]);
+    let logs = call(
+        &mut host,
+        json!({"action": "fetch_workload_logs", "runId": run["runId"], "jobId": "5_1"}),
+    )
+    .unwrap();
+    let dir = run["remoteRunDir"].as_str().unwrap();
+    assert_eq!(
+        logs["logs"]["stdout"]["remotePath"],
+        format!("{dir}/slurm-5_1.out")
+    );
+    let e = call(
+        &mut host,
+        json!({"action": "fetch_workload_logs", "runId": run["runId"]}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("is an array (0-3)"), "{e}");
+}
+
+#[test]
+fn a_reference_runs_script_is_found_in_the_run_store() {
+    let mut host = FakeHost::default();
+    host.files.insert("runs.json".into(), br#"{"runs": {"r": {"runId": "r", "clusterId": "cpu",
+        "localRunDir": "/abs/ws/.openclaw/cluster-runs/r", "remoteRunDir": "/scratch/u/runs/r",
+        "createdAt": "t", "updatedAt": "t", "latestScriptPath": "/abs/ws/.openclaw/cluster-runs/r/job.slurm", "jobs": []}}}"#.to_vec());
+    host.answer("sbatch", vec![ok("9\n")]);
+    let sub = call(&mut host, json!({"action": "submit_job", "runId": "r"})).unwrap();
+    assert_eq!(sub["jobId"], "9");
+    assert_eq!(
+        host.calls[0],
+        "upload cpu .openclaw/cluster-runs/r/job.slurm -> /scratch/u/runs/r/job.slurm"
+    );
+}
+
+#[test]
+fn failed_jobs_are_not_inspected_when_fallback_is_switched_off() {
+    let cfg = config_with(
+        json!({"routing": {"defaultProfile": "cpu", "gpuProfile": "gpu", "autoFallbackToGpuOnSignatures": false}}),
+    );
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("4\n")]);
+    let run = call_with(
+        &mut host,
+        &cfg,
+        json!({"action": "run_workload", "command": "x"}),
+    )
+    .unwrap();
+    host.answer(
+        "squeue",
+        vec![ok("4|FAILED|0:01|10:00|1|NonZeroExitCode\n")],
+    );
+    host.answer("sacct", vec![ok("4|FAILED|1:0|00:00:01||c1\n")]);
+    host.calls.clear();
+    let s = call_with(
+        &mut host,
+        &cfg,
+        json!({"action": "check_workload", "runId": run["runId"]}),
+    )
+    .unwrap();
+    assert!(s.get("gpuFallback").is_none());
+    assert!(
+        !host.calls.iter().any(|c| c.starts_with("exec tail")),
+        "{:?}",
+        host.calls
+    );
+}
+
+#[test]
+fn remote_dir_is_where_the_whole_run_lives() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("3\n")]);
+    let r = call(
+        &mut host,
+        json!({"action": "run_workload", "command": "python3 a.py", "localPath": "a.py",
+        "remoteDir": "projects/p1"}),
+    )
+    .unwrap();
+    assert_eq!(r["remoteRunDir"], "/scratch/u/runs/projects/p1");
+    let run_id = r["runId"].as_str().unwrap();
+    assert_eq!(
+        host.calls,
+        vec![
+            "upload cpu a.py -> /scratch/u/runs/projects/p1/a.py".to_string(),
+            format!(
+                "upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> /scratch/u/runs/projects/p1/job.slurm"
+            ),
+            "exec sbatch --parsable job.slurm".to_string(),
+        ]
+    );
+    assert_eq!(
+        host.execs[0].cwd.as_deref(),
+        Some("/scratch/u/runs/projects/p1"),
+        "sbatch runs where the inputs are"
+    );
+    assert_eq!(
+        host.ledger()["runs"][run_id]["remoteRunDir"],
+        "/scratch/u/runs/projects/p1"
+    );
+}

@@ -11,8 +11,9 @@ use crate::slurm;
 use serde_json::{Map, Value, json};
 
 pub(super) const DEFAULT_BYTES: u64 = DEFAULT_LOG_BYTES;
-/// SLURM's own default when a job sets no `--output`.
+/// SLURM's own defaults when a job sets no `--output` (sbatch(1)).
 const SLURM_DEFAULT_OUTPUT: &str = "slurm-%j.out";
+const SLURM_DEFAULT_ARRAY_OUTPUT: &str = "slurm-%A_%a.out";
 
 /// The last `max` bytes of `bytes` (a tail keeps its end), or the first `max`
 /// (an offset read keeps its start). Returns the kept bytes and whether any
@@ -213,7 +214,13 @@ impl Tool<'_> {
             ),
         };
         let job_name = job_name.unwrap_or_else(|| super::submit::DEFAULT_SCRIPT_NAME.to_string());
-        let out_pattern = out_pattern.unwrap_or_else(|| SLURM_DEFAULT_OUTPUT.to_string());
+        let is_array = array.is_some() || job_id.contains('_');
+        let default_output = if is_array {
+            SLURM_DEFAULT_ARRAY_OUTPUT
+        } else {
+            SLURM_DEFAULT_OUTPUT
+        };
+        let out_pattern = out_pattern.unwrap_or_else(|| default_output.to_string());
         let patterns: Vec<String> = std::iter::once(out_pattern).chain(err_pattern).collect();
         // Each task of an array writes its own log: a bare array id names none of them.
         if !job_id.contains('_') && (array.is_some() || patterns.iter().any(|p| p.contains("%a"))) {

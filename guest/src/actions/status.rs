@@ -294,13 +294,22 @@ impl Tool<'_> {
         }
         let mut results: Vec<Value> = results.into_iter().flatten().collect();
         if let ([one], [(Some(run), profile, job)]) = (results.as_mut_slice(), targets.as_slice()) {
-            let fallback = self.gpu_fallback_after_failure(
-                one,
-                run,
-                profile,
-                job,
-                req.auto_fallback_to_gpu == Some(true),
-            )?;
+            // The routing switch (or the call's own flag) decides whether failed
+            // jobs are inspected at all; resubmitting always needs the flag.
+            let inspect = req
+                .auto_fallback_to_gpu
+                .unwrap_or(self.config.routing.auto_fallback_to_gpu_on_signatures);
+            let fallback = if inspect {
+                self.gpu_fallback_after_failure(
+                    one,
+                    run,
+                    profile,
+                    job,
+                    req.auto_fallback_to_gpu == Some(true),
+                )?
+            } else {
+                None
+            };
             if let (Some(fb), Value::Object(map)) = (fallback, &mut *one) {
                 map.insert("gpuFallback".into(), fb);
             }

@@ -283,6 +283,25 @@ impl Tool<'_> {
         }
     }
 
+    /// A script path from the ledger, as a workspace-relative path. The
+    /// reference recorded absolute paths; one inside the run store maps back.
+    fn store_relative(&mut self, path: &str) -> Result<String, ToolError> {
+        if !path.starts_with('/') {
+            return Ok(path.to_string());
+        }
+        let store = self.host.store_location();
+        let marker = format!("/{store}/");
+        match path.find(&marker) {
+            Some(i) => Ok(format!(
+                "{store}/{}",
+                path.get(i + marker.len()..).unwrap_or_default()
+            )),
+            None => Err(invalid(format!(
+                "the run's script {path} is outside the run store; render it again with render_job, then submit_job"
+            ))),
+        }
+    }
+
     // ------------------------------------------------------------------ init_run
 
     pub(super) fn init_run(&mut self, req: &Request) -> Result<Value, ToolError> {
@@ -538,7 +557,7 @@ impl Tool<'_> {
                 (workspace_relative("scriptPath", p).map_err(invalid)?, None)
             }
             (None, Some(r)) => match &r.latest_script_path {
-                Some(p) => (p.clone(), r.latest_script_logs.clone()),
+                Some(p) => (self.store_relative(p)?, r.latest_script_logs.clone()),
                 None => {
                     return Err(invalid(
                         "scriptPath is required (or render_job must be called first for this run)",
@@ -767,6 +786,15 @@ impl Tool<'_> {
         let primary = explicit
             .or_else(|| existing.as_ref().map(|r| r.cluster_id.clone()))
             .unwrap_or_else(|| selection.cluster_id.clone());
+        // Report what actually decided the profile.
+        let selection = match &existing {
+            Some(run) if selection.reason != "explicit_cluster" => Selection {
+                cluster_id: run.cluster_id.clone(),
+                reason: "existing_run",
+                matched_indicator: None,
+            },
+            _ => selection,
+        };
         let allow_env = req.allow_env_overrides == Some(true);
 
         if req.dry_run == Some(true) {
@@ -787,13 +815,13 @@ impl Tool<'_> {
             }));
         }
 
-        let first = self.submit_workload(
-            &primary,
-            existing.clone(),
-            req.run_id.as_deref(),
-            req.prefix.as_deref(),
-            &workload,
-        );
+        // The first attempt's run id is fixed here so a fallback can link to it.
+        let first_id = match &existing {
+            Some(run) => run.run_id.clone(),
+            None => self.choose_run_id(req.run_id.as_deref(), req.prefix.as_deref())?,
+        };
+        let first =
+            self.submit_workload(&primary, existing.clone(), Some(&first_id), None, &workload);
         let (submitted, cluster, fallback) = match first {
             Ok(s) => (s, primary, json!({"triggered": false})),
             Err(error) => {
@@ -818,13 +846,21 @@ impl Tool<'_> {
                         }
                         let prefix =
                             format!("{}-gpu-fallback", req.prefix.as_deref().unwrap_or("run"));
-                        let s = self.submit_workload(
+                        let mut s = self.submit_workload(
                             &to_cluster,
                             None,
                             None,
                             Some(&prefix),
                             &workload,
                         )?;
+                        // Link both ways, so the failed attempt is not an orphan.
+                        s.run.fallback_from_run_id = Some(first_id.clone());
+                        self.save_run(&s.run)?;
+                        if let Some(mut original) = self.find_run(Some(&first_id))? {
+                            original.fallback_run_id = Some(s.run.run_id.clone());
+                            original.updated_at = iso_timestamp(self.host.now_ms());
+                            self.save_run(&original)?;
+                        }
                         let fb = json!({
                             "triggered": true,
                             "fromCluster": primary,
@@ -855,8 +891,9 @@ impl Tool<'_> {
     }
 
     /// Create (or reuse) the run, render, upload inputs and script, submit,
-    /// record. The run and its script are in the ledger before anything
-    /// remote happens, so nothing is orphaned.
+    /// record. The run and its script are in the ledger before anything is
+    /// written on the cluster (only the concurrency check's `squeue` comes
+    /// first), so nothing is orphaned.
     pub(super) fn submit_workload(
         &mut self,
         cluster_id: &str,
