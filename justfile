@@ -30,10 +30,15 @@ demo: build
 # the testbed. Ends with nextest's summary. `--all-targets` resolves features
 # the way the test run does, so nextest reuses these artifacts (and this
 # binary) instead of compiling wasmtime a second time.
-test: guest lint
+test: guest lint mcp-client
     cargo build --release --workspace --all-targets
     CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
         cargo nextest run --release --workspace --no-fail-fast
+
+# The Python MCP SDK, as an independent client for the MCP conformance test.
+mcp-client:
+    test -x target/mcp-client/bin/python || python3 -m venv target/mcp-client
+    target/mcp-client/bin/python -c 'import mcp' 2>/dev/null || target/mcp-client/bin/pip install --quiet 'mcp==2.3.0'
 
 # Formatting and lints (unwrap/expect/panic/indexing are denied outside tests).
 lint:

@@ -15,6 +15,7 @@ pub mod bindings;
 mod capability_tests;
 pub mod exec;
 pub mod grants;
+pub mod mcp;
 pub mod operator;
 pub mod run_store;
 pub mod runtime;

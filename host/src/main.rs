@@ -6,9 +6,9 @@
 //! ```
 
 use anyhow::{Context, Result, bail};
-use bindings::exports::openclaw::cluster_slurm::tool::ToolError;
 use clap::{Parser, Subcommand};
-use cluster_slurm_host::{bindings, grants, operator, runtime, transport};
+use cluster_slurm_host::mcp::tool_error_text;
+use cluster_slurm_host::{grants, mcp, operator, runtime, transport};
 use grants::Grants;
 use operator::OperatorConfig;
 use serde_json::{Value, json};
@@ -71,6 +71,9 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// Serve the tool over MCP on stdin/stdout (one warm process for a whole
+    /// agent session).
+    Mcp,
     /// Print the tool's name, description and parameter schema.
     Describe,
     /// Validate the config through the guest and print it with defaults filled in.
@@ -84,7 +87,7 @@ enum Command {
 }
 
 struct Loaded {
-    runtime: runtime::Runtime,
+    runtime: Arc<runtime::Runtime>,
     plugin_json: String,
     grants: Arc<Grants>,
     guest_source: String,
@@ -113,23 +116,13 @@ fn load(cli: &Cli) -> Result<Loaded> {
         None => (EMBEDDED_GUEST.to_vec(), "embedded".to_string()),
     };
     let transport = Arc::new(SshTransport::new(operator.ssh_config.clone()));
-    let runtime = runtime::Runtime::new(&wasm, grants.clone(), transport)?;
+    let runtime = Arc::new(runtime::Runtime::new(&wasm, grants.clone(), transport)?);
     Ok(Loaded {
         runtime,
         plugin_json: operator.plugin.to_string(),
         grants,
         guest_source,
     })
-}
-
-fn tool_error_text(e: &ToolError) -> String {
-    match e {
-        ToolError::InvalidConfig(m) => format!("invalid config: {m}"),
-        ToolError::InvalidRequest(m) => format!("invalid request: {m}"),
-        ToolError::Policy(m) => format!("refused by policy: {m}"),
-        ToolError::Host(h) => bindings::host_error_text(h),
-        ToolError::RemoteFailed(m) => format!("remote command failed: {m}"),
-    }
 }
 
 fn request_json(action: &str, params: Option<&str>) -> Result<String> {
@@ -218,6 +211,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 3 / 2).min(std::time::Duration::from_secs(10));
             }
+        }
+        Command::Mcp => {
+            let server =
+                mcp::McpServer::new(loaded.runtime.clone(), loaded.plugin_json.clone()).await?;
+            server.serve_stdio().await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Describe => {
             let d = loaded.runtime.describe().await?;
