@@ -142,9 +142,10 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut result = ListToolsResult::default();
-        result.tools = vec![self.tool.clone()];
-        Ok(result)
+        Ok(ListToolsResult {
+            tools: vec![self.tool.clone()],
+            ..ListToolsResult::default()
+        })
     }
 
     async fn call_tool(

@@ -35,6 +35,16 @@ fn status_of(
     let q: Vec<&SqueueRow> = squeue.iter().filter(|r| belongs(&r.job_id, id)).collect();
     let a: Vec<&SacctRow> = sacct.iter().filter(|r| belongs(&r.job_id, id)).collect();
     let is_array = q.iter().any(|r| r.job_id != id) || a.iter().any(|r| r.job_id != id);
+    let (q, a) = if is_array {
+        // Right after an array ends, sacct may show one placeholder row under
+        // the bare array id before the task records arrive: it is not a task.
+        (
+            q.into_iter().filter(|r| r.job_id != id).collect::<Vec<_>>(),
+            a.into_iter().filter(|r| r.job_id != id).collect::<Vec<_>>(),
+        )
+    } else {
+        (q, a)
+    };
     if !is_array {
         // A live job is best described by squeue; a finished one by sacct,
         // which also has the exit code.
@@ -461,7 +471,21 @@ impl Tool<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::belongs;
+    use super::{belongs, status_of};
+    use crate::slurm::{parse_sacct_rows, parse_squeue_rows};
+
+    #[test]
+    fn an_array_placeholder_row_is_not_a_task() {
+        // Seen on the testbed: squeue lists the four tasks, sacct only a
+        // placeholder under the array id.
+        let q = parse_squeue_rows(
+            "131_0|COMPLETED|0:01|10:00|1|c1\n131_1|COMPLETED|0:01|10:00|1|c1\n131_2|COMPLETED|0:01|10:00|1|c1\n131_3|COMPLETED|0:01|10:00|1|c1\n",
+        );
+        let a = parse_sacct_rows("131|COMPLETED|0:0|00:00:01||c1\n");
+        let s = status_of("131", &q, &a, &serde_json::Map::new());
+        assert_eq!(s["tasks"]["count"], 4, "{s}");
+        assert_eq!(s["state"], "COMPLETED");
+    }
 
     #[test]
     fn array_rows_belong_to_their_job() {
