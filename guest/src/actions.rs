@@ -191,6 +191,56 @@ impl Tool<'_> {
         })?)
     }
 
+    /// `squeue -h -t all -j IDS -o FORMAT`: finished jobs too, while slurmctld remembers them.
+    fn squeue(&mut self, cluster: &str, ids: &str, format: &str) -> Result<ExecOutput, ToolError> {
+        let args = ["-h", "-t", "all", "-j", ids, "-o", format]
+            .map(String::from)
+            .to_vec();
+        self.exec(cluster, "squeue", args, None, QUERY_TIMEOUT_MS)
+    }
+
+    /// `sacct -n -P [-X] -j IDS -o FIELDS`; `-X` keeps only allocations.
+    fn sacct(
+        &mut self,
+        cluster: &str,
+        ids: &str,
+        fields: &str,
+        allocations_only: bool,
+    ) -> Result<ExecOutput, ToolError> {
+        let mut args = vec!["-n".to_string(), "-P".to_string()];
+        if allocations_only {
+            args.push("-X".to_string());
+        }
+        args.extend(["-j", ids, "-o", fields].map(String::from));
+        self.exec(cluster, "sacct", args, None, QUERY_TIMEOUT_MS)
+    }
+
+    /// Where files go on the cluster for `upload`/`submit_job`: `remoteDir`
+    /// (under `remoteRoot`), else the run's directory, else
+    /// `<remoteRoot>/<runId or fallback>`.
+    fn remote_dir_for(
+        &self,
+        req: &Request,
+        run: Option<&RunRecord>,
+        profile: &Profile,
+        fallback: &str,
+    ) -> Result<String, ToolError> {
+        Ok(match (&req.remote_dir, run) {
+            (Some(d), _) => crate::paths::remote_under(
+                "remoteDir",
+                d,
+                &profile.remote_root,
+                &profile.remote_root,
+            )
+            .map_err(invalid)?,
+            (None, Some(r)) => r.remote_run_dir.clone(),
+            (None, None) => crate::paths::remote_join(
+                &profile.remote_root,
+                &sanitize_run_id(req.run_id.as_deref().unwrap_or(fallback)).map_err(invalid)?,
+            ),
+        })
+    }
+
     fn list_clusters(&self) -> Value {
         let clusters: Vec<Value> = self
             .config

@@ -3,7 +3,7 @@
 
 use super::{QUERY_TIMEOUT_MS, Tool, invalid, local_io};
 use crate::host::ToolError;
-use crate::ledger::{RunRecord, sanitize_run_id};
+use crate::ledger::RunRecord;
 use crate::paths::{basename, remote_join, remote_under, workspace_relative};
 use crate::request::Request;
 use serde_json::{Value, json};
@@ -55,17 +55,7 @@ impl Tool<'_> {
             .map(|p| workspace_relative("localPath", p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
-        let remote_dir = match (&req.remote_dir, &run) {
-            (Some(d), _) => {
-                remote_under("remoteDir", d, &profile.remote_root, &profile.remote_root)
-                    .map_err(invalid)?
-            }
-            (None, Some(r)) => r.remote_run_dir.clone(),
-            (None, None) => remote_join(
-                &profile.remote_root,
-                &sanitize_run_id(req.run_id.as_deref().unwrap_or("default")).map_err(invalid)?,
-            ),
-        };
+        let remote_dir = self.remote_dir_for(req, run.as_ref(), &profile, "default")?;
         let mut uploaded = Vec::new();
         for local in &locals {
             // Inputs keep their workspace-relative layout (the reference

@@ -89,101 +89,29 @@ impl Tool<'_> {
         Ok(Value::Object(entry))
     }
 
-    /// The user a job ran as, for `%u` in log patterns.
-    fn job_user(&mut self, profile: &Profile, job_id: &str) -> Result<String, ToolError> {
-        let q = self.exec(
-            &profile.id,
-            "squeue",
-            vec![
-                "-h".into(),
-                "-t".into(),
-                "all".into(),
-                "-j".into(),
-                job_id.into(),
-                "-o".into(),
-                "%u".into(),
-            ],
-            None,
-            QUERY_TIMEOUT_MS,
-        )?;
-        if let Some(u) = q
-            .stdout_text()
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .filter(|_| q.success())
-        {
-            return Ok(u.to_string());
-        }
-        let a = self.exec(
-            &profile.id,
-            "sacct",
-            vec![
-                "-n".into(),
-                "-P".into(),
-                "-X".into(),
-                "-j".into(),
-                job_id.into(),
-                "-o".into(),
-                "User".into(),
-            ],
-            None,
-            QUERY_TIMEOUT_MS,
-        )?;
-        a.stdout_text()
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| invalid(format!("the log pattern uses %u, and neither squeue nor sacct knows job {job_id}'s user; pass remotePath")))
-    }
-
-    /// The job id SLURM gave an array task (what `%j` means in its log
-    /// patterns): squeue's `%A` while the task is known there, else sacct's
-    /// `JobIDRaw`.
-    fn task_job_id(&mut self, profile: &Profile, task: &str) -> Result<String, ToolError> {
-        let first_line = |text: String| {
-            text.lines()
+    /// One field of a job as SLURM reports it: squeue's `squeue_format`
+    /// while slurmctld still knows the job, else sacct's `sacct_field`.
+    fn job_field(
+        &mut self,
+        profile: &Profile,
+        job_id: &str,
+        squeue_format: &str,
+        sacct_field: &str,
+    ) -> Result<Option<String>, ToolError> {
+        let first_line = |out: &crate::host::ExecOutput| {
+            out.stdout_text()
+                .lines()
                 .map(str::trim)
                 .find(|l| !l.is_empty())
                 .map(str::to_string)
+                .filter(|_| out.success())
         };
-        let q = self.exec(
-            &profile.id,
-            "squeue",
-            vec![
-                "-h".into(),
-                "-t".into(),
-                "all".into(),
-                "-j".into(),
-                task.into(),
-                "-o".into(),
-                "%A".into(),
-            ],
-            None,
-            QUERY_TIMEOUT_MS,
-        )?;
-        if let Some(id) = first_line(q.stdout_text()).filter(|_| q.success()) {
-            return Ok(id);
+        let q = self.squeue(&profile.id, job_id, squeue_format)?;
+        if let Some(v) = first_line(&q) {
+            return Ok(Some(v));
         }
-        let a = self.exec(
-            &profile.id,
-            "sacct",
-            vec![
-                "-n".into(),
-                "-P".into(),
-                "-X".into(),
-                "-j".into(),
-                task.into(),
-                "-o".into(),
-                "JobIDRaw".into(),
-            ],
-            None,
-            QUERY_TIMEOUT_MS,
-        )?;
-        first_line(a.stdout_text())
-            .filter(|_| a.success())
-            .ok_or_else(|| invalid(format!("neither squeue nor sacct knows array task {task} (its log name uses %j, the task's own job id); pass remotePath, list_files shows the run's files")))
+        let a = self.sacct(&profile.id, job_id, sacct_field, true)?;
+        Ok(first_line(&a))
     }
 
     /// Where a run's job wrote stdout and (if separate) stderr, from the
@@ -230,12 +158,15 @@ impl Tool<'_> {
             )));
         }
         let user = if patterns.iter().any(|p| p.contains("%u")) {
-            Some(self.job_user(profile, job_id)?)
+            let user = self.job_field(profile, job_id, "%u", "User")?;
+            Some(user.ok_or_else(|| invalid(format!("the log pattern uses %u, and neither squeue nor sacct knows job {job_id}'s user; pass remotePath")))?)
         } else {
             None
         };
+        // An array task's %j is the job id SLURM gave that task.
         let raw_id = if job_id.contains('_') && patterns.iter().any(|p| p.contains("%j")) {
-            Some(self.task_job_id(profile, job_id)?)
+            let raw = self.job_field(profile, job_id, "%A", "JobIDRaw")?;
+            Some(raw.ok_or_else(|| invalid(format!("neither squeue nor sacct knows array task {job_id} (its log name uses %j, the task's own job id); pass remotePath, list_files shows the run's files")))?)
         } else {
             None
         };

@@ -134,21 +134,7 @@ impl Tool<'_> {
         accounting: bool,
     ) -> Result<Vec<Value>, ToolError> {
         let list = ids.join(",");
-        let squeue = self.exec(
-            &profile.id,
-            "squeue",
-            vec![
-                "-h".into(),
-                "-t".into(),
-                "all".into(),
-                "-j".into(),
-                list,
-                "-o".into(),
-                slurm::SQUEUE_FORMAT.into(),
-            ],
-            None,
-            QUERY_TIMEOUT_MS,
-        )?;
+        let squeue = self.squeue(&profile.id, &list, slurm::SQUEUE_FORMAT)?;
         let mut notes = Map::new();
         let q_rows = if squeue.success() {
             slurm::parse_squeue_rows(&squeue.stdout_text())
@@ -168,19 +154,11 @@ impl Tool<'_> {
             .collect();
         let mut a_rows = Vec::new();
         if accounting && !need_sacct.is_empty() {
-            let sacct = self.exec(
+            let sacct = self.sacct(
                 &profile.id,
-                "sacct",
-                vec![
-                    "-n".into(),
-                    "-P".into(),
-                    "-j".into(),
-                    need_sacct.join(","),
-                    "-o".into(),
-                    slurm::SACCT_FIELDS.into(),
-                ],
-                None,
-                QUERY_TIMEOUT_MS,
+                &need_sacct.join(","),
+                slurm::SACCT_FIELDS,
+                false,
             )?;
             if sacct.success() {
                 a_rows = slurm::parse_sacct_rows(&sacct.stdout_text());

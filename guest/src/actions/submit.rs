@@ -570,17 +570,7 @@ impl Tool<'_> {
                 ));
             }
         };
-        let remote_dir = match (&req.remote_dir, &run) {
-            (Some(d), _) => {
-                remote_under("remoteDir", d, &profile.remote_root, &profile.remote_root)
-                    .map_err(invalid)?
-            }
-            (None, Some(r)) => r.remote_run_dir.clone(),
-            (None, None) => remote_join(
-                &profile.remote_root,
-                &sanitize_run_id(req.run_id.as_deref().unwrap_or("adhoc")).map_err(invalid)?,
-            ),
-        };
+        let remote_dir = self.remote_dir_for(req, run.as_ref(), &profile, "adhoc")?;
         let script_name = basename(&local_script).to_string();
         let remote_script = remote_join(&remote_dir, &script_name);
         self.host
