@@ -172,6 +172,60 @@ fn log_pattern(f: &mut Fields<'_>, key: &'static str) -> FieldResult<Option<Stri
     Ok(Some(value))
 }
 
+/// A string field of the JSON Schema: the field's grammar, or blank (which,
+/// as in the reference, means "not set").
+fn string_schema(g: &Grammar, description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "string",
+        "description": format!("{description}: {}", g.hint),
+        "anyOf": [{"pattern": r"^\s*$"}, {"pattern": g.pattern}],
+    })
+}
+
+/// JSON Schema of a header object (`slurmDefaults`, `headerOverrides`,
+/// a preset's `headerOverrides`): the same grammars the parser applies.
+pub fn header_schema(description: &str) -> serde_json::Value {
+    let count = |d: &str| serde_json::json!({"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "description": d});
+    let log = |d: &str| {
+        serde_json::json!({
+            "type": "string",
+            "description": format!("{d}: {}", LOG_PATTERN.hint),
+            "anyOf": [{"pattern": r"^\s*$"}, {"allOf": [
+                {"pattern": LOG_PATTERN.pattern},
+                {"not": {"pattern": r"(^|/)\.\.(/|$)|//|/$"}}
+            ]}],
+        })
+    };
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": description,
+        "properties": {
+            "jobName": string_schema(&JOB_NAME, "--job-name"),
+            "partition": string_schema(&NAME, "--partition"),
+            "account": string_schema(&NAME, "--account"),
+            "qos": string_schema(&NAME, "--qos"),
+            "constraint": string_schema(&CONSTRAINT, "--constraint"),
+            "time": string_schema(&TIME, "--time"),
+            "nodes": count("--nodes"),
+            "ntasks": count("--ntasks"),
+            "ntasksPerNode": count("--ntasks-per-node"),
+            "cpusPerTask": count("--cpus-per-task"),
+            "mem": string_schema(&MEM, "--mem"),
+            "gpus": count("--gpus (not together with gpusPerNode)"),
+            "gpusPerNode": count("--gpus-per-node (not together with gpus)"),
+            "gres": string_schema(&GRES, "--gres"),
+            "output": log("--output, relative to the run directory"),
+            "error": log("--error, relative to the run directory"),
+            "array": string_schema(&ARRAY, "--array"),
+            "dependency": string_schema(&DEPENDENCY, "--dependency"),
+            "modules": {"type": "array", "items": {"type": "string", "anyOf": [{"pattern": r"^\s*$"}, {"pattern": MODULE.pattern}]},
+                        "description": "module load lines"},
+        },
+        "not": {"required": ["gpus", "gpusPerNode"]},
+    })
+}
+
 /// Every header field name, as written in config and requests.
 pub const FIELDS: &[&str] = &[
     "jobName",

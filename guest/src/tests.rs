@@ -1136,3 +1136,29 @@ fn remote_dir_is_where_the_whole_run_lives() {
         "/scratch/u/runs/projects/p1"
     );
 }
+
+/// `openclaw/openclaw.plugin.json` carries the config schema the guest
+/// validates against; `UPDATE_MANIFEST=1 cargo test -p cluster-slurm-guest`
+/// rewrites it after a config change.
+#[test]
+fn openclaw_manifest_schema_is_the_guests() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openclaw/openclaw.plugin.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let schema = crate::config::json_schema();
+    if std::env::var_os("UPDATE_MANIFEST").is_some() {
+        manifest["configSchema"] = schema.clone();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        manifest["configSchema"], schema,
+        "run UPDATE_MANIFEST=1 cargo test -p cluster-slurm-guest"
+    );
+    assert_eq!(manifest["id"], "cluster-slurm");
+    assert_eq!(manifest["contracts"]["tools"], json!([crate::TOOL_NAME]));
+}
