@@ -648,6 +648,108 @@ impl Config {
     }
 }
 
+/// JSON Schema (draft-07 keywords, as OpenClaw's AJV validates) of the plugin
+/// config: every key the parser reads, with the same value grammars, and
+/// `additionalProperties: false` everywhere the parser refuses unknown keys.
+/// Rules across keys (a default naming a configured profile, a limit above the
+/// profile's own defaults) are checked by the parser only.
+pub fn json_schema() -> Value {
+    let strings = |d: &str| json!({"type": "array", "items": {"type": "string"}, "description": d});
+    let text = |d: &str| json!({"type": "string", "description": d});
+    let flag = |d: &str| json!({"type": "boolean", "description": d});
+    let blank = json!({"pattern": r"^\s*$"});
+    let remote_root = json!({
+        "type": "string",
+        "description": "Directory for runs on the cluster: an absolute path, or ~/dir in the login user's home",
+        "allOf": [
+            {"pattern": r"^(/|~/|~$)"},
+            {"not": {"pattern": r"(^|/)\.{1,2}(/|$)|^/+$|[\x00-\x1f]"}}
+        ],
+    });
+    let policy = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "What agents may change on this profile; refusals name the rule",
+        "properties": {
+            "overridableFields": {"type": "array", "items": {"enum": crate::header::FIELDS}, "description": "Header fields headerOverrides may set (default: all)"},
+            "maxTime": {"type": "string", "description": "Longest --time, e.g. 04:00:00", "anyOf": [blank, {"allOf": [{"pattern": r"^(?:\d{1,4}-)?\d{1,5}(?::\d{1,2}){0,2}$"}]}]},
+            "maxNodes": {"type": "integer", "minimum": 1, "maximum": 100_000},
+            "maxGpus": {"type": "integer", "minimum": 0, "maximum": 100_000},
+            "maxArraySize": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+            "maxConcurrentJobs": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "allowSubmitArgs": flag("Allow extra sbatch arguments from calls (default: only when no other rule is set)"),
+        },
+    });
+    let cluster = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["sshTarget", "remoteRoot"],
+        "properties": {
+            "sshTarget": {"type": "string", "pattern": r"\S", "description": "ssh Host alias or user@host"},
+            "remoteRoot": remote_root,
+            "scheduler": {"type": "string", "anyOf": [blank, {"const": "slurm"}]},
+            "loginShell": flag("Use #!/bin/bash -l"),
+            "pythonCommand": text("Python used in missing-package hints (default python3)"),
+            "submitArgs": strings("Extra sbatch arguments"),
+            "setupCommands": strings("Lines run in the job before the module loads"),
+            "moduleInitScripts": {"type": "array", "items": {"type": "string", "pattern": r"^[^'\x00-\x1f]*$"}, "description": "Scripts sourced to get the module command"},
+            "slurmDefaults": crate::header::header_schema("Default job header"),
+            "policy": policy,
+        },
+    });
+    let preset = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "anyOf": [{"required": ["command"]}, {"required": ["commands"], "properties": {"commands": {"minItems": 1}}}],
+        "properties": {
+            "description": text("Shown to agents in list_clusters"),
+            "cluster": text("Profile to run on"),
+            "role": {"type": "string", "anyOf": [blank, {"enum": ["cpu", "gpu"]}]},
+            "command": text("Command template; {{ name }} inserts a parameter, shell-quoted"),
+            "commands": strings("Command templates"),
+            "localPaths": strings("Workspace files to upload"),
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "headerOverrides": crate::header::header_schema("Job header of the preset"),
+            "parameters": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"},
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {"description": text("For the agent"), "pattern": text("Regex a value must match"), "default": text("Value when none is given")},
+                },
+            },
+        },
+    });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "defaultCluster": text("Profile used when a call names none"),
+            "localRunsDir": {"type": "string", "description": "Run store inside the workspace (default .openclaw/cluster-runs)",
+                             "not": {"pattern": r"^\s*[/~]|(^|[/\\])\.\.([/\\]|$)"}},
+            "routing": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "defaultProfile": text("Default profile for run_workload (must equal defaultCluster when both are set)"),
+                    "gpuProfile": text("Profile for GPU work"),
+                    "gpuIndicators": strings("Substrings or /regex/flags that route a workload to gpuProfile"),
+                    "autoFallbackToGpuOnSignatures": flag("Retry on gpuProfile when a failure matches a signature (default true)"),
+                    "gpuRequiredErrorSignatures": strings("Substrings or /regex/flags of GPU-required failures"),
+                },
+            },
+            "execution": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {"allowCustomEnvOverride": flag("Allow calls with allowEnvOverrides (default false)")},
+            },
+            "clusters": {"type": "object", "propertyNames": {"pattern": r"^[^\s\x00-\x1f\x7f]*$"}, "additionalProperties": cluster},
+            "presets": {"type": "object", "additionalProperties": preset},
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -840,106 +942,4 @@ mod tests {
                 .contains("Available: gautschi-cpu, gautschi-gpu")
         );
     }
-}
-
-/// JSON Schema (draft-07 keywords, as OpenClaw's AJV validates) of the plugin
-/// config: every key the parser reads, with the same value grammars, and
-/// `additionalProperties: false` everywhere the parser refuses unknown keys.
-/// Rules across keys (a default naming a configured profile, a limit above the
-/// profile's own defaults) are checked by the parser only.
-pub fn json_schema() -> Value {
-    let strings = |d: &str| json!({"type": "array", "items": {"type": "string"}, "description": d});
-    let text = |d: &str| json!({"type": "string", "description": d});
-    let flag = |d: &str| json!({"type": "boolean", "description": d});
-    let blank = json!({"pattern": r"^\s*$"});
-    let remote_root = json!({
-        "type": "string",
-        "description": "Directory for runs on the cluster: an absolute path, or ~/dir in the login user's home",
-        "allOf": [
-            {"pattern": r"^(/|~/|~$)"},
-            {"not": {"pattern": r"(^|/)\.{1,2}(/|$)|^/+$|[\x00-\x1f]"}}
-        ],
-    });
-    let policy = json!({
-        "type": "object",
-        "additionalProperties": false,
-        "description": "What agents may change on this profile; refusals name the rule",
-        "properties": {
-            "overridableFields": {"type": "array", "items": {"enum": crate::header::FIELDS}, "description": "Header fields headerOverrides may set (default: all)"},
-            "maxTime": {"type": "string", "description": "Longest --time, e.g. 04:00:00", "anyOf": [blank, {"allOf": [{"pattern": r"^(?:\d{1,4}-)?\d{1,5}(?::\d{1,2}){0,2}$"}]}]},
-            "maxNodes": {"type": "integer", "minimum": 1, "maximum": 100_000},
-            "maxGpus": {"type": "integer", "minimum": 0, "maximum": 100_000},
-            "maxArraySize": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
-            "maxConcurrentJobs": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-            "allowSubmitArgs": flag("Allow extra sbatch arguments from calls (default: only when no other rule is set)"),
-        },
-    });
-    let cluster = json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["sshTarget", "remoteRoot"],
-        "properties": {
-            "sshTarget": {"type": "string", "pattern": r"\S", "description": "ssh Host alias or user@host"},
-            "remoteRoot": remote_root,
-            "scheduler": {"type": "string", "anyOf": [blank, {"const": "slurm"}]},
-            "loginShell": flag("Use #!/bin/bash -l"),
-            "pythonCommand": text("Python used in missing-package hints (default python3)"),
-            "submitArgs": strings("Extra sbatch arguments"),
-            "setupCommands": strings("Lines run in the job before the module loads"),
-            "moduleInitScripts": {"type": "array", "items": {"type": "string", "pattern": r"^[^'\x00-\x1f]*$"}, "description": "Scripts sourced to get the module command"},
-            "slurmDefaults": crate::header::header_schema("Default job header"),
-            "policy": policy,
-        },
-    });
-    let preset = json!({
-        "type": "object",
-        "additionalProperties": false,
-        "anyOf": [{"required": ["command"]}, {"required": ["commands"], "properties": {"commands": {"minItems": 1}}}],
-        "properties": {
-            "description": text("Shown to agents in list_clusters"),
-            "cluster": text("Profile to run on"),
-            "role": {"type": "string", "anyOf": [blank, {"enum": ["cpu", "gpu"]}]},
-            "command": text("Command template; {{ name }} inserts a parameter, shell-quoted"),
-            "commands": strings("Command templates"),
-            "localPaths": strings("Workspace files to upload"),
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "headerOverrides": crate::header::header_schema("Job header of the preset"),
-            "parameters": {
-                "type": "object",
-                "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"},
-                "additionalProperties": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "properties": {"description": text("For the agent"), "pattern": text("Regex a value must match"), "default": text("Value when none is given")},
-                },
-            },
-        },
-    });
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "properties": {
-            "defaultCluster": text("Profile used when a call names none"),
-            "localRunsDir": {"type": "string", "description": "Run store inside the workspace (default .openclaw/cluster-runs)",
-                             "not": {"pattern": r"^\s*[/~]|(^|[/\\])\.\.([/\\]|$)"}},
-            "routing": {
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                    "defaultProfile": text("Default profile for run_workload (must equal defaultCluster when both are set)"),
-                    "gpuProfile": text("Profile for GPU work"),
-                    "gpuIndicators": strings("Substrings or /regex/flags that route a workload to gpuProfile"),
-                    "autoFallbackToGpuOnSignatures": flag("Retry on gpuProfile when a failure matches a signature (default true)"),
-                    "gpuRequiredErrorSignatures": strings("Substrings or /regex/flags of GPU-required failures"),
-                },
-            },
-            "execution": {
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {"allowCustomEnvOverride": flag("Allow calls with allowEnvOverrides (default false)")},
-            },
-            "clusters": {"type": "object", "propertyNames": {"pattern": r"^[^\s\x00-\x1f\x7f]*$"}, "additionalProperties": cluster},
-            "presets": {"type": "object", "additionalProperties": preset},
-        },
-    })
 }
