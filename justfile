@@ -10,9 +10,12 @@ default: demo
 guest:
     cargo build -p cluster-slurm-guest --target wasm32-wasip2 --profile guest
 
-# The host binary, with the guest embedded.
+# One build for `demo` and `test` alike: `--all-targets` resolves features the
+# way the test run does, so nextest reuses these artifacts (and this binary)
+# instead of compiling wasmtime a second time.
+# The host binary (guest embedded) and every test target.
 build: guest
-    cargo build --release -p cluster-slurm-host
+    cargo build --release --workspace --all-targets
 
 # Start the local SLURM + sshd testbed; prints its config path last.
 testbed-up:
@@ -26,12 +29,10 @@ testbed-down:
 demo: build
     examples/quickstart/run.sh "$(tests/testbed/up.sh | tail -1)"
 
-# Every test: lints, guest policy (native), host capabilities, end to end on
-# the testbed. Ends with nextest's summary. `--all-targets` resolves features
-# the way the test run does, so nextest reuses these artifacts (and this
-# binary) instead of compiling wasmtime a second time.
-test: guest lint mcp-client
-    cargo build --release --workspace --all-targets
+# Lints, guest policy (native), host capabilities, MCP conformance, end to end
+# on the testbed.
+# Every test, ending with nextest's summary.
+test: lint mcp-client build
     CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
         cargo nextest run --release --workspace --no-fail-fast
 

@@ -191,6 +191,28 @@ impl Tool<'_> {
         })?)
     }
 
+    /// Run a command that must succeed; a non-zero exit becomes
+    /// `remote-failed` with `what` and the command's own error text.
+    fn exec_ok(
+        &mut self,
+        cluster: &str,
+        program: &str,
+        args: Vec<String>,
+        cwd: Option<String>,
+        timeout_ms: u32,
+        what: &str,
+    ) -> Result<ExecOutput, ToolError> {
+        let out = self.exec(cluster, program, args, cwd, timeout_ms)?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(ToolError::RemoteFailed(format!(
+                "{what}: {}",
+                out.failure_text()
+            )))
+        }
+    }
+
     /// `squeue -h -t all -j IDS -o FORMAT`: finished jobs too, while slurmctld remembers them.
     fn squeue(&mut self, cluster: &str, ids: &str, format: &str) -> Result<ExecOutput, ToolError> {
         let args = ["-h", "-t", "all", "-j", ids, "-o", format]

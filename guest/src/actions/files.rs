@@ -207,24 +207,17 @@ impl Tool<'_> {
             }
             None => base,
         };
-        let out = self.exec(
+        let args = ["-lnA", "--time-style=+%s", "--", "."]
+            .map(String::from)
+            .to_vec();
+        let out = self.exec_ok(
             &profile.id,
             "ls",
-            vec![
-                "-lnA".into(),
-                "--time-style=+%s".into(),
-                "--".into(),
-                ".".into(),
-            ],
+            args,
             Some(dir.clone()),
             QUERY_TIMEOUT_MS,
+            &format!("listing {dir} failed"),
         )?;
-        if !out.success() {
-            return Err(ToolError::RemoteFailed(format!(
-                "listing {dir} failed: {}",
-                out.failure_text()
-            )));
-        }
         let mut entries: Vec<Value> = out
             .stdout_text()
             .lines()

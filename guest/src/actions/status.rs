@@ -416,14 +416,15 @@ impl Tool<'_> {
             ));
         }
         let profile = self.profile_for(req.cluster.as_deref(), run.as_ref())?;
-        let out = self.exec(&profile.id, "scancel", ids.clone(), None, QUERY_TIMEOUT_MS)?;
-        if !out.success() {
-            return Err(ToolError::RemoteFailed(format!(
-                "scancel failed on cluster {:?}: {}",
-                profile.id,
-                out.failure_text()
-            )));
-        }
+        let what = format!("scancel failed on cluster {:?}", profile.id);
+        let out = self.exec_ok(
+            &profile.id,
+            "scancel",
+            ids.clone(),
+            None,
+            QUERY_TIMEOUT_MS,
+            &what,
+        )?;
         // scancel says nothing (and exits 0) for jobs that already ended:
         // report what squeue says now so the agent is not misled.
         let after = self.statuses(&profile, &ids, false)?;

@@ -318,20 +318,15 @@ impl Tool<'_> {
             .map_err(invalid)?
             .clone();
         let run = self.new_run(&profile, run_id);
-        let out = self.exec(
+        let what = format!("mkdir {} failed", run.remote_run_dir);
+        self.exec_ok(
             &profile.id,
             "mkdir",
             vec!["-p".into(), "--".into(), run.run_id.clone()],
             None,
             QUERY_TIMEOUT_MS,
+            &what,
         )?;
-        if !out.success() {
-            return Err(ToolError::RemoteFailed(format!(
-                "mkdir {} failed: {}",
-                run.remote_run_dir,
-                out.failure_text()
-            )));
-        }
         self.save_run(&run)?;
         Ok(json!({"run": run, "created": true}))
     }
@@ -456,20 +451,18 @@ impl Tool<'_> {
         args.extend(profile.submit_args.iter().cloned());
         args.extend(submit_args.iter().cloned());
         args.push(script_name.to_string());
-        let out = self.exec(
+        let what = format!(
+            "sbatch failed on cluster {:?} (check the header values and partition, or try dryRun: true to see why without submitting)",
+            profile.id
+        );
+        let out = self.exec_ok(
             &profile.id,
             "sbatch",
             args,
             Some(remote_dir.to_string()),
             SBATCH_TIMEOUT_MS,
+            &what,
         )?;
-        if !out.success() {
-            return Err(ToolError::RemoteFailed(format!(
-                "sbatch failed on cluster {:?}: {}. Check the header values and partition, or try dryRun: true to see why without submitting.",
-                profile.id,
-                out.failure_text()
-            )));
-        }
         let submit_output = out.stdout_text().trim().to_string();
         let job_id = slurm::parse_parsable_job_id(&submit_output).ok_or_else(|| {
             ToolError::RemoteFailed(format!(
@@ -510,19 +503,15 @@ impl Tool<'_> {
         let Some(max) = profile.policy.max_concurrent_jobs else {
             return Ok(());
         };
-        let out = self.exec(
+        let args = ["-h", "--me", "-o", "%i"].map(String::from).to_vec();
+        let out = self.exec_ok(
             &profile.id,
             "squeue",
-            vec!["-h".into(), "--me".into(), "-o".into(), "%i".into()],
+            args,
             None,
             QUERY_TIMEOUT_MS,
+            "cannot count running jobs",
         )?;
-        if !out.success() {
-            return Err(ToolError::RemoteFailed(format!(
-                "cannot count running jobs: {}",
-                out.failure_text()
-            )));
-        }
         let count = out
             .stdout_text()
             .lines()
