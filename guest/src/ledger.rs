@@ -90,6 +90,51 @@ pub struct JobRecord {
     pub extra: Map<String, Value>,
 }
 
+impl LogPatterns {
+    /// Where a script's job writes its logs, and the name `%x` stands for
+    /// (SLURM uses the script's file name when no `--job-name` is set).
+    pub fn of(header: &crate::header::Header, script_name: &str) -> LogPatterns {
+        LogPatterns {
+            output: header.output.clone(),
+            error: header.error.clone(),
+            job_name: Some(
+                header
+                    .job_name
+                    .clone()
+                    .unwrap_or_else(|| script_name.to_string()),
+            ),
+            array: header.array.clone(),
+        }
+    }
+}
+
+impl JobRecord {
+    /// A job just submitted, with the log patterns of its script.
+    pub fn submitted(
+        job_id: String,
+        remote_script_path: String,
+        local_script_path: String,
+        submitted_at: String,
+        submit_output: String,
+        logs: LogPatterns,
+        workload: Option<Value>,
+    ) -> JobRecord {
+        JobRecord {
+            job_id,
+            remote_script_path,
+            local_script_path,
+            submitted_at,
+            submit_output,
+            output_pattern: logs.output,
+            error_pattern: logs.error,
+            job_name: logs.job_name,
+            array: logs.array,
+            workload,
+            extra: Map::new(),
+        }
+    }
+}
+
 impl Ledger {
     /// Parse a ledger file. A file that exists but is not a ledger is an
     /// error, never an empty ledger: rewriting it would erase its history.

@@ -415,17 +415,7 @@ impl Tool<'_> {
         let local_script_path = format!("{}/{rel}", self.host.store_location());
         if let Some(mut run) = run.clone() {
             run.latest_script_path = Some(local_script_path.clone());
-            run.latest_script_logs = Some(LogPatterns {
-                array: header.array.clone(),
-                output: header.output.clone(),
-                error: header.error.clone(),
-                job_name: Some(
-                    header
-                        .job_name
-                        .clone()
-                        .unwrap_or_else(|| workload.script_name.clone()),
-                ),
-            });
+            run.latest_script_logs = Some(LogPatterns::of(&header, &workload.script_name));
             run.updated_at = iso_timestamp(self.host.now_ms());
             self.save_run(&run)?;
         }
@@ -586,20 +576,15 @@ impl Tool<'_> {
             self.sbatch(&profile, &remote_dir, &script_name, &req.submit_args)?;
         if let Some(mut run) = run.clone() {
             let now = iso_timestamp(self.host.now_ms());
-            let logs = logs.unwrap_or_default();
-            run.jobs.push(JobRecord {
-                job_id: job_id.clone(),
-                remote_script_path: remote_script.clone(),
-                local_script_path: local_script.clone(),
-                submitted_at: now.clone(),
-                submit_output: submit_output.clone(),
-                output_pattern: logs.output,
-                error_pattern: logs.error,
-                job_name: logs.job_name,
-                array: logs.array,
-                workload: None,
-                extra: Default::default(),
-            });
+            run.jobs.push(JobRecord::submitted(
+                job_id.clone(),
+                remote_script.clone(),
+                local_script.clone(),
+                now.clone(),
+                submit_output.clone(),
+                logs.unwrap_or_default(),
+                None,
+            ));
             run.last_job_id = Some(job_id.clone());
             run.latest_script_path = Some(local_script);
             run.updated_at = now;
@@ -927,17 +912,9 @@ impl Tool<'_> {
         let script_rel = format!("{}/{}", run.run_id, workload.script_name);
         self.host.store_write(&script_rel, script.as_bytes())?;
         let local_script_path = format!("{}/{script_rel}", self.host.store_location());
-        let job_name = header
-            .job_name
-            .clone()
-            .unwrap_or_else(|| workload.script_name.clone());
+        let logs = LogPatterns::of(&header, &workload.script_name);
         run.latest_script_path = Some(local_script_path.clone());
-        run.latest_script_logs = Some(LogPatterns {
-            array: header.array.clone(),
-            output: header.output.clone(),
-            error: header.error.clone(),
-            job_name: Some(job_name.clone()),
-        });
+        run.latest_script_logs = Some(logs.clone());
         run.updated_at = iso_timestamp(self.host.now_ms());
         self.save_run(&run)?;
 
@@ -958,19 +935,15 @@ impl Tool<'_> {
         )?;
 
         let submitted_at = iso_timestamp(self.host.now_ms());
-        run.jobs.push(JobRecord {
-            job_id: job_id.clone(),
-            remote_script_path: remote_script,
-            local_script_path: local_script_path.clone(),
-            submitted_at: submitted_at.clone(),
-            submit_output: submit_output.clone(),
-            output_pattern: header.output.clone(),
-            error_pattern: header.error.clone(),
-            job_name: Some(job_name),
-            array: header.array.clone(),
-            workload: Some(workload.to_json()),
-            extra: Default::default(),
-        });
+        run.jobs.push(JobRecord::submitted(
+            job_id.clone(),
+            remote_script,
+            local_script_path.clone(),
+            submitted_at.clone(),
+            submit_output.clone(),
+            logs,
+            Some(workload.to_json()),
+        ));
         run.last_job_id = Some(job_id.clone());
         run.updated_at = submitted_at;
         self.save_run(&run)?;
