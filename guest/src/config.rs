@@ -746,6 +746,18 @@ pub fn json_schema() -> Value {
             },
             "clusters": {"type": "object", "propertyNames": {"pattern": r"^[^\s\x00-\x1f\x7f]*$"}, "additionalProperties": cluster},
             "presets": {"type": "object", "additionalProperties": preset},
+            // Not the guest's: both hosts take this section out of the config
+            // before the guest sees it (hosts, keys and local directories are
+            // theirs). It is here so one schema describes the whole file.
+            "host": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "Read by the host only, never passed to the policy component",
+                "properties": {
+                    "sshConfig": text("ssh_config file that defines the sshTarget aliases (default: the user's ~/.ssh/config)"),
+                    "workspace": text("Directory for local paths and the run store (default: the agent's workspace)"),
+                },
+            },
         },
     })
 }

@@ -1,0 +1,281 @@
+// What the operator grants, and the one checkpoint every guest request passes
+// before any side effect: the JavaScript twin of host/src/grants.rs, with the
+// same rules and the same messages, so one .wasm gets the same answers from
+// both hosts.
+//
+// Deny by default, fail closed:
+// - only profiles in the operator's config exist (anything else is
+//   unknown-cluster; an empty config grants nothing);
+// - remote paths are the profile's remoteRoot or below it, written without
+//   `.`/`..` segments and without `~` (except as the root's own prefix);
+// - remote commands are an allowlisted program plus arguments; an argument
+//   that names a path obeys the remote path rule, and every command runs with
+//   its working directory inside remoteRoot;
+// - local paths are workspace-relative and must resolve inside the workspace
+//   by realpath; destinations are never written through a symlink; the run
+//   store is confined to localRunsDir.
+//
+// The host reads sshTarget and remoteRoot from the config itself rather than
+// trusting the guest's validation: policy code that is wrong or hostile still
+// cannot widen what is granted here.
+
+import fs from "node:fs";
+import path from "node:path";
+import { denied, unknownCluster } from "./host-error.js";
+
+export const ALLOWED_PROGRAMS = [
+  "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo",
+  "mkdir", "tail", "head", "ls", "stat", "sha256sum",
+];
+
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const show = (s) => JSON.stringify(s);
+
+/** A config problem found when the grants are read (not a guest refusal). */
+export class GrantError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "GrantError";
+  }
+}
+
+/** `raw` as clean relative segments (no `..`, not absolute), or null. */
+function relativeClean(raw) {
+  if (typeof raw !== "string" || raw.startsWith("/")) return null;
+  const parts = [];
+  for (const seg of raw.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") return null;
+    parts.push(seg);
+  }
+  return parts.length ? parts.join("/") : null;
+}
+
+/** Path `p` equals `base` or lies below it (both absolute and normalised). */
+function within(p, base) {
+  return p === base || p.startsWith(base.endsWith("/") ? base : `${base}/`);
+}
+
+export class Grants {
+  /**
+   * @param {object} config the plugin config (the `host` section removed)
+   * @param {string} workspaceDir the directory local paths are relative to
+   */
+  constructor(config, workspaceDir) {
+    let workspace;
+    try {
+      workspace = fs.realpathSync(workspaceDir);
+    } catch (e) {
+      throw new GrantError(`workspace ${workspaceDir}: ${e.message}`);
+    }
+    const rawRuns = config.localRunsDir ?? ".openclaw/cluster-runs";
+    if (typeof rawRuns !== "string") throw new GrantError("localRunsDir must be a string");
+    const runsDir = rawRuns.trim();
+    if (relativeClean(runsDir) === null || runsDir.startsWith("~")) {
+      throw new GrantError(`localRunsDir ${show(runsDir)} must be a relative path inside the workspace`);
+    }
+    const profiles = new Map();
+    const clusters = config.clusters ?? {};
+    if (typeof clusters !== "object" || Array.isArray(clusters)) {
+      throw new GrantError("clusters must be an object");
+    }
+    for (const [rawLabel, profile] of Object.entries(clusters)) {
+      const label = rawLabel.trim();
+      if (!label) continue;
+      const text = (key) => {
+        const v = profile?.[key];
+        if (typeof v === "string" && v.trim()) return v.trim();
+        throw new GrantError(`clusters.${label}.${key} is required and must be a string`);
+      };
+      const sshTarget = text("sshTarget");
+      if (sshTarget.startsWith("-") || /[\s]/.test(sshTarget) || CONTROL.test(sshTarget)) {
+        throw new GrantError(`clusters.${label}.sshTarget ${show(sshTarget)} is not a host name or alias`);
+      }
+      const remoteRoot = text("remoteRoot");
+      const root = remoteRoot.replace(/\/+$/, "");
+      const homeForm = root === "~" || root.startsWith("~/");
+      const ok = (remoteRoot.startsWith("/") || homeForm)
+        && root !== ""
+        && !root.split("/").some((s) => s === "." || s === "..")
+        && !CONTROL.test(root);
+      if (!ok) {
+        throw new GrantError(
+          `clusters.${label}.remoteRoot ${show(remoteRoot)} must be an absolute path or ~/dir, without '.' or '..' (and not / itself)`,
+        );
+      }
+      profiles.set(label, { label, sshTarget, remoteRoot: root });
+    }
+    this.workspace = workspace;
+    this.runsDirDisplay = runsDir;
+    this.profiles = profiles;
+    this.programs = [...ALLOWED_PROGRAMS];
+  }
+
+  profile(label) {
+    const p = this.profiles.get(label);
+    if (!p) throw unknownCluster(`no cluster profile named ${show(label)} is configured on this host`);
+    return p;
+  }
+
+  /** A remote path, normalised, under the profile's root. */
+  remotePath(profile, raw) {
+    const root = profile.remoteRoot;
+    if (raw.startsWith("~") && !(raw === "~" || raw.startsWith("~/"))) {
+      throw denied(`remote path ${show(raw)}: only ~/... (the login user's home) is understood`);
+    }
+    if (CONTROL.test(raw)) throw denied(`remote path ${show(raw)} contains control characters`);
+    const full = raw.startsWith("/") || raw.startsWith("~") ? raw : `${root}/${raw}`;
+    const prefix = full.startsWith("~") ? "~" : "";
+    const rest = prefix ? full.slice(1) : full;
+    const parts = [];
+    for (const seg of rest.split("/")) {
+      if (seg === "") continue;
+      if (seg === "." || seg === "..") {
+        throw denied(`remote path ${show(raw)} may not contain '.' or '..' segments`);
+      }
+      parts.push(seg);
+    }
+    const normalized = prefix === "~" && parts.length === 0 ? "~" : `${prefix}/${parts.join("/")}`;
+    if (normalized === root || normalized.startsWith(`${root}/`)) return normalized;
+    throw denied(`remote path ${show(raw)} is outside remoteRoot ${root} of profile ${show(profile.label)}`);
+  }
+
+  /** Check an exec request and build the one command line sent over SSH. */
+  execCommand(profile, program, args, cwd) {
+    if (!this.programs.includes(program)) {
+      throw denied(`program ${show(program)} is not on this host's allowlist (${this.programs.join(", ")})`);
+    }
+    for (const arg of args) {
+      if (/[\n\r\0]/.test(arg)) throw denied(`argument ${show(arg)} contains a line break or NUL`);
+      const value = pathPart(arg);
+      if (value === null) continue;
+      if (value.startsWith("~")) throw denied(`argument ${show(arg)}: '~' paths are not allowed`);
+      if (value.split("/").includes("..")) throw denied(`argument ${show(arg)} may not contain '..' path segments`);
+      if (value.startsWith("/")) this.remotePath(profile, value);
+    }
+    const run = `exec ${quoteCommand(program, args)}`;
+    if (cwd !== undefined && cwd !== null) {
+      const dir = this.remotePath(profile, cwd);
+      return `cd -- ${shellPath(dir)} && ${run}`;
+    }
+    // The root may not exist yet on a fresh account: create it rather than
+    // run with the login directory as the working directory.
+    const root = shellPath(profile.remoteRoot);
+    return `{ cd -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -- ${root}; }; } && ${run}`;
+  }
+
+  /** An existing local file or directory to read (an upload source). */
+  localSource(raw) {
+    const rel = relativeClean(raw);
+    if (rel === null) throw denied(`local path ${show(raw)} must be relative to the workspace, without '..'`);
+    let real;
+    try {
+      real = fs.realpathSync(path.join(this.workspace, rel));
+    } catch (e) {
+      throw denied(`local path ${show(raw)}: ${e.message}`);
+    }
+    if (!within(real, this.workspace)) {
+      throw denied(`local path ${show(raw)} resolves to ${real} outside the workspace ${this.workspace}`);
+    }
+    return real;
+  }
+
+  /**
+   * A local path to write under `base` (the workspace or the run store): the
+   * nearest existing ancestor must resolve inside `base`, and the final
+   * component, if it exists, must not be a symlink.
+   */
+  destinationUnder(base, raw, what) {
+    const rel = relativeClean(raw);
+    if (rel === null) throw denied(`${what} ${show(raw)} must be a relative path without '..'`);
+    const target = path.join(base, rel);
+    let meta = null;
+    try {
+      meta = fs.lstatSync(target);
+    } catch {
+      meta = null;
+    }
+    if (meta?.isSymbolicLink()) throw denied(`${what} ${show(raw)} is a symlink; refusing to write through it`);
+    // While `base` does not exist yet (a fresh run store), its nearest
+    // existing ancestor must still be inside the workspace.
+    let bound;
+    try {
+      bound = fs.realpathSync(base);
+    } catch {
+      bound = this.workspace;
+    }
+    for (let a = path.dirname(target); ; a = path.dirname(a)) {
+      if (fs.existsSync(a)) {
+        let real;
+        try {
+          real = fs.realpathSync(a);
+        } catch (e) {
+          throw denied(`${what} ${show(raw)}: ${e.message}`);
+        }
+        if (!within(real, bound) || !within(real, this.workspace)) {
+          throw denied(`${what} ${show(raw)} resolves outside ${base}`);
+        }
+        return target;
+      }
+      if (a === path.dirname(a)) break;
+    }
+    throw denied(`${what} ${show(raw)} has no existing parent directory`);
+  }
+
+  localDestination(raw) {
+    return this.destinationUnder(this.workspace, raw, "local path");
+  }
+
+  runsDir() {
+    return path.join(this.workspace, this.runsDirDisplay);
+  }
+
+  storePath(raw) {
+    return this.destinationUnder(this.runsDir(), raw, "run store path");
+  }
+}
+
+/** One shell word: bare when it is safe, else single-quoted. */
+export function quoteWord(word) {
+  if (word !== "" && /^[A-Za-z0-9_./=:,%@+-]+$/.test(word)) return word;
+  return `'${word.replaceAll("'", `'"'"'`)}'`;
+}
+
+/** A command line with every word quoted; a program word with `=` is always
+ * quoted (the shell would read it as an assignment). */
+export function quoteCommand(program, args) {
+  const head = program.includes("=") ? `'${program.replaceAll("'", `'"'"'`)}'` : quoteWord(program);
+  return [head, ...args.map(quoteWord)].join(" ");
+}
+
+/** A checked remote path for the remote shell: `~` becomes "$HOME", which
+ * the shell expands (a quoted `~` would not be). */
+export function shellPath(p) {
+  if (p === "~") return '"$HOME"';
+  if (p.startsWith("~")) return `"$HOME"/${quoteWord(p.slice(1).replace(/^\/+/, ""))}`;
+  return quoteWord(p);
+}
+
+/** A checked remote path for SFTP, whose relative paths start at the login
+ * user's home: `~/x` is `x`, `~` is `.`. */
+export function sftpPath(p) {
+  if (p === "~") return ".";
+  if (p.startsWith("~")) return p.slice(1).replace(/^\/+/, "");
+  return p;
+}
+
+/** The part of an argument that would be read as a path, if any: the whole
+ * word, an option's `=value`, or a glued short option's value (`-o/x`). */
+function pathPart(arg) {
+  let value;
+  if (arg.startsWith("-")) {
+    const eq = arg.indexOf("=");
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else {
+      const slash = arg.indexOf("/");
+      if (slash < 0) return null;
+      value = arg.slice(slash);
+    }
+  } else value = arg;
+  return value.includes("/") || value.startsWith("~") || value === ".." ? value : null;
+}

@@ -1,0 +1,52 @@
+// One tool call's host: the guest's imports, each checked by the grants
+// before any side effect (the checkpoint of host/src/exec.rs, transfer.rs
+// and run_store.rs), over the system OpenSSH client.
+
+import { sftpPath } from "./grants.js";
+import * as err from "./host-error.js";
+import * as runStore from "./run-store.js";
+import { DEFAULT_TIMEOUT_MS, MAX_STDIN, MAX_TIMEOUT_MS } from "./ssh.js";
+import * as transfer from "./transfer.js";
+
+/** Long transfers get the longest exec timeout, not the default minute. */
+const TRANSFER_TIMEOUT_MS = MAX_TIMEOUT_MS;
+
+/**
+ * @param {import("./grants.js").Grants} grants
+ * @param {import("./ssh.js").SshClient} client
+ * @param {AbortSignal | undefined} signal the tool call's, if the caller gave one
+ */
+export function callHost(grants, client, signal) {
+  return {
+    async exec(request) {
+      const profile = grants.profile(request.cluster);
+      const command = grants.execCommand(profile, request.program, request.args, request.cwd);
+      if (request.stdin && request.stdin.length > MAX_STDIN) {
+        throw err.denied(`stdin larger than ${MAX_STDIN} bytes`);
+      }
+      const timeoutMs = Math.min(request.timeoutMs ?? DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS);
+      return client.exec(profile.sshTarget, command, { stdin: request.stdin, timeoutMs, signal });
+    },
+    async upload(cluster, localPath, remotePath) {
+      const profile = grants.profile(cluster);
+      const remote = sftpPath(grants.remotePath(profile, remotePath));
+      const local = grants.localSource(localPath);
+      return transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
+    },
+    async download(cluster, remotePath, localPath) {
+      const profile = grants.profile(cluster);
+      const remote = sftpPath(grants.remotePath(profile, remotePath));
+      const local = grants.localDestination(localPath);
+      return transfer.download(client, profile.sshTarget, remote, local, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
+    },
+    async read(path) {
+      return runStore.read(grants, path);
+    },
+    async write(path, contents) {
+      runStore.write(grants, path, contents);
+    },
+    location() {
+      return grants.runsDirDisplay;
+    },
+  };
+}
