@@ -29,12 +29,21 @@ testbed-down:
 demo: build
     examples/quickstart/run.sh "$(tests/testbed/up.sh | tail -1)"
 
-# Lints, guest policy (native), host capabilities, MCP conformance, end to end
-# on the testbed.
+# Lints, guest policy (native), host capabilities, MCP conformance, the
+# plugin inside the real OpenClaw, end to end on the testbed.
 # Every test, ending with nextest's summary.
-test: lint mcp-client build
+test: lint mcp-client build plugin openclaw-host
     CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
         cargo nextest run --release --workspace --no-fail-fast
+
+# The OpenClaw plugin in openclaw/: the guest transpiled by jco (Node 24 and
+# jco are installed under target/node-tools on first use).
+plugin: guest
+    openclaw/build.sh target/wasm32-wasip2/guest/cluster_slurm_guest.wasm
+
+# The real openclaw npm package (pinned) for the tests, under target/openclaw-host.
+openclaw-host: plugin
+    tests/openclaw/install.sh >/dev/null
 
 # The Python MCP SDK, as an independent client for the MCP conformance test.
 mcp-client:

@@ -61,6 +61,19 @@ fn cases() -> Vec<(&'static str, Value, bool)> {
         ("policy, presets, execution, jobName, array", rich, true),
         ("empty config", json!({}), true),
         (
+            "a host section (read by the hosts, not the guest)",
+            with(
+                &["host"],
+                json!({"sshConfig": "/etc/cluster-slurm/ssh_config", "workspace": "/srv/ws"}),
+            ),
+            true,
+        ),
+        (
+            "unknown host key",
+            with(&["host"], json!({"knownHosts": "/tmp/kh"})),
+            false,
+        ),
+        (
             "unknown top-level key",
             with(&["clustrs"], json!({})),
             false,
