@@ -23,7 +23,11 @@ const TOOL = "cluster_slurm";
  * section only a host reads (as in the native host's config file).
  */
 export function splitConfig(raw) {
-  const { host = {}, ...plugin } = raw ?? {};
+  const { host: section, ...plugin } = raw ?? {};
+  if (section !== undefined && section !== null && (typeof section !== "object" || Array.isArray(section))) {
+    throw new GrantError("host must be an object");
+  }
+  const host = section ?? {};
   const expand = (key) => {
     const v = host[key];
     if (v === undefined || v === null) return undefined;

@@ -759,3 +759,29 @@ fn same_decisions(oc: &OpenClaw, ws: &Workspace) {
         "the scenario should exercise refusals, saw {refusals}"
     );
 }
+
+/// The JavaScript host's own tests (`openclaw/test/`, node:test): its grants
+/// case by case against the Rust host's, refusals that never reach the
+/// transport, sftp quoting, cancellation.
+#[test]
+fn javascript_host_checks() {
+    let out = Command::new(node_dir().join("node"))
+        .arg("--test")
+        // A glob (node expands it): Node 24 reads a bare directory as a module.
+        .arg(repo_root().join("openclaw/test/*.test.js"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "node --test failed:\n{all}");
+    let count = |label: &str| {
+        all.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("ℹ {label} "))
+                    .or_else(|| l.strip_prefix(&format!("# {label} ")))
+            })
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no '{label}' count in:\n{all}"))
+    };
+    assert!(count("pass") >= 50, "too few JavaScript tests ran:\n{all}");
+    assert_eq!(count("fail"), 0, "{all}");
+}

@@ -21,6 +21,7 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import util from "node:util";
 import { denied, unknownCluster } from "./host-error.js";
 
 export const ALLOWED_PROGRAMS = [
@@ -28,8 +29,39 @@ export const ALLOWED_PROGRAMS = [
   "mkdir", "tail", "head", "ls", "stat", "sha256sum",
 ];
 
-const CONTROL = /[\u0000-\u001f\u007f]/;
-const show = (s) => JSON.stringify(s);
+// Rust's char::is_control (the Cc category) and char::is_whitespace (the
+// White_Space property: NEL yes, BOM no) — not JS's `\s` and `trim()`.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const WHITESPACE = "\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+const HAS_WHITESPACE = new RegExp(`[${WHITESPACE}]`);
+const EDGE_WHITESPACE = new RegExp(`^[${WHITESPACE}]+|[${WHITESPACE}]+$`, "g");
+const trim = (s) => s.replace(EDGE_WHITESPACE, "");
+
+/** A string quoted as Rust's `{:?}` does, so both hosts word refusals alike. */
+export function show(s) {
+  const escaped = Array.from(String(s), (c) => {
+    switch (c) {
+      case "\0": return "\\0";
+      case "\t": return "\\t";
+      case "\r": return "\\r";
+      case "\n": return "\\n";
+      case "\\": return "\\\\";
+      case '"': return '\\"';
+      default:
+        return /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Co}\p{Cn}]|(?! )\p{Zs}/u.test(c)
+          ? `\\u{${c.codePointAt(0).toString(16)}}`
+          : c;
+    }
+  });
+  return `"${escaped.join("")}"`;
+}
+
+/** An OS error worded as Rust's io::Error shows it ("Not a directory (os error 20)"). */
+function osError(e) {
+  if (typeof e?.errno !== "number") return String(e?.message ?? e);
+  const text = util.getSystemErrorMessage(e.errno);
+  return `${text.charAt(0).toUpperCase()}${text.slice(1)} (os error ${Math.abs(e.errno)})`;
+}
 
 /** A config problem found when the grants are read (not a guest refusal). */
 export class GrantError extends Error {
@@ -66,29 +98,29 @@ export class Grants {
     try {
       workspace = fs.realpathSync(workspaceDir);
     } catch (e) {
-      throw new GrantError(`workspace ${workspaceDir}: ${e.message}`);
+      throw new GrantError(`workspace ${workspaceDir}: ${osError(e)}`);
     }
     const rawRuns = config.localRunsDir ?? ".openclaw/cluster-runs";
     if (typeof rawRuns !== "string") throw new GrantError("localRunsDir must be a string");
-    const runsDir = rawRuns.trim();
+    const runsDir = trim(rawRuns);
     if (relativeClean(runsDir) === null || runsDir.startsWith("~")) {
       throw new GrantError(`localRunsDir ${show(runsDir)} must be a relative path inside the workspace`);
     }
     const profiles = new Map();
-    const clusters = config.clusters ?? {};
-    if (typeof clusters !== "object" || Array.isArray(clusters)) {
+    const clusters = config.clusters === undefined ? {} : config.clusters;
+    if (clusters === null || typeof clusters !== "object" || Array.isArray(clusters)) {
       throw new GrantError("clusters must be an object");
     }
     for (const [rawLabel, profile] of Object.entries(clusters)) {
-      const label = rawLabel.trim();
+      const label = trim(rawLabel);
       if (!label) continue;
       const text = (key) => {
         const v = profile?.[key];
-        if (typeof v === "string" && v.trim()) return v.trim();
+        if (typeof v === "string" && trim(v)) return trim(v);
         throw new GrantError(`clusters.${label}.${key} is required and must be a string`);
       };
       const sshTarget = text("sshTarget");
-      if (sshTarget.startsWith("-") || /[\s]/.test(sshTarget) || CONTROL.test(sshTarget)) {
+      if (sshTarget.startsWith("-") || HAS_WHITESPACE.test(sshTarget) || CONTROL.test(sshTarget)) {
         throw new GrantError(`clusters.${label}.sshTarget ${show(sshTarget)} is not a host name or alias`);
       }
       const remoteRoot = text("remoteRoot");
@@ -172,7 +204,7 @@ export class Grants {
     try {
       real = fs.realpathSync(path.join(this.workspace, rel));
     } catch (e) {
-      throw denied(`local path ${show(raw)}: ${e.message}`);
+      throw denied(`local path ${show(raw)}: ${osError(e)}`);
     }
     if (!within(real, this.workspace)) {
       throw denied(`local path ${show(raw)} resolves to ${real} outside the workspace ${this.workspace}`);
@@ -210,7 +242,7 @@ export class Grants {
         try {
           real = fs.realpathSync(a);
         } catch (e) {
-          throw denied(`${what} ${show(raw)}: ${e.message}`);
+          throw denied(`${what} ${show(raw)}: ${osError(e)}`);
         }
         if (!within(real, bound) || !within(real, this.workspace)) {
           throw denied(`${what} ${show(raw)} resolves outside ${base}`);

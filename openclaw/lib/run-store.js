@@ -4,6 +4,7 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import { show } from "./grants.js";
 import * as err from "./host-error.js";
 
 export const MAX_FILE = 64 << 20;
@@ -21,7 +22,7 @@ export function read(grants, raw) {
 
 export function write(grants, raw, contents) {
   if (contents.length > MAX_FILE) {
-    throw err.denied(`run store file ${JSON.stringify(raw)} larger than ${MAX_FILE} bytes`);
+    throw err.denied(`run store file ${show(raw)} larger than ${MAX_FILE} bytes`);
   }
   const dir = path.dirname(grants.storePath(raw));
   try {

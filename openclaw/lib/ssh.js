@@ -146,7 +146,7 @@ export class SshClient {
       child.on("close", (code, sig) => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        if (outcome === "timeout") reject(err.timeout(`${what}: no answer within ${Math.round(timeoutMs / 1000)} s`));
+        if (outcome === "timeout") reject(err.timeout(`${what}: no answer within ${timeoutMs / 1000} s`));
         else if (outcome === "cancelled") reject(err.connection(`${what}: cancelled by the caller`));
         else resolve({ code, signal: sig, stdout, stderr });
       });

@@ -6,6 +6,7 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import { show } from "./grants.js";
 import * as err from "./host-error.js";
 
 /**
@@ -15,8 +16,9 @@ import * as err from "./host-error.js";
  * A line break ends a batch command and cannot be escaped, so it is refused.
  */
 export function sftpWord(p) {
-  if (/[\n\r\0]/.test(p)) throw err.denied(`path ${JSON.stringify(p)} contains a line break or NUL`);
-  return p.replace(/[^A-Za-z0-9_./=:,%@+-]/g, "\\$&");
+  if (/[\n\r\0]/.test(p)) throw err.denied(`path ${show(p)} contains a line break or NUL`);
+  // `u`: a character outside the BMP is one character, not two halves.
+  return p.replace(/[^A-Za-z0-9_./=:,%@+-]/gu, "\\$&");
 }
 
 /** `-mkdir` for every directory from the top down to `dir` (errors ignored: most exist). */

@@ -1,0 +1,75 @@
+// Shared fixtures for the host tests: temporary workspaces, the grants the
+// Rust tests use, a recording stand-in for the SSH client, and the check that
+// a refusal is a typed host-error value rather than a JS exception.
+
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Grants } from "../lib/grants.js";
+import { isHostError } from "../lib/host-error.js";
+
+/** The profile of host/src/grants.rs `fn grants` (trailing slash on purpose). */
+export const RUST_GRANTS = { clusters: { c: { sshTarget: "login", remoteRoot: "/scratch/u/runs/" } } };
+
+/**
+ * A fresh directory, removed when the test ends. `t` is the node:test
+ * context, whose `after` hook runs even when the test fails.
+ */
+export function tempDir(t, tag = "ws") {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `cluster-slurm-${tag}-`));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Grants over `workspace` (the Rust tests' profile unless told otherwise). */
+export function grantsFor(workspace, config = RUST_GRANTS) {
+  return new Grants(config, workspace);
+}
+
+/**
+ * A stand-in for lib/ssh.js's SshClient that records every call and never
+ * spawns anything. `onSftp` may act out a transfer (e.g. land a download).
+ */
+export function recordingClient({ onSftp } = {}) {
+  const calls = [];
+  return {
+    calls,
+    async exec(target, command, opts) {
+      calls.push({ kind: "exec", target, command, opts });
+      return {
+        exitCode: 0, exitSignal: undefined, stdout: new TextEncoder().encode("ok"), stderr: new Uint8Array(),
+        stdoutTruncated: false, stderrTruncated: false,
+      };
+    },
+    async sftp(target, batch, opts) {
+      calls.push({ kind: "sftp", target, batch, opts });
+      onSftp?.(batch);
+    },
+  };
+}
+
+/**
+ * Assert that `e` is a host-error `{tag, val}` plain object with `tag` (the
+ * shape jco turns into `result::err`; an Error would trap the guest), and,
+ * when `message` is given, that its text is exactly that (or matches it).
+ */
+export function assertRefusal(e, tag, message) {
+  assert.ok(!(e instanceof Error), `expected a plain {tag, val} object, got ${e?.stack ?? e}`);
+  assert.ok(isHostError(e), `not a host-error value: ${JSON.stringify(e)}`);
+  assert.equal(e.tag, tag, `wrong refusal kind: ${JSON.stringify(e)}`);
+  if (message instanceof RegExp) assert.match(e.val, message);
+  else if (message !== undefined) assert.equal(e.val, message);
+  return true;
+}
+
+/** Run `fn` synchronously and return what it threw (failing if it did not). */
+export function thrown(fn) {
+  let value;
+  try {
+    value = fn();
+  } catch (e) {
+    return e;
+  }
+  assert.fail(`expected a refusal, got ${JSON.stringify(value)}`);
+}

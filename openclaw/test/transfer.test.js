@@ -1,0 +1,161 @@
+// lib/transfer.js: sftpWord, the quoting of paths in sftp batch files, and
+// the tree rules of host/src/sftp.rs (only regular files and directories
+// travel; nothing is written through a symlink). Where OpenSSH's sftp and
+// sftp-server are installed, names round-trip through the real programs.
+
+import test from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { download, sftpWord, upload } from "../lib/transfer.js";
+import { assertRefusal, recordingClient, tempDir, thrown } from "./helpers.js";
+
+/** Names that sftp's batch parser would split, unquote or glob if bare. */
+const AWKWARD = [
+  "a b", "it's", 'dq"x', "back\\slash", "glob*?[a]", "{x,y}", "$HOME", "a;b|c&d", "tab\tx", "#hash",
+  "~tilde", "-dash", "  lead", "trail ", " ", "%20@x+y=z,:", "é日本", "Ωmega",
+];
+
+/** Undo sftpWord as sftp's argument splitter does: `\c` is `c`. */
+const unescape = (word) => word.replace(/\\([\s\S])/g, "$1");
+
+test("sftpWord leaves safe words alone", () => {
+  for (const word of ["job.slurm", "/scratch/u/runs/r1/x.out", "a-b_c.d", "k=v:1,2%3@h+x", "runs/r1"]) {
+    assert.equal(sftpWord(word), word);
+  }
+});
+
+test("sftpWord escapes every other character with a backslash", () => {
+  const cases = [
+    ["a b", "a\\ b"],
+    ["it's", "it\\'s"],
+    ['dq"x', 'dq\\"x'],
+    ["back\\slash", "back\\\\slash"],
+    ["glob*?[a]", "glob\\*\\?\\[a\\]"],
+    ["{x,y}", "\\{x,y\\}"],
+    ["$HOME", "\\$HOME"],
+    ["tab\tx", "tab\\\tx"],
+    ["#hash", "\\#hash"],
+    ["~tilde", "\\~tilde"],
+    [" ", "\\ "],
+    ["é日本", "\\é\\日\\本"],
+  ];
+  for (const [raw, want] of cases) assert.equal(sftpWord(raw), want, raw);
+  for (const raw of AWKWARD) {
+    const word = sftpWord(raw);
+    assert.equal(unescape(word), raw, `${raw} does not round-trip`);
+    // No bare space, quote or glob character is left for sftp to act on.
+    assert.doesNotMatch(word.replace(/\\[\s\S]/g, ""), /[\s'"\\*?[\]{}#$~]/, raw);
+  }
+});
+
+test("sftpWord refuses line breaks and NUL, as a typed denial", () => {
+  // Quoted as Rust's {:?} quotes, like every refusal of the hosts.
+  for (const [raw, shown] of [["a\nb", '"a\\nb"'], ["a\rb", '"a\\rb"'], ["a\0b", '"a\\0b"'], ["\n", '"\\n"']]) {
+    assertRefusal(thrown(() => sftpWord(raw)), "denied", `path ${shown} contains a line break or NUL`);
+  }
+});
+
+test("transfers refuse a batch-breaking name before running sftp", async (t) => {
+  const ws = tempDir(t);
+  fs.writeFileSync(path.join(ws, "f"), "x");
+  const client = recordingClient();
+  await assert.rejects(upload(client, "login", path.join(ws, "f"), "/r/a\nput /etc/passwd /r/x", {}), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(download(client, "login", "/r/a\nb", path.join(ws, "out"), {}), (e) => assertRefusal(e, "denied"));
+  assert.deepEqual(client.calls, []);
+  // The staging directory of the refused download is gone.
+  assert.deepEqual(fs.readdirSync(ws), ["f"]);
+});
+
+test("directory uploads send only regular files and directories", async (t) => {
+  const ws = tempDir(t);
+  const outside = tempDir(t, "outside");
+  fs.writeFileSync(path.join(outside, "secret"), "s");
+  const src = path.join(ws, "src dir");
+  fs.mkdirSync(path.join(src, "sub"), { recursive: true });
+  fs.writeFileSync(path.join(src, "a.txt"), "aa");
+  fs.writeFileSync(path.join(src, "sub/b*.txt"), "bbb");
+  fs.symlinkSync(path.join(outside, "secret"), path.join(src, "leak"));
+  fs.symlinkSync(outside, path.join(src, "sub/leakdir"));
+  const client = recordingClient();
+  const stats = await upload(client, "login", src, "/r/up", {});
+  assert.deepEqual(stats, { files: 2, bytes: 5n });
+  const local = sftpWord(src);
+  assert.deepEqual(client.calls.map((c) => c.batch), [
+    "-mkdir /r\n-mkdir /r/up\n"
+    + `put -p ${local}/a.txt /r/up/a.txt\n`
+    + "-mkdir /r/up/sub\n"
+    + `put -p ${local}/sub/b\\*.txt /r/up/sub/b\\*.txt\n`,
+  ]);
+});
+
+test("downloads never write through a symlink in the workspace", async (t) => {
+  const ws = tempDir(t);
+  const outside = tempDir(t, "outside");
+  // The stand-in sftp delivers a tree whose file would land on a symlink.
+  const client = recordingClient({
+    onSftp: (batch) => {
+      const landed = /^get -R -p \S+ (\S+)\n$/.exec(batch)[1];
+      fs.mkdirSync(path.join(landed, "sub"), { recursive: true });
+      fs.writeFileSync(path.join(landed, "sub/f"), "remote");
+    },
+  });
+  fs.mkdirSync(path.join(ws, "out/sub"), { recursive: true });
+  fs.symlinkSync(path.join(outside, "f"), path.join(ws, "out/sub/f"));
+  await assert.rejects(download(client, "login", "/r/tree", path.join(ws, "out"), {}), (e) => assertRefusal(e, "denied"));
+  assert.deepEqual(fs.readdirSync(outside), [], "nothing was written outside the workspace");
+  // Only the planted link remains; the staging directory is gone.
+  assert.deepEqual(fs.readdirSync(path.join(ws, "out")), ["sub"]);
+  assert.deepEqual(fs.readdirSync(path.join(ws, "out/sub")), ["f"]);
+});
+
+/** OpenSSH's sftp-server, for a local round trip through `sftp -D`. */
+const SFTP_SERVER = ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"]
+  .find((p) => fs.existsSync(p));
+const HAVE_SFTP = SFTP_SERVER !== undefined && spawnSync("sftp", ["-h"]).error === undefined;
+
+/** A client whose sftp talks to a local sftp-server: the real batch parser and globbing. */
+const localSftp = {
+  async sftp(_target, batch) {
+    const r = spawnSync("sftp", ["-q", "-D", SFTP_SERVER, "-b", "-"], { input: batch, encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`sftp exit ${r.status}: ${r.stderr}\n${batch}`);
+  },
+};
+
+test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sftp or sftp-server not installed" }, async (t) => {
+  const ws = tempDir(t);
+  const remote = tempDir(t, "remote");
+  for (const name of AWKWARD) {
+    // A file each way, and a directory of that name holding a file of that name.
+    fs.writeFileSync(path.join(ws, name), `content of ${name}`);
+    await upload(localSftp, "local", path.join(ws, name), `${remote}/up/${name}`, {});
+    assert.equal(fs.readFileSync(path.join(remote, "up", name), "utf8"), `content of ${name}`, name);
+    await download(localSftp, "local", `${remote}/up/${name}`, path.join(ws, "down", name), {});
+    assert.equal(fs.readFileSync(path.join(ws, "down", name), "utf8"), `content of ${name}`, name);
+  }
+  const tree = path.join(ws, "tree");
+  fs.mkdirSync(tree);
+  for (const name of AWKWARD) {
+    fs.mkdirSync(path.join(tree, name));
+    fs.writeFileSync(path.join(tree, name, name), name);
+  }
+  await upload(localSftp, "local", tree, `${remote}/tree [1]`, {});
+  await download(localSftp, "local", `${remote}/tree [1]`, path.join(ws, "tree back"), {});
+  for (const name of AWKWARD) assert.equal(fs.readFileSync(path.join(ws, "tree back", name, name), "utf8"), name, name);
+  // Globs stayed literal: nothing but the named files arrived.
+  assert.deepEqual(fs.readdirSync(path.join(remote, "up")).sort(), [...AWKWARD].sort());
+});
+
+test("sftpWord keeps astral characters (emoji) whole", async (t) => {
+  // The regex has no `u` flag, so a surrogate pair gets a backslash between
+  // its halves; the batch is then UTF-8 encoded with U+FFFD in their place
+  // and the transfer misses the file. The native host (sftp.rs) sends names
+  // over the SFTP protocol unquoted and has no such limit.
+  assert.ok(sftpWord("😀.txt").isWellFormed(), JSON.stringify(sftpWord("😀.txt")));
+  if (!HAVE_SFTP) return;
+  const ws = tempDir(t);
+  fs.writeFileSync(path.join(ws, "😀.txt"), "smile");
+  await upload(localSftp, "local", path.join(ws, "😀.txt"), `${ws}/copy 😀.txt`, {});
+  assert.equal(fs.readFileSync(path.join(ws, "copy 😀.txt"), "utf8"), "smile");
+});
