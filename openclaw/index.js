@@ -70,7 +70,8 @@ export async function runTool(rawConfig, workspaceDir, params, signal) {
     if (e instanceof GrantError) return errorResult({ tag: "invalid-config", val: e.message });
     throw e;
   }
-  const guest = newGuest(callHost(grants, sshClient(split.sshConfig), signal));
+  const host = callHost(grants, sshClient(split.sshConfig), signal);
+  const guest = newGuest(host);
   try {
     const text = await guest.invoke(JSON.stringify(split.plugin), JSON.stringify(params ?? {}));
     return { content: [{ type: "text", text }], details: JSON.parse(text) };
@@ -78,6 +79,8 @@ export async function runTool(rawConfig, workspaceDir, params, signal) {
     // A typed tool-error; anything else is a host bug and stays an exception.
     if (e && typeof e === "object" && "payload" in e && e.payload?.tag) return errorResult(e.payload);
     throw e;
+  } finally {
+    host.releaseAll();
   }
 }
 

@@ -785,3 +785,67 @@ fn javascript_host_checks() {
     assert!(count("pass") >= 50, "too few JavaScript tests ran:\n{all}");
     assert_eq!(count("fail"), 0, "{all}");
 }
+
+/// Both hosts at once on one workspace: 10 calls in one Node process (the
+/// OpenClaw entry's host) and 10 native CLI processes, each creating a run.
+/// The ledger's lock (flock on `runs.json.lock`, taken by both) keeps every
+/// update: all 20 runs are in the ledger.
+#[test]
+fn ledger_keeps_every_run_when_both_hosts_write_at_once() {
+    let ws = Workspace::new();
+    let request = json!({"action": "init_run", "prefix": "both"});
+    let node = Command::new(node_dir().join("node"))
+        .arg(repo_root().join("tests/openclaw/concurrent-calls.mjs"))
+        .arg(testbed_config())
+        .arg(ws.path())
+        .arg("10")
+        .arg(request.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let natives: Vec<Child> = (0..10)
+        .map(|_| {
+            Command::new(binary())
+                .arg("--config")
+                .arg(testbed_config())
+                .arg("--workspace")
+                .arg(ws.path())
+                .args(["call", "init_run", &json!({"prefix": "both"}).to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for child in natives {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids.push(v["run"]["runId"].as_str().unwrap().to_string());
+    }
+    let out = node.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for r in results.as_array().unwrap() {
+        ids.push(
+            r["run"]["runId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{r}"))
+                .to_string(),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "run ids collided: {ids:?}");
+    let ledger: Value = serde_json::from_str(&ws.read(".openclaw/cluster-runs/runs.json")).unwrap();
+    let mut recorded: Vec<String> = ledger["runs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, ids, "the ledger lost updates");
+}

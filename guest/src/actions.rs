@@ -112,14 +112,19 @@ impl Tool<'_> {
         }
     }
 
-    /// Re-read, change one run, write back: keeps the window in which another
-    /// writer's update could be lost as small as possible.
+    /// Under the ledger's lock, re-read, change one run, write back: another
+    /// call (here or in another process) updating another run waits, so
+    /// neither update is lost.
     fn save_run(&mut self, run: &RunRecord) -> Result<(), ToolError> {
-        let mut ledger = self.load_ledger()?;
-        ledger.put(run).map_err(local_io)?;
-        let bytes = ledger.to_bytes().map_err(local_io)?;
-        self.host.store_write(LEDGER_FILE, &bytes)?;
-        Ok(())
+        self.host.store_lock(LEDGER_FILE)?;
+        let saved = self.load_ledger().and_then(|mut ledger| {
+            ledger.put(run).map_err(local_io)?;
+            let bytes = ledger.to_bytes().map_err(local_io)?;
+            Ok(self.host.store_write(LEDGER_FILE, &bytes)?)
+        });
+        let released = self.host.store_unlock(LEDGER_FILE);
+        saved?;
+        Ok(released?)
     }
 
     fn find_run(&mut self, run_id: Option<&str>) -> Result<Option<RunRecord>, ToolError> {

@@ -111,6 +111,14 @@ impl Host for WitHost {
         run_store::write(path, contents).map_err(from_wit)
     }
 
+    fn store_lock(&mut self, path: &str) -> Result<(), HostError> {
+        run_store::lock(path).map_err(from_wit)
+    }
+
+    fn store_unlock(&mut self, path: &str) -> Result<(), HostError> {
+        run_store::unlock(path).map_err(from_wit)
+    }
+
     fn store_location(&mut self) -> String {
         run_store::location()
     }

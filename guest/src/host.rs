@@ -135,6 +135,9 @@ pub trait Host {
     ) -> Result<TransferStats, HostError>;
     fn store_read(&mut self, path: &str) -> Result<Option<Vec<u8>>, HostError>;
     fn store_write(&mut self, path: &str, contents: &[u8]) -> Result<(), HostError>;
+    /// Exclusive lock for one read-modify-write of a run-store file.
+    fn store_lock(&mut self, path: &str) -> Result<(), HostError>;
+    fn store_unlock(&mut self, path: &str) -> Result<(), HostError>;
     fn store_location(&mut self) -> String;
     /// Wall-clock time, milliseconds since the Unix epoch.
     fn now_ms(&mut self) -> u64;

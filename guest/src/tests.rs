@@ -16,6 +16,9 @@ struct FakeHost {
     answers: BTreeMap<String, Vec<ExecOutput>>,
     upload_error: Option<HostError>,
     clock: u64,
+    /// Run-store locks held now; every ledger write must hold its lock.
+    locked: std::collections::BTreeSet<String>,
+    lock_error: Option<HostError>,
 }
 
 fn ok(stdout: &str) -> ExecOutput {
@@ -93,7 +96,23 @@ impl Host for FakeHost {
         Ok(self.files.get(path).cloned())
     }
     fn store_write(&mut self, path: &str, contents: &[u8]) -> Result<(), HostError> {
+        assert!(
+            path != "runs.json" || self.locked.contains(path),
+            "the ledger was written without its lock"
+        );
         self.files.insert(path.to_string(), contents.to_vec());
+        Ok(())
+    }
+    fn store_lock(&mut self, path: &str) -> Result<(), HostError> {
+        if let Some(e) = self.lock_error.clone() {
+            return Err(e);
+        }
+        // A second lock from the same call would wait for itself.
+        assert!(self.locked.insert(path.to_string()), "{path} locked twice");
+        Ok(())
+    }
+    fn store_unlock(&mut self, path: &str) -> Result<(), HostError> {
+        self.locked.remove(path);
         Ok(())
     }
     fn store_location(&mut self) -> String {
@@ -123,7 +142,7 @@ fn config() -> String {
 }
 
 fn call(host: &mut FakeHost, request: Value) -> Result<Value, ToolError> {
-    invoke(host, &config(), &request.to_string()).map(|s| serde_json::from_str(&s).unwrap())
+    call_with(host, &config(), request)
 }
 
 #[test]
@@ -477,7 +496,28 @@ fn config_with(extra: Value) -> String {
 }
 
 fn call_with(host: &mut FakeHost, config: &str, request: Value) -> Result<Value, ToolError> {
-    invoke(host, config, &request.to_string()).map(|s| serde_json::from_str(&s).unwrap())
+    let answer = invoke(host, config, &request.to_string());
+    assert!(
+        host.locked.is_empty(),
+        "a call ended holding {:?}",
+        host.locked
+    );
+    answer.map(|s| serde_json::from_str(&s).unwrap())
+}
+
+#[test]
+fn a_ledger_that_cannot_be_locked_is_reported_and_left_alone() {
+    let mut host = FakeHost::default();
+    host.answer("mkdir", vec![ok("")]);
+    host.lock_error = Some(HostError::Timeout(
+        "runs.json is locked by another call".into(),
+    ));
+    let e = call(&mut host, json!({"action": "init_run", "cluster": "cpu"})).unwrap_err();
+    assert!(
+        matches!(&e, ToolError::Host(HostError::Timeout(m)) if m.contains("locked")),
+        "{e:?}"
+    );
+    assert!(!host.files.contains_key("runs.json"));
 }
 
 #[test]

@@ -9,9 +9,11 @@
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::run_store;
 use crate::grants::Grants;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker};
 
 /// Ledgers and job scripts are small; this only stops runaway writes.
@@ -19,7 +21,13 @@ pub const MAX_FILE: usize = 64 << 20;
 
 pub struct RunStoreCtx {
     grants: Arc<Grants>,
+    /// Locks this call holds, by run-store path: the open lock files (the
+    /// kernel releases a lock when its file is closed, or its process dies).
+    held: Mutex<HashMap<String, std::fs::File>>,
 }
+
+/// How long `lock` waits for another holder before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(15);
 
 pub struct RunStoreView<'a> {
     ctx: &'a RunStoreCtx,
@@ -31,7 +39,10 @@ fn io_error(path: &Path, e: std::io::Error) -> HostError {
 
 impl RunStoreCtx {
     pub fn new(grants: Arc<Grants>) -> RunStoreCtx {
-        RunStoreCtx { grants }
+        RunStoreCtx {
+            grants,
+            held: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn view(&self) -> RunStoreView<'_> {
@@ -85,6 +96,59 @@ impl RunStoreCtx {
         })
     }
 
+    /// flock(2) on `<path>.lock`, the same lock the OpenClaw entry takes with
+    /// util-linux `flock`, so both hosts can share one workspace.
+    pub async fn lock(&self, path: &str) -> Result<(), HostError> {
+        if self.held_locks()?.contains_key(path) {
+            return Ok(());
+        }
+        let lock_path = self.grants.store_path(&format!("{path}.lock"))?;
+        if let Some(dir) = lock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(HostError::Timeout(format!(
+                        "{path} stayed locked by another call for {} s ({})",
+                        LOCK_WAIT.as_secs(),
+                        lock_path.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&lock_path, e)),
+            }
+        }
+        self.held_locks()?.insert(path.to_string(), file);
+        Ok(())
+    }
+
+    pub fn unlock(&self, path: &str) -> Result<(), HostError> {
+        // Closing the file releases the lock.
+        self.held_locks()?.remove(path);
+        Ok(())
+    }
+
+    fn held_locks(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, std::fs::File>>, HostError> {
+        self.held
+            .lock()
+            .map_err(|_| HostError::LocalIo("run-store lock table poisoned".into()))
+    }
+
     pub fn location(&self) -> String {
         self.grants.runs_dir_display.clone()
     }
@@ -97,6 +161,14 @@ impl run_store::Host for RunStoreView<'_> {
 
     async fn write(&mut self, path: String, contents: Vec<u8>) -> Result<(), HostError> {
         self.ctx.write(&path, &contents)
+    }
+
+    async fn lock(&mut self, path: String) -> Result<(), HostError> {
+        self.ctx.lock(&path).await
+    }
+
+    async fn unlock(&mut self, path: String) -> Result<(), HostError> {
+        self.ctx.unlock(&path)
     }
 
     async fn location(&mut self) -> String {
@@ -115,4 +187,67 @@ pub fn add_to_linker<T: Send + 'static>(
     get: fn(&mut T) -> RunStoreView<'_>,
 ) -> wasmtime::Result<()> {
     run_store::add_to_linker::<T, HasRunStore>(linker, get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(ws: &Path) -> RunStoreCtx {
+        RunStoreCtx::new(Arc::new(Grants::from_config(&json!({}), ws).unwrap()))
+    }
+
+    /// Two calls (two contexts, as two tool calls or two processes have):
+    /// the second lock waits until the first is released.
+    #[tokio::test]
+    async fn a_held_lock_makes_the_next_holder_wait() {
+        let ws = tempfile::tempdir().unwrap();
+        let first = ctx(ws.path());
+        let second = Arc::new(ctx(ws.path()));
+        first.lock("runs.json").await.unwrap();
+        first.lock("runs.json").await.unwrap(); // already held by this call: no self-deadlock
+        let waiter = {
+            let second = second.clone();
+            tokio::spawn(async move {
+                second.lock("runs.json").await.unwrap();
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "the lock was taken twice");
+        let released = Instant::now();
+        first.unlock("runs.json").unwrap();
+        let acquired = waiter.await.unwrap();
+        assert!(acquired >= released);
+        assert!(
+            ws.path()
+                .join(".openclaw/cluster-runs/runs.json.lock")
+                .exists()
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_a_call_releases_its_locks() {
+        let ws = tempfile::tempdir().unwrap();
+        let first = ctx(ws.path());
+        first.lock("runs.json").await.unwrap();
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(2), ctx(ws.path()).lock("runs.json"))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn lock_paths_are_confined_like_every_run_store_path() {
+        let ws = tempfile::tempdir().unwrap();
+        let c = ctx(ws.path());
+        for bad in ["../x", "/etc/passwd", "a/../../x"] {
+            assert!(
+                matches!(c.lock(bad).await, Err(HostError::Denied(_))),
+                "{bad}"
+            );
+        }
+    }
 }

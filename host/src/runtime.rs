@@ -312,7 +312,7 @@ mod tests {
         assert!(
             interfaces(&engine, &c)
                 .exports
-                .contains(&"openclaw:cluster-slurm/tool@0.1.0".to_string())
+                .contains(&"openclaw:cluster-slurm/tool@0.2.0".to_string())
         );
         assert_eq!(std::fs::read(&image).unwrap(), original);
 
@@ -327,7 +327,7 @@ mod tests {
     #[test]
     fn forbidden_imports_are_named() {
         let imports = vec![
-            "openclaw:cluster-slurm/ssh-exec@0.1.0".to_string(),
+            "openclaw:cluster-slurm/ssh-exec@0.2.0".to_string(),
             "wasi:cli/stdout@0.2.6".to_string(),
             "wasi:filesystem/types@0.2.6".to_string(),
             "wasi:sockets/tcp@0.2.6".to_string(),

@@ -27,14 +27,16 @@ export function newGuest(host) {
     "openclaw:cluster-slurm/types": {},
     "openclaw:cluster-slurm/ssh-exec": { exec: host.exec },
     "openclaw:cluster-slurm/transfer": { upload: host.upload, download: host.download },
-    "openclaw:cluster-slurm/run-store": { read: host.read, write: host.write, location: host.location },
+    "openclaw:cluster-slurm/run-store": {
+      read: host.read, write: host.write, lock: host.lock, unlock: host.unlock, location: host.location,
+    },
   };
   return instantiate(coreModule, imports).tool;
 }
 
 /** Imports for describe() and check-config, which never reach them. */
 const NO_HOST = Object.fromEntries(
-  ["exec", "upload", "download", "read", "write"].map((f) => [f, async () => {
+  ["exec", "upload", "download", "read", "write", "lock", "unlock"].map((f) => [f, async () => {
     throw { tag: "denied", val: `${f} is not available here` };
   }]),
 );

@@ -17,7 +17,12 @@ const TRANSFER_TIMEOUT_MS = MAX_TIMEOUT_MS;
  * @param {AbortSignal | undefined} signal the tool call's, if the caller gave one
  */
 export function callHost(grants, client, signal) {
+  const held = new Map();
   return {
+    /** Not an import: the end of the call releases what it still holds. */
+    releaseAll() {
+      runStore.unlockAll(held);
+    },
     async exec(request) {
       const profile = grants.profile(request.cluster);
       const command = grants.execCommand(profile, request.program, request.args, request.cwd);
@@ -44,6 +49,12 @@ export function callHost(grants, client, signal) {
     },
     async write(path, contents) {
       runStore.write(grants, path, contents);
+    },
+    async lock(path) {
+      await runStore.lock(grants, held, path);
+    },
+    async unlock(path) {
+      runStore.unlock(held, path);
     },
     location() {
       return grants.runsDirDisplay;

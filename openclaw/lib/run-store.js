@@ -1,7 +1,9 @@
 // The run store (ledger and rendered scripts) inside the workspace's
 // localRunsDir, as in host/src/run_store.rs: paths confined by the grants,
-// every write an atomic replace (temporary file, fsync, rename).
+// every write an atomic replace (temporary file, fsync, rename), and an
+// exclusive lock for read-modify-write shared with the native host.
 
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { show } from "./grants.js";
@@ -52,4 +54,48 @@ export function write(grants, raw, contents) {
     fs.rmSync(tmp, { force: true });
     throw err.asLocalIo(e, full);
   }
+}
+
+/** How long `lock` waits for another holder before giving up. */
+export const LOCK_WAIT_S = 15;
+const CONFLICT = 75;
+
+/**
+ * The exclusive lock of a run-store file, the one the native host takes:
+ * flock(2) on `<path>.lock`. Node has no flock, so a small holder process
+ * (util-linux `flock` running `cat`) keeps it until its stdin closes — at
+ * `unlock`, at the end of the call, or when this process dies.
+ * @param {Map<string, import("node:child_process").ChildProcess>} held this call's locks
+ */
+export async function lock(grants, held, raw) {
+  if (held.has(raw)) return;
+  const lockPath = grants.storePath(`${raw}.lock`);
+  try {
+    fs.mkdirSync(path.dirname(lockPath), { recursive: true });
+  } catch (e) {
+    throw err.asLocalIo(e, path.dirname(lockPath));
+  }
+  const holder = spawn("flock", ["-w", String(LOCK_WAIT_S), "-E", String(CONFLICT), lockPath, "sh", "-c", "echo locked; exec cat"], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const stderr = [];
+  holder.stderr.on("data", (c) => stderr.push(c));
+  holder.stdin.on("error", () => {});
+  await new Promise((resolve, reject) => {
+    holder.stdout.once("data", resolve);
+    holder.once("error", (e) => reject(err.localIo(`${lockPath}: cannot run flock: ${e.message}`)));
+    holder.once("exit", (code) => reject(code === CONFLICT
+      ? err.timeout(`${raw} stayed locked by another call for ${LOCK_WAIT_S} s (${lockPath})`)
+      : err.localIo(`${lockPath}: flock failed (${code}): ${Buffer.concat(stderr).toString().trim()}`)));
+  });
+  held.set(raw, holder);
+}
+
+export function unlock(held, raw) {
+  held.get(raw)?.stdin.end();
+  held.delete(raw);
+}
+
+export function unlockAll(held) {
+  for (const raw of [...held.keys()]) unlock(held, raw);
 }
