@@ -41,8 +41,37 @@ pub struct RunRecord {
     pub fallback_run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from_run_id: Option<String>,
+    /// The latest `run_workload` submission of this run, recorded before
+    /// anything is written on the cluster (not in the reference): a retry of
+    /// the same request finds it, and an attempt without `jobId` is
+    /// reconciled with the cluster before anything is submitted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission: Option<Submission>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Submission {
+    /// Digest of the profile and the workload as asked for.
+    pub key: String,
+    /// Milliseconds since the Unix epoch when the attempt began.
+    pub started_ms: u64,
+    /// Set once the job id is known; absent means the outcome is uncertain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// FNV-1a, 64 bits, as hex: a stable digest for telling requests apart
+/// (not a security boundary; nothing is trusted because of it).
+pub fn digest(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

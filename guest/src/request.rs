@@ -66,6 +66,7 @@ pub struct Request {
     pub offset: Option<u64>,
     pub max_bytes: Option<u64>,
     pub dry_run: Option<bool>,
+    pub new_run: Option<bool>,
     pub preset: Option<String>,
     /// Present when the caller sent `presetParams` at all.
     pub preset_params: Option<Vec<(String, String)>>,
@@ -164,6 +165,7 @@ impl Request {
             offset: f.uint("offset", 0, u64::MAX / 2)?,
             max_bytes: f.uint("maxBytes", 1, MAX_LOG_BYTES)?,
             dry_run: f.bool("dryRun")?,
+            new_run: f.bool("newRun")?,
             preset: f.string("preset")?,
             preset_params,
             limit: f.uint("limit", 1, 1000)?,
@@ -266,6 +268,7 @@ pub fn parameters_schema() -> Value {
             "offset": {"type": "integer", "minimum": 0, "description": "Read logs from this byte offset instead of tailing; the result's nextOffset continues"},
             "maxBytes": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_BYTES, "description": "Most log bytes to return (default 65536)"},
             "dryRun": b("run_workload/submit_job: render, validate and ask sbatch --test-only, without submitting"),
+            "newRun": b("run_workload: submit even when the same request was submitted in the last 10 minutes (by default such a retry gets that run back instead of a duplicate job)"),
             "preset": s("Name of an operator-defined workload (see list_clusters presets)"),
             "presetParams": {"type": "object", "additionalProperties": {"type": ["string", "number"]}, "description": "Values for the preset's declared parameters"},
             "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Most entries for list_runs/list_files"}

@@ -172,6 +172,8 @@ fn natural_flow_run_check_logs_download() {
             format!("upload cpu data/in.csv -> {dir}/data/in.csv"),
             format!("upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> {dir}/job.slurm"),
             "exec sbatch --parsable job.slurm".to_string(),
+            // SLURM's answer, kept beside the job for retries.
+            format!("exec mkdir -p {dir}/.cluster-slurm/job-4242"),
         ]
     );
     assert_eq!(host.execs[0].cwd.as_deref(), Some(dir.as_str()));
@@ -1164,6 +1166,7 @@ fn remote_dir_is_where_the_whole_run_lives() {
                 "upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> /scratch/u/runs/projects/p1/job.slurm"
             ),
             "exec sbatch --parsable job.slurm".to_string(),
+            "exec mkdir -p /scratch/u/runs/projects/p1/.cluster-slurm/job-3".to_string(),
         ]
     );
     assert_eq!(
@@ -1201,4 +1204,166 @@ fn openclaw_manifest_schema_is_the_guests() {
     );
     assert_eq!(manifest["id"], "cluster-slurm");
     assert_eq!(manifest["contracts"]["tools"], json!([crate::TOOL_NAME]));
+}
+
+// ------------------------------------------------- retries without duplicates
+
+fn sbatches(host: &FakeHost) -> usize {
+    host.calls
+        .iter()
+        .filter(|c| c.starts_with("exec sbatch --parsable"))
+        .count()
+}
+
+fn workload() -> Value {
+    json!({"action": "run_workload", "command": "python3 a.py", "localPaths": ["a.py"]})
+}
+
+/// The ledger as a crash between `sbatch` and the ledger write leaves it:
+/// the attempt recorded, its job not.
+fn forget_the_job(host: &mut FakeHost, run_id: &str) {
+    let mut ledger = host.ledger();
+    let run = &mut ledger["runs"][run_id];
+    run["jobs"] = json!([]);
+    run.as_object_mut().unwrap().remove("lastJobId");
+    run["submission"].as_object_mut().unwrap().remove("jobId");
+    host.files
+        .insert("runs.json".into(), serde_json::to_vec(&ledger).unwrap());
+}
+
+#[test]
+fn the_same_request_again_gets_the_same_run_not_a_second_job() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n"), ok("12\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    let again = call(&mut host, workload()).unwrap();
+    assert_eq!(sbatches(&host), 1);
+    assert_eq!(again["runId"], first["runId"]);
+    assert_eq!(again["jobId"], "11");
+    assert_eq!(again["reused"], true);
+    assert!(again["note"].as_str().unwrap().contains("newRun"));
+    // A different request is a different run.
+    let other = call(
+        &mut host,
+        json!({"action": "run_workload", "command": "python3 b.py"}),
+    )
+    .unwrap();
+    assert_ne!(other["runId"], first["runId"]);
+    assert_eq!(sbatches(&host), 2);
+}
+
+#[test]
+fn new_run_submits_the_same_request_again_on_purpose() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n"), ok("12\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    let mut request = workload();
+    request["newRun"] = json!(true);
+    let second = call(&mut host, request).unwrap();
+    assert_eq!(sbatches(&host), 2);
+    assert_ne!(second["runId"], first["runId"]);
+    assert_eq!(second["jobId"], "12");
+}
+
+#[test]
+fn an_interrupted_submission_is_found_on_the_cluster_and_adopted() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n"), ok("99\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    let run_id = first["runId"].as_str().unwrap().to_string();
+    forget_the_job(&mut host, &run_id);
+    host.answer("ls", vec![ok("job-11\n")]);
+    let again = call(&mut host, workload()).unwrap();
+    assert_eq!(sbatches(&host), 1, "submitted twice");
+    assert_eq!(again["recovered"], true);
+    assert_eq!(again["runId"], run_id.as_str());
+    assert_eq!(again["jobId"], "11");
+    let run = &host.ledger()["runs"][&run_id];
+    assert_eq!(run["jobs"][0]["jobId"], "11");
+    assert_eq!(run["submission"]["jobId"], "11");
+}
+
+#[test]
+fn without_a_marker_squeue_finds_the_job_by_its_run_directory() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    let run_id = first["runId"].as_str().unwrap().to_string();
+    forget_the_job(&mut host, &run_id);
+    host.answer(
+        "ls",
+        vec![fail(2, "ls: cannot access: No such file or directory")],
+    );
+    host.answer(
+        "squeue",
+        vec![ok(&format!(
+            "7|/scratch/u/runs/other\n11_[0-3]|/scratch/u/runs/{run_id}\n"
+        ))],
+    );
+    let again = call(&mut host, workload()).unwrap();
+    assert_eq!(sbatches(&host), 1);
+    assert_eq!(again["jobId"], "11");
+    assert!(
+        host.calls
+            .contains(&"exec squeue --me -h -t all -o %i|%Z".to_string())
+    );
+}
+
+#[test]
+fn an_interrupted_attempt_that_never_reached_slurm_is_submitted_in_the_same_run() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n"), ok("12\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    let run_id = first["runId"].as_str().unwrap().to_string();
+    forget_the_job(&mut host, &run_id);
+    // As if sbatch had never answered: nothing anywhere (the fake's own job
+    // 11 is not in this run's directory).
+    host.answer("ls", vec![fail(2, "No such file or directory")]);
+    host.answer("squeue", vec![ok("")]);
+    host.answer("sacct", vec![ok("")]);
+    let again = call(&mut host, workload()).unwrap();
+    assert_eq!(sbatches(&host), 2);
+    assert_eq!(
+        again["runId"],
+        run_id.as_str(),
+        "a new run instead of the same one"
+    );
+    assert_eq!(again["jobId"], "12");
+}
+
+#[test]
+fn when_the_cluster_cannot_tell_nothing_is_submitted_again() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    let run_id = first["runId"].as_str().unwrap().to_string();
+    forget_the_job(&mut host, &run_id);
+    host.answer("ls", vec![fail(2, "No such file or directory")]);
+    host.answer("squeue", vec![ok("")]);
+    host.answer(
+        "sacct",
+        vec![fail(
+            1,
+            "sacct: error: Slurm accounting storage is disabled",
+        )],
+    );
+    // Long enough that the job could have left squeue already.
+    host.clock += 5 * 60 * 1000;
+    let e = call(&mut host, workload()).unwrap_err();
+    assert!(
+        matches!(&e, ToolError::RemoteFailed(m) if m.contains("nothing was submitted again") && m.contains("accounting storage is disabled")),
+        "{e:?}"
+    );
+    assert_eq!(sbatches(&host), 1);
+}
+
+#[test]
+fn after_the_retry_window_the_same_request_is_a_new_run() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("11\n"), ok("12\n")]);
+    let first = call(&mut host, workload()).unwrap();
+    host.clock += 11 * 60 * 1000;
+    let later = call(&mut host, workload()).unwrap();
+    assert_ne!(later["runId"], first["runId"]);
+    assert_eq!(sbatches(&host), 2);
 }

@@ -74,7 +74,9 @@ impl ExecCtx {
 
 impl ssh_exec::Host for ExecView<'_> {
     async fn exec(&mut self, request: ExecRequest) -> Result<ExecOutput, HostError> {
-        self.ctx.exec(request).await
+        let answer = self.ctx.exec(request).await;
+        crate::fault::after_call();
+        answer
     }
 }
 

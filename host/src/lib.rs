@@ -6,6 +6,7 @@
 //! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
 //! - [`runtime`]: loading and calling the component.
+//! - [`fault`]: crash points for the durability tests.
 //!
 //! Error rule: policy refusals, remote failures and timeouts are values
 //! (`host-error` variants); a trap means a host bug.
@@ -14,6 +15,7 @@ pub mod bindings;
 #[cfg(test)]
 mod capability_tests;
 pub mod exec;
+pub mod fault;
 pub mod grants;
 pub mod mcp;
 pub mod operator;

@@ -156,19 +156,27 @@ impl RunStoreCtx {
 
 impl run_store::Host for RunStoreView<'_> {
     async fn read(&mut self, path: String) -> Result<Option<Vec<u8>>, HostError> {
-        self.ctx.read(&path)
+        let answer = self.ctx.read(&path);
+        crate::fault::after_call();
+        answer
     }
 
     async fn write(&mut self, path: String, contents: Vec<u8>) -> Result<(), HostError> {
-        self.ctx.write(&path, &contents)
+        let answer = self.ctx.write(&path, &contents);
+        crate::fault::after_call();
+        answer
     }
 
     async fn lock(&mut self, path: String) -> Result<(), HostError> {
-        self.ctx.lock(&path).await
+        let answer = self.ctx.lock(&path).await;
+        crate::fault::after_call();
+        answer
     }
 
     async fn unlock(&mut self, path: String) -> Result<(), HostError> {
-        self.ctx.unlock(&path)
+        let answer = self.ctx.unlock(&path);
+        crate::fault::after_call();
+        answer
     }
 
     async fn location(&mut self) -> String {

@@ -71,7 +71,9 @@ impl transfer::Host for TransferView<'_> {
         local_path: String,
         remote_path: String,
     ) -> Result<TransferStats, HostError> {
-        self.ctx.upload(&cluster, &local_path, &remote_path).await
+        let answer = self.ctx.upload(&cluster, &local_path, &remote_path).await;
+        crate::fault::after_call();
+        answer
     }
 
     async fn download(
@@ -80,7 +82,9 @@ impl transfer::Host for TransferView<'_> {
         remote_path: String,
         local_path: String,
     ) -> Result<TransferStats, HostError> {
-        self.ctx.download(&cluster, &remote_path, &local_path).await
+        let answer = self.ctx.download(&cluster, &remote_path, &local_path).await;
+        crate::fault::after_call();
+        answer
     }
 }
 

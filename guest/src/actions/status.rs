@@ -384,7 +384,8 @@ impl Tool<'_> {
             .ok_or_else(|| invalid(format!("job {job_id} was not submitted by run_workload, so its workload cannot be resubmitted; use run_workload with cluster {gpu:?}")))
             .and_then(Workload::from_json)?;
         let prefix = format!("{}-gpu", run.run_id);
-        let mut submitted = self.submit_workload(&gpu, None, None, Some(&prefix), &workload)?;
+        let mut submitted =
+            self.submit_workload(&gpu, None, None, Some(&prefix), &workload, None)?;
         submitted.run.fallback_from_run_id = Some(run.run_id.clone());
         self.save_run(&submitted.run)?;
         let mut original = run.clone();

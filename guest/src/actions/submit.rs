@@ -1,11 +1,14 @@
 //! Creating runs, rendering scripts and submitting them.
 
+mod retry;
+
 use super::{QUERY_TIMEOUT_MS, Tool, invalid};
 use crate::config::{Policy, Preset, Profile};
 use crate::header::Header;
 use crate::host::ToolError;
 use crate::ledger::{
-    JobRecord, LogPatterns, RunRecord, iso_timestamp, new_run_id, run_timestamp, sanitize_run_id,
+    JobRecord, LogPatterns, RunRecord, Submission, digest, iso_timestamp, new_run_id,
+    run_timestamp, sanitize_run_id,
 };
 use crate::paths::{basename, file_name, remote_join, remote_under, workspace_relative};
 use crate::request::Request;
@@ -279,6 +282,7 @@ impl Tool<'_> {
             latest_script_logs: None,
             fallback_run_id: None,
             fallback_from_run_id: None,
+            submission: None,
             extra: Default::default(),
         }
     }
@@ -779,13 +783,62 @@ impl Tool<'_> {
             }));
         }
 
+        // A retry of a request submitted moments ago (the agent got no
+        // answer: a timeout, a dropped connection, a crash) gets that run
+        // back; an attempt whose outcome is unknown is settled with the
+        // cluster before anything is submitted again.
+        let key = digest(&format!(
+            "{primary}\n{}\n{}",
+            req.prefix.as_deref().unwrap_or(""),
+            workload.to_json()
+        ));
+        let previous = match &existing {
+            Some(run) => run
+                .submission
+                .as_ref()
+                .filter(|s| s.key == key && s.job_id.is_none())
+                .map(|_| run.clone()),
+            None => self.recent_submission(&key)?,
+        };
+        let existing = match previous {
+            Some(run) => {
+                let uncertain = run.submission.as_ref().is_some_and(|s| s.job_id.is_none());
+                if uncertain {
+                    if let Some(job_id) = self.reconcile(&run)? {
+                        let run = self.adopt(run, &job_id, &workload)?;
+                        return Ok(self.earlier_answer(
+                            &run,
+                            &selection,
+                            &workload,
+                            allow_env,
+                            "recovered",
+                        ));
+                    }
+                    Some(run)
+                } else if req.new_run == Some(true) {
+                    existing
+                } else {
+                    return Ok(
+                        self.earlier_answer(&run, &selection, &workload, allow_env, "reused")
+                    );
+                }
+            }
+            None => existing,
+        };
+
         // The first attempt's run id is fixed here so a fallback can link to it.
         let first_id = match &existing {
             Some(run) => run.run_id.clone(),
             None => self.choose_run_id(req.run_id.as_deref(), req.prefix.as_deref())?,
         };
-        let first =
-            self.submit_workload(&primary, existing.clone(), Some(&first_id), None, &workload);
+        let first = self.submit_workload(
+            &primary,
+            existing.clone(),
+            Some(&first_id),
+            None,
+            &workload,
+            Some(&key),
+        );
         let (submitted, cluster, fallback) = match first {
             Ok(s) => (s, primary, json!({"triggered": false})),
             Err(error) => {
@@ -816,6 +869,7 @@ impl Tool<'_> {
                             None,
                             Some(&prefix),
                             &workload,
+                            None,
                         )?;
                         // Link both ways, so the failed attempt is not an orphan.
                         s.run.fallback_from_run_id = Some(first_id.clone());
@@ -865,6 +919,7 @@ impl Tool<'_> {
         run_id_seed: Option<&str>,
         prefix: Option<&str>,
         workload: &Workload,
+        key: Option<&str>,
     ) -> Result<Submitted, ToolError> {
         let profile = self.profile(cluster_id)?.clone();
         let header = apply_policy(
@@ -915,7 +970,16 @@ impl Tool<'_> {
         let logs = LogPatterns::of(&header, &workload.script_name);
         run.latest_script_path = Some(local_script_path.clone());
         run.latest_script_logs = Some(logs.clone());
-        run.updated_at = iso_timestamp(self.host.now_ms());
+        let now = self.host.now_ms();
+        run.updated_at = iso_timestamp(now);
+        // The intent, before anything reaches the cluster.
+        if let Some(key) = key {
+            run.submission = Some(Submission {
+                key: key.to_string(),
+                started_ms: now,
+                job_id: None,
+            });
+        }
         self.save_run(&run)?;
 
         let mut uploaded = Vec::new();
@@ -934,6 +998,12 @@ impl Tool<'_> {
             &workload.submit_args,
         )?;
 
+        // The job's own record on the cluster, for when the ledger write
+        // below never happens (crash, lost workspace): settled by `reconcile`.
+        self.mark_submitted(&profile.id, &remote_dir, &job_id);
+        if let Some(sub) = run.submission.as_mut().filter(|_| key.is_some()) {
+            sub.job_id = Some(job_id.clone());
+        }
         let submitted_at = iso_timestamp(self.host.now_ms());
         run.jobs.push(JobRecord::submitted(
             job_id.clone(),

@@ -1,0 +1,126 @@
+//! Nothing lost, nothing duplicated, on the real testbed.
+//!
+//! The host process is killed (abort, no cleanup) right after each of the
+//! guest's capability calls in a `run_workload` in turn — every crash point
+//! from the first ledger read to the last ledger write — and the same request
+//! is then made again. Each time, the cluster ends with exactly one job for
+//! the request, and the ledger knows that job.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use cluster_slurm_e2e::{Workspace, binary, testbed_config};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+/// Every job SLURM knows (queued, running or finished) whose working
+/// directory is a run whose id starts with `prefix`, asked as root on the
+/// testbed itself: squeue and sacct, by working directory.
+fn cluster_jobs(prefix: &str) -> BTreeSet<String> {
+    let env = testbed_config().parent().unwrap().join("env.sh");
+    let script = format!(
+        ". '{}'; squeue -h -t all -o '%i|%Z'; sacct -n -P -X -a -S now-1hours -o JobID,WorkDir",
+        env.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .filter(|(_, dir)| {
+            dir.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .is_some_and(|run| run.starts_with(prefix))
+        })
+        .map(|(id, _)| id.split(['_', '.']).next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn run_workload_killed_at_every_crash_point_then_retried_submits_exactly_one_job() {
+    let mut outcomes = Vec::new();
+    // Jobs of earlier test runs stay in sacct: this run's prefixes are its own.
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 100_000_000;
+    for n in 1..=60u32 {
+        let ws = Workspace::new();
+        ws.write("a.py", "print('hello')\n");
+        // A prefix of its own per crash point, to count its jobs apart.
+        let prefix = format!("kill{n}t{tag}x");
+        let params = json!({"prefix": prefix, "command": "python3 a.py", "localPaths": ["a.py"]});
+        let killed = Command::new(binary())
+            .arg("--config")
+            .arg(&ws.config)
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(["call", "run_workload", &params.to_string()])
+            .env("CLUSTER_SLURM_TEST_KILL_AFTER_CALL", n.to_string())
+            .output()
+            .unwrap();
+        if killed.status.success() {
+            // n is past the last capability call: every crash point is done.
+            assert!(n > 10, "a run_workload makes more than {n} host calls");
+            break;
+        }
+        assert_eq!(
+            killed.status.signal(),
+            Some(6),
+            "crash point {n}: not killed but {}:\n{}",
+            killed.status,
+            String::from_utf8_lossy(&killed.stderr)
+        );
+
+        let again = ws.call("run_workload", params.clone());
+        let run_id = again["runId"].as_str().unwrap().to_string();
+        let job_id = again["jobId"].as_str().unwrap().to_string();
+        let jobs = cluster_jobs(&prefix);
+        assert_eq!(
+            jobs,
+            BTreeSet::from([job_id.clone()]),
+            "crash point {n}: the cluster has {jobs:?} for one request (retry said {again})"
+        );
+        let ledger: Value =
+            serde_json::from_str(&ws.read(".openclaw/cluster-runs/runs.json")).unwrap();
+        let recorded: Vec<&Value> = ledger["runs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|r| r["jobs"].as_array().unwrap())
+            .collect();
+        assert_eq!(
+            recorded.len(),
+            1,
+            "crash point {n}: ledger jobs {recorded:?}"
+        );
+        assert_eq!(recorded[0]["jobId"], job_id.as_str());
+        assert_eq!(ledger["runs"][&run_id]["lastJobId"], job_id.as_str());
+        let how = ["reused", "recovered"]
+            .into_iter()
+            .find(|k| again[*k] == true)
+            .unwrap_or("submitted");
+        outcomes.push(format!("{n}:{how}"));
+    }
+    assert!(outcomes.len() > 10, "too few crash points: {outcomes:?}");
+    // Every kind of outcome was exercised: before the job existed, after it
+    // existed but before the ledger knew, and after the ledger knew.
+    for how in ["submitted", "recovered", "reused"] {
+        assert!(
+            outcomes.iter().any(|o| o.ends_with(how)),
+            "no '{how}' among {outcomes:?}"
+        );
+    }
+    eprintln!("crash points: {}", outcomes.join(" "));
+}
