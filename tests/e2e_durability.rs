@@ -124,3 +124,26 @@ fn run_workload_killed_at_every_crash_point_then_retried_submits_exactly_one_job
     }
     eprintln!("crash points: {}", outcomes.join(" "));
 }
+
+/// On the real cluster, every job leaves its exit status beside it — the
+/// record `check_workload` falls back on when squeue has forgotten the job
+/// and sacct cannot answer.
+#[test]
+fn real_jobs_leave_their_exit_status_in_the_run_directory() {
+    let ws = Workspace::new();
+    let mut seen = Vec::new();
+    for (command, code) in [("true", "0"), ("exit 3", "3")] {
+        let run = ws.call("run_workload", json!({"command": command, "newRun": true}));
+        let run_id = run["runId"].as_str().unwrap();
+        let job_id = run["jobId"].as_str().unwrap();
+        let done = ws.wait_done(run_id, std::time::Duration::from_secs(120));
+        assert_eq!(done["exitCode"], code.parse::<i64>().unwrap(), "{done}");
+        let marker = std::path::Path::new(run["remoteRunDir"].as_str().unwrap())
+            .join(format!(".cluster-slurm/exit-{job_id}"));
+        let text = std::fs::read_to_string(&marker)
+            .unwrap_or_else(|e| panic!("{}: {e}", marker.display()));
+        assert_eq!(text.trim(), code);
+        seen.push(text.trim().to_string());
+    }
+    assert_eq!(seen, ["0", "3"]);
+}

@@ -1,7 +1,8 @@
 //! Rendering the SLURM batch script (minijinja).
 //!
 //! Layout, top to bottom: shebang; `#SBATCH` directives (validated values,
-//! fixed order); `set -euo pipefail`; `export`s; the `module` bootstrap (only
+//! fixed order); `set -euo pipefail`; the exit-status marker (an EXIT trap
+//! writing `.cluster-slurm/exit-<job id>` in the submit directory); `export`s; the `module` bootstrap (only
 //! when something uses `module`); the profile's setup commands; the profile's
 //! `module load`s; the workload commands.
 //!
@@ -25,6 +26,14 @@ const TEMPLATE: &str = r#"{% if login_shell %}
 {% endfor %}
 
 set -euo pipefail
+
+# The exit status, kept beside the job: the final state stays known after
+# squeue has forgotten the job, even without accounting (sacct).
+__cs_marks="${SLURM_SUBMIT_DIR:-.}/.cluster-slurm"
+__cs_job="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}"
+__cs_job="${__cs_job:-${SLURM_JOB_ID:-unknown}}"
+mkdir -p "$__cs_marks" 2>/dev/null || true
+trap 'echo "$?" > "$__cs_marks/exit-$__cs_job" 2>/dev/null || true' EXIT
 
 {% if env %}
 {% for pair in env %}

@@ -1367,3 +1367,98 @@ fn after_the_retry_window_the_same_request_is_a_new_run() {
     assert_ne!(later["runId"], first["runId"]);
     assert_eq!(sbatches(&host), 2);
 }
+
+// ------------------------------------------- the exit-status marker of a job
+
+/// A run whose job squeue has forgotten, on a cluster whose sacct fails.
+fn forgotten_job(marker: ExecOutput) -> (FakeHost, Value) {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("77\n")]);
+    let run = call(&mut host, workload()).unwrap();
+    host.answer("squeue", vec![ok("")]);
+    host.answer(
+        "sacct",
+        vec![fail(1, "sacct: error: Problem talking to the database")],
+    );
+    host.answer("head", vec![marker]);
+    // A failed job's logs are read for GPU-required signatures.
+    host.answer("tail", vec![ok("")]);
+    let status = call(
+        &mut host,
+        json!({"action": "check_workload", "runId": run["runId"]}),
+    )
+    .unwrap();
+    (host, status)
+}
+
+#[test]
+fn the_job_scripts_marker_settles_a_job_squeue_and_sacct_cannot() {
+    let (host, s) = forgotten_job(ok("0\n"));
+    assert_eq!(
+        (
+            s["state"].as_str(),
+            s["done"].as_bool(),
+            s["exitCode"].as_i64()
+        ),
+        (Some("COMPLETED"), Some(true), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["status"]["source"], "marker");
+    let run_dir = s["runId"]
+        .as_str()
+        .map(|r| format!("/scratch/u/runs/{r}"))
+        .unwrap();
+    assert!(
+        host.calls.contains(&format!(
+            "exec head -c 16 -- {run_dir}/.cluster-slurm/exit-77"
+        )),
+        "{:?}",
+        host.calls
+    );
+
+    let (_, s) = forgotten_job(ok("3\n"));
+    assert_eq!(
+        (s["state"].as_str(), s["exitCode"].as_i64()),
+        (Some("FAILED"), Some(3)),
+        "{s}"
+    );
+}
+
+#[test]
+fn without_sacct_or_marker_the_state_is_unknown_never_completed() {
+    let (_, s) = forgotten_job(fail(1, "head: cannot open: No such file or directory"));
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("UNKNOWN"), Some(false)),
+        "{s}"
+    );
+    assert!(
+        s["status"]["sacctError"]
+            .as_str()
+            .unwrap()
+            .contains("database"),
+        "{s}"
+    );
+    // A marker that is not a number says nothing either.
+    let (_, s) = forgotten_job(ok("garbage"));
+    assert_eq!(s["state"], "UNKNOWN");
+}
+
+#[test]
+fn every_script_leaves_its_exit_status_beside_the_job() {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("5\n")]);
+    let run = call(&mut host, workload()).unwrap();
+    let script = String::from_utf8(
+        host.files[&format!("{}/job.slurm", run["runId"].as_str().unwrap())].clone(),
+    )
+    .unwrap();
+    assert!(
+        script.contains("trap 'echo \"$?\" > \"$__cs_marks/exit-$__cs_job\""),
+        "{script}"
+    );
+    assert!(
+        script.contains("${SLURM_SUBMIT_DIR:-.}/.cluster-slurm"),
+        "{script}"
+    );
+}

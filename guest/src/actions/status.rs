@@ -6,6 +6,7 @@ use super::{QUERY_TIMEOUT_MS, Tool, invalid, tagged};
 use crate::config::Profile;
 use crate::host::ToolError;
 use crate::ledger::{RunRecord, iso_timestamp};
+use crate::paths::remote_join;
 use crate::request::Request;
 use crate::routing::first_match;
 use crate::slurm::{self, SacctRow, SqueueRow};
@@ -53,6 +54,13 @@ fn status_of(
             (Some(r), _, _) => tagged(*r, "squeue", Map::new()),
             (None, Some(r), _) => tagged(*r, "sacct", Map::new()),
             (None, None, Some(r)) => tagged(*r, "squeue", notes.clone()),
+            // Without sacct, a job squeue has forgotten may have ended either
+            // way: that is UNKNOWN, not NOT_FOUND (and never COMPLETED).
+            (None, None, None) if notes.contains_key("sacctError") => tagged(
+                &json!({"jobId": id, "state": "UNKNOWN"}),
+                "unknown",
+                notes.clone(),
+            ),
             (None, None, None) => tagged(
                 &json!({"jobId": id, "state": "NOT_FOUND"}),
                 "unknown",
@@ -94,6 +102,14 @@ fn status_of(
         "exitCode": worst_exit.map(|c| format!("{c}:0")),
         "tasks": {"count": tasks.len(), "byState": by_state, "listed": listed},
     })
+}
+
+/// Neither squeue nor sacct could say how a (non-array) job ended.
+fn unresolved(status: &Value) -> bool {
+    matches!(
+        status.get("state").and_then(Value::as_str),
+        Some("NOT_FOUND" | "UNKNOWN")
+    ) && status.get("array").is_none()
 }
 
 fn put(report: &mut Value, key: &str, value: Value) {
@@ -170,6 +186,36 @@ impl Tool<'_> {
             .iter()
             .map(|id| status_of(id, &q_rows, &a_rows, &notes))
             .collect())
+    }
+
+    /// The exit status the job script left in its run directory
+    /// (`.cluster-slurm/exit-<id>`), as a final status; None when there is
+    /// none (the job never ran its script to the end, or was killed).
+    fn exit_marker(
+        &mut self,
+        profile: &Profile,
+        run: &RunRecord,
+        job_id: &str,
+    ) -> Result<Option<Value>, ToolError> {
+        let marker = remote_join(
+            &remote_join(&run.remote_run_dir, ".cluster-slurm"),
+            &format!("exit-{job_id}"),
+        );
+        let args = vec!["-c".to_string(), "16".to_string(), "--".to_string(), marker];
+        let out = self.exec(&profile.id, "head", args, None, QUERY_TIMEOUT_MS)?;
+        let code = out
+            .success()
+            .then(|| out.stdout_text().trim().parse::<i32>().ok())
+            .flatten();
+        Ok(code.map(|code| {
+            json!({
+                "jobId": job_id,
+                "state": if code == 0 { "COMPLETED" } else { "FAILED" },
+                "exitCode": format!("{code}:0"),
+                "source": "marker",
+                "note": "squeue and sacct no longer know this job; its exit status comes from the marker its script left in the run directory",
+            })
+        }))
     }
 
     fn job_ids_of(req: &Request) -> Result<Vec<String>, ToolError> {
@@ -270,6 +316,12 @@ impl Tool<'_> {
                 .collect();
             let statuses = self.statuses(&profile, &ids, req.include_accounting != Some(false))?;
             for (i, status) in idx.iter().zip(statuses) {
+                let status = match targets.get(*i) {
+                    Some((Some(run), p, job)) if unresolved(&status) => {
+                        self.exit_marker(p, run, job)?.unwrap_or(status)
+                    }
+                    _ => status,
+                };
                 if let (Some(slot), Some((run, p, job))) = (results.get_mut(*i), targets.get(*i)) {
                     *slot = Some(summary(
                         run.as_ref().map(|r| r.run_id.as_str()),
