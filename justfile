@@ -6,9 +6,10 @@ bin := "target/release/cluster-slurm"
 # Build, start the testbed and run the quickstart workload.
 default: demo
 
-# The guest component (wasm32-wasip2, size-optimised).
+# The guest component (wasm32-wasip2, size-optimised), and the hostile test
+# guest the host's sandbox tests load in its place.
 guest:
-    cargo build -p cluster-slurm-guest --target wasm32-wasip2 --profile guest
+    cargo build -p cluster-slurm-guest -p hostile-guest --target wasm32-wasip2 --profile guest
 
 # One build for `demo` and `test` alike: `--all-targets` resolves features the
 # way the test run does, so nextest reuses these artifacts (and this binary)
@@ -54,7 +55,7 @@ mcp-client:
 lint:
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -- -D warnings
-    cargo clippy -p cluster-slurm-guest --target wasm32-wasip2 --profile guest -- -D warnings
+    cargo clippy -p cluster-slurm-guest -p hostile-guest --target wasm32-wasip2 --profile guest -- -D warnings
 
 # What the guest imports and exports, and what this host grants it.
 audit config=`tests/testbed/up.sh | tail -1`:

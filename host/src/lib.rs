@@ -21,6 +21,8 @@ pub mod mcp;
 pub mod operator;
 pub mod run_store;
 pub mod runtime;
+#[cfg(test)]
+mod sandbox_tests;
 pub mod sftp;
 pub mod ssh;
 pub mod ssh_config;

@@ -121,7 +121,18 @@ fn deserialize_own(engine: &Engine, path: &Path) -> wasmtime::Result<Component> 
     unsafe { Component::deserialize_file(engine, path) }
 }
 
+/// Work one guest call may do: about 40 times what a `run_workload` needs
+/// with a 1,000-run ledger (2.3e8, measured; 1.5e7 with 30 runs), so an
+/// endless loop is stopped after a few seconds of CPU. Fuel counts guest
+/// instructions only, never the time a call waits for SSH.
+pub const FUEL_PER_CALL: u64 = 10_000_000_000;
+/// Linear memory one guest instance may grow to.
+pub const MEMORY_PER_CALL: usize = 256 << 20;
+/// The largest result a guest may hand back (results are bounded JSON).
+pub const MAX_RESULT: usize = 16 << 20;
+
 pub struct State {
+    limits: wasmtime::StoreLimits,
     wasi: WasiCtx,
     table: ResourceTable,
     exec: ExecCtx,
@@ -177,7 +188,9 @@ pub fn forbidden_imports(imports: &[String]) -> Vec<String> {
 
 impl Runtime {
     pub fn new(wasm: &[u8], grants: Arc<Grants>, transport: SharedTransport) -> Result<Runtime> {
-        let engine = wt(Engine::new(&Config::new()), "creating the wasm engine")?;
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        let engine = wt(Engine::new(&config), "creating the wasm engine")?;
         let component = load_component(&engine, wasm, cache_dir())?;
         let found = interfaces(&engine, &component);
         let forbidden = forbidden_imports(&found.imports);
@@ -223,6 +236,10 @@ impl Runtime {
 
     async fn instance(&self) -> Result<(Store<State>, ClusterSlurm)> {
         let state = State {
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(MEMORY_PER_CALL)
+                .trap_on_grow_failure(true)
+                .build(),
             wasi: WasiCtxBuilder::new().inherit_stderr().build(),
             table: ResourceTable::new(),
             exec: ExecCtx::new(self.grants.clone(), self.transport.clone()),
@@ -230,6 +247,8 @@ impl Runtime {
             store: RunStoreCtx::new(self.grants.clone()),
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        wt(store.set_fuel(FUEL_PER_CALL), "setting the guest's fuel")?;
         let bindings = wt(
             ClusterSlurm::instantiate_async(&mut store, &self.component, &self.linker).await,
             "instantiating the guest component",
@@ -263,13 +282,37 @@ impl Runtime {
     /// inner one is the tool's own answer.
     pub async fn invoke(&self, config: &str, request: &str) -> Result<Result<String, ToolError>> {
         let (mut store, guest) = self.instance().await?;
-        wt(
-            guest
-                .openclaw_cluster_slurm_tool()
-                .call_invoke(&mut store, config, request)
-                .await,
-            "guest invoke",
+        let answer = guest
+            .openclaw_cluster_slurm_tool()
+            .call_invoke(&mut store, config, request)
+            .await
+            .map_err(|e| guest_failure(e, &store))?;
+        if let Ok(text) = &answer
+            && text.len() > MAX_RESULT
+        {
+            bail!(
+                "the guest returned {} bytes, more than the {MAX_RESULT} a result may have",
+                text.len()
+            );
+        }
+        Ok(answer)
+    }
+}
+
+/// A trap, said plainly when it is one of the limits.
+fn guest_failure(e: wasmtime::Error, store: &Store<State>) -> anyhow::Error {
+    let text = format!("{e:?}");
+    if store.get_fuel().is_ok_and(|f| f == 0) {
+        anyhow::anyhow!(
+            "the guest was stopped: it used up its work budget ({FUEL_PER_CALL} units of fuel) for one call\n{text}"
         )
+    } else if text.contains("forcing trap when growing memory") || text.contains("memory") {
+        anyhow::anyhow!(
+            "the guest was stopped: it tried to use more than {} MiB of memory\n{text}",
+            MEMORY_PER_CALL >> 20
+        )
+    } else {
+        anyhow::anyhow!("guest invoke: {text}")
     }
 }
 
