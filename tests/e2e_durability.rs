@@ -147,3 +147,89 @@ fn real_jobs_leave_their_exit_status_in_the_run_directory() {
     }
     assert_eq!(seen, ["0", "3"]);
 }
+
+/// Every capability call lands in the audit log, one JSON line each, with
+/// its arguments and outcome; the log is out of the guest's reach even when
+/// the operator puts it inside the workspace.
+#[test]
+fn every_host_call_is_in_the_audit_log() {
+    let ws = Workspace::new();
+    ws.write("a.py", "print('audited')\n");
+    let log = ws.path().join("audit.jsonl");
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--config")
+            .arg(&ws.config)
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(args)
+            .env("CLUSTER_SLURM_AUDIT_LOG", &log)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "call",
+        "run_workload",
+        &json!({"command": "python3 a.py", "localPaths": ["a.py"]}).to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let submitted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for e in &entries {
+        assert!(
+            e["time"].as_str().unwrap().ends_with('Z') && e["pid"].is_u64() && e["ms"].is_u64(),
+            "{e}"
+        );
+        assert_eq!(e["outcome"], "ok", "{e}");
+    }
+    let sbatch = entries.iter().find(|e| e["program"] == "sbatch").unwrap();
+    assert_eq!(sbatch["args"], json!(["--parsable", "job.slurm"]));
+    assert_eq!(sbatch["cwd"], submitted["remoteRunDir"]);
+    assert_eq!(sbatch["exitCode"], 0);
+    let upload = entries
+        .iter()
+        .find(|e| e["call"] == "upload" && e["local"] == "a.py")
+        .unwrap();
+    assert_eq!(upload["bytes"], 17);
+    assert_eq!(upload["cluster"], "local-cpu");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["call"] == "store-write" && e["path"] == "runs.json")
+    );
+
+    // A download aimed at the log is refused by the host, and logged.
+    let out = run(&[
+        "call",
+        "download",
+        &json!({"runId": submitted["runId"], "remotePath": "a.py", "localPath": "audit.jsonl"})
+            .to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit log"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (last["call"].as_str(), last["outcome"].as_str()),
+        (Some("download"), Some("denied")),
+        "{last}"
+    );
+}

@@ -68,6 +68,8 @@ pub struct Grants {
     pub runs_dir_display: String,
     pub profiles: BTreeMap<String, ProfileGrant>,
     pub programs: Vec<String>,
+    /// Files no transfer may write (the audit log, when it is in reach).
+    pub protected: Vec<PathBuf>,
 }
 
 /// Problems in the operator's own config, reported at load time.
@@ -160,7 +162,18 @@ impl Grants {
             runs_dir_display,
             profiles,
             programs: ALLOWED_PROGRAMS.iter().map(|s| s.to_string()).collect(),
+            protected: Vec::new(),
         })
+    }
+
+    /// Never let a download write `path` (compared by resolved location).
+    pub fn protect(&mut self, path: &Path) {
+        let resolved = path
+            .parent()
+            .and_then(|d| d.canonicalize().ok())
+            .zip(path.file_name())
+            .map_or_else(|| path.to_path_buf(), |(d, n)| d.join(n));
+        self.protected.push(resolved);
     }
 
     pub fn profile(&self, label: &str) -> Result<&ProfileGrant, Refusal> {
@@ -302,6 +315,17 @@ impl Grants {
             ))
         })?;
         let target = base.join(&rel);
+        if self.protected.iter().any(|p| {
+            target
+                .parent()
+                .and_then(|d| d.canonicalize().ok())
+                .zip(target.file_name())
+                .is_some_and(|(d, n)| *p == d.join(n) || p.starts_with(d.join(n)))
+        }) {
+            return Err(denied(format!(
+                "{what} {raw:?} is the audit log (or holds it); refusing to write it"
+            )));
+        }
         if let Ok(meta) = std::fs::symlink_metadata(&target)
             && meta.file_type().is_symlink()
         {

@@ -6,11 +6,13 @@
 //! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
 //! - [`runtime`]: loading and calling the component.
+//! - [`audit`]: the log of every capability call the guest made.
 //! - [`fault`]: crash points for the durability tests.
 //!
 //! Error rule: policy refusals, remote failures and timeouts are values
 //! (`host-error` variants); a trap means a host bug.
 
+pub mod audit;
 pub mod bindings;
 #[cfg(test)]
 mod capability_tests;

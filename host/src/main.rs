@@ -8,7 +8,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cluster_slurm_host::mcp::tool_error_text;
-use cluster_slurm_host::{grants, mcp, operator, runtime, transport};
+use cluster_slurm_host::{audit, grants, mcp, operator, runtime, transport};
 use grants::Grants;
 use operator::OperatorConfig;
 use serde_json::{Value, json};
@@ -102,7 +102,20 @@ fn load(cli: &Cli) -> Result<Loaded> {
         (Some(w), _) | (None, Some(w)) => w.clone(),
         (None, None) => std::env::current_dir().context("current directory")?,
     };
-    let grants = Arc::new(Grants::from_config(&operator.plugin, &workspace).context("config")?);
+    let audit_path = match std::env::var_os("CLUSTER_SLURM_AUDIT_LOG") {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => match &operator.audit_log {
+            Some(choice) => choice.clone(),
+            None => audit::default_path(),
+        },
+    };
+    let mut grants = Grants::from_config(&operator.plugin, &workspace).context("config")?;
+    if let Some(path) = &audit_path {
+        // A download must not be able to overwrite the record of what the guest did.
+        grants.protect(path);
+    }
+    let grants = Arc::new(grants);
     let (wasm, guest_source) = match &cli.guest {
         Some(path) => (
             std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
@@ -116,7 +129,12 @@ fn load(cli: &Cli) -> Result<Loaded> {
         None => (EMBEDDED_GUEST.to_vec(), "embedded".to_string()),
     };
     let transport = Arc::new(SshTransport::new(operator.ssh_config.clone()));
-    let runtime = Arc::new(runtime::Runtime::new(&wasm, grants.clone(), transport)?);
+    let audit = Arc::new(match &audit_path {
+        Some(path) => audit::AuditLog::at(path),
+        None => audit::AuditLog::off(),
+    });
+    let runtime =
+        Arc::new(runtime::Runtime::new(&wasm, grants.clone(), transport)?.with_audit(audit));
     Ok(Loaded {
         runtime,
         plugin_json: operator.plugin.to_string(),

@@ -20,6 +20,8 @@ pub struct OperatorConfig {
     /// ssh_config file to resolve `sshTarget` aliases with (None = ~/.ssh/config).
     pub ssh_config: Option<PathBuf>,
     pub workspace: Option<PathBuf>,
+    /// Where the audit log goes: None = the default place, Some(None) = off.
+    pub audit_log: Option<Option<PathBuf>>,
 }
 
 impl OperatorConfig {
@@ -50,11 +52,19 @@ impl OperatorConfig {
         };
         if let Some(unknown) = host
             .keys()
-            .find(|k| !["sshConfig", "workspace"].contains(&k.as_str()))
+            .find(|k| !["sshConfig", "workspace", "auditLog"].contains(&k.as_str()))
         {
-            bail!("host.{unknown}: unknown key (allowed: sshConfig, workspace)");
+            bail!("host.{unknown}: unknown key (allowed: sshConfig, workspace, auditLog)");
         }
+        let audit_log = match host.get("auditLog") {
+            Some(Value::Bool(false)) => Some(None),
+            Some(Value::Bool(true)) => None,
+            _ => path_of("auditLog")
+                .map_err(|_| anyhow::anyhow!("host.auditLog must be a path, or false"))?
+                .map(Some),
+        };
         Ok(OperatorConfig {
+            audit_log,
             ssh_config: path_of("sshConfig")?,
             workspace: path_of("workspace")?,
             plugin: Value::Object(map),

@@ -6,9 +6,11 @@
 //! run_store::add_to_linker(&mut linker, |state: &mut State| state.store.view())?;
 //! ```
 
+use crate::audit::{AuditLog, outcome};
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::run_store;
 use crate::grants::Grants;
+use serde_json::{Map, json};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -24,6 +26,7 @@ pub struct RunStoreCtx {
     /// Locks this call holds, by run-store path: the open lock files (the
     /// kernel releases a lock when its file is closed, or its process dies).
     held: Mutex<HashMap<String, std::fs::File>>,
+    audit: Arc<AuditLog>,
 }
 
 /// How long `lock` waits for another holder before giving up.
@@ -42,7 +45,14 @@ impl RunStoreCtx {
         RunStoreCtx {
             grants,
             held: Mutex::new(HashMap::new()),
+            audit: Arc::new(AuditLog::off()),
         }
+    }
+
+    /// Record every call in `audit`.
+    pub fn audited(mut self, audit: Arc<AuditLog>) -> RunStoreCtx {
+        self.audit = audit;
+        self
     }
 
     pub fn view(&self) -> RunStoreView<'_> {
@@ -156,25 +166,49 @@ impl RunStoreCtx {
 
 impl run_store::Host for RunStoreView<'_> {
     async fn read(&mut self, path: String) -> Result<Option<Vec<u8>>, HostError> {
+        let started = Instant::now();
+        let mut fields = Map::new();
+        fields.insert("path".into(), json!(path));
         let answer = self.ctx.read(&path);
+        fields.append(&mut outcome(&answer));
+        if let Ok(Some(bytes)) = &answer {
+            fields.insert("bytes".into(), json!(bytes.len()));
+        }
+        self.ctx.audit.record("store-read", started, fields);
         crate::fault::after_call();
         answer
     }
 
     async fn write(&mut self, path: String, contents: Vec<u8>) -> Result<(), HostError> {
+        let started = Instant::now();
+        let mut fields = Map::new();
+        fields.insert("path".into(), json!(path));
+        fields.insert("bytes".into(), json!(contents.len()));
         let answer = self.ctx.write(&path, &contents);
+        fields.append(&mut outcome(&answer));
+        self.ctx.audit.record("store-write", started, fields);
         crate::fault::after_call();
         answer
     }
 
     async fn lock(&mut self, path: String) -> Result<(), HostError> {
+        let started = Instant::now();
+        let mut fields = Map::new();
+        fields.insert("path".into(), json!(path));
         let answer = self.ctx.lock(&path).await;
+        fields.append(&mut outcome(&answer));
+        self.ctx.audit.record("store-lock", started, fields);
         crate::fault::after_call();
         answer
     }
 
     async fn unlock(&mut self, path: String) -> Result<(), HostError> {
+        let started = Instant::now();
+        let mut fields = Map::new();
+        fields.insert("path".into(), json!(path));
         let answer = self.ctx.unlock(&path);
+        fields.append(&mut outcome(&answer));
+        self.ctx.audit.record("store-unlock", started, fields);
         crate::fault::after_call();
         answer
     }

@@ -9,6 +9,7 @@
 //! even *imports* anything beyond our interfaces and `wasi:io`, `wasi:cli`,
 //! `wasi:clocks`, `wasi:random` is refused at load time.
 
+use crate::audit::AuditLog;
 use crate::bindings::ClusterSlurm;
 use crate::bindings::exports::openclaw::cluster_slurm::tool::{ToolDescription, ToolError};
 use crate::exec::ExecCtx;
@@ -155,6 +156,7 @@ pub struct Runtime {
     linker: Linker<State>,
     grants: Arc<Grants>,
     transport: SharedTransport,
+    audit: Arc<AuditLog>,
 }
 
 /// Names of a component's imports and exports.
@@ -227,7 +229,14 @@ impl Runtime {
             linker,
             grants,
             transport,
+            audit: Arc::new(AuditLog::off()),
         })
+    }
+
+    /// Record every capability call of the guest in `audit`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Runtime {
+        self.audit = audit;
+        self
     }
 
     pub fn interfaces(&self) -> Interfaces {
@@ -242,9 +251,11 @@ impl Runtime {
                 .build(),
             wasi: WasiCtxBuilder::new().inherit_stderr().build(),
             table: ResourceTable::new(),
-            exec: ExecCtx::new(self.grants.clone(), self.transport.clone()),
-            transfer: TransferCtx::new(self.grants.clone(), self.transport.clone()),
-            store: RunStoreCtx::new(self.grants.clone()),
+            exec: ExecCtx::new(self.grants.clone(), self.transport.clone())
+                .audited(self.audit.clone()),
+            transfer: TransferCtx::new(self.grants.clone(), self.transport.clone())
+                .audited(self.audit.clone()),
+            store: RunStoreCtx::new(self.grants.clone()).audited(self.audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -4,6 +4,7 @@
 //! refused, requests outside the grants are refused without reaching the
 //! transport — and after each, the same host process keeps serving.
 
+use crate::audit::AuditLog;
 use crate::capability_tests::Recording;
 use crate::grants::Grants;
 use crate::runtime::{MAX_RESULT, MEMORY_PER_CALL, Runtime};
@@ -25,6 +26,11 @@ fn hostile(ws: &Path) -> (Runtime, Arc<Recording>) {
     let transport = Arc::new(Recording::default());
     let runtime = Runtime::new(&hostile_wasm(), grants, transport.clone()).unwrap();
     (runtime, transport)
+}
+
+fn audited(ws: &Path, log: &Path) -> (Runtime, Arc<Recording>) {
+    let (runtime, transport) = hostile(ws);
+    (runtime.with_audit(Arc::new(AuditLog::at(log))), transport)
 }
 
 async fn still_serving(runtime: &Runtime) {
@@ -69,7 +75,9 @@ async fn every_request_outside_the_grants_is_refused_before_the_transport() {
     let ws = tempfile::tempdir().unwrap();
     let inside = ws.path().join("inside");
     std::fs::create_dir(&inside).unwrap();
-    let (runtime, transport) = hostile(&inside);
+    let log = tempfile::tempdir().unwrap();
+    let log = log.path().join("audit.jsonl");
+    let (runtime, transport) = audited(&inside, &log);
     let report = runtime.invoke("{}", "escape").await.unwrap().unwrap();
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines.len(), 15, "{report}");
@@ -94,5 +102,23 @@ async fn every_request_outside_the_grants_is_refused_before_the_transport() {
         .collect();
     written.sort();
     assert_eq!(written, ["inside"]);
+    // Each attempt is on record, with what it asked and why it was refused.
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), 15);
+    assert!(
+        logged
+            .iter()
+            .all(|e| e["outcome"] != "ok" && e["message"].is_string()),
+        "{logged:?}"
+    );
+    assert!(
+        logged
+            .iter()
+            .any(|e| e["program"] == "rm" && e["args"] == json!(["-rf", "/"]))
+    );
     still_serving(&runtime).await;
 }

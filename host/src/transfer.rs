@@ -6,16 +6,20 @@
 //! transfer::add_to_linker(&mut linker, |state: &mut State| state.transfer.view())?;
 //! ```
 
+use crate::audit::{AuditLog, outcome};
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats};
 use crate::grants::{Grants, sftp_path};
 use crate::transport::SharedTransport;
+use serde_json::{Map, json};
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{HasData, Linker};
 
 pub struct TransferCtx {
     grants: Arc<Grants>,
     transport: SharedTransport,
+    audit: Arc<AuditLog>,
 }
 
 pub struct TransferView<'a> {
@@ -24,7 +28,17 @@ pub struct TransferView<'a> {
 
 impl TransferCtx {
     pub fn new(grants: Arc<Grants>, transport: SharedTransport) -> TransferCtx {
-        TransferCtx { grants, transport }
+        TransferCtx {
+            grants,
+            transport,
+            audit: Arc::new(AuditLog::off()),
+        }
+    }
+
+    /// Record every call in `audit`.
+    pub fn audited(mut self, audit: Arc<AuditLog>) -> TransferCtx {
+        self.audit = audit;
+        self
     }
 
     pub fn view(&self) -> TransferView<'_> {
@@ -71,7 +85,18 @@ impl transfer::Host for TransferView<'_> {
         local_path: String,
         remote_path: String,
     ) -> Result<TransferStats, HostError> {
+        let started = Instant::now();
+        let mut fields = Map::new();
+        fields.insert("cluster".into(), json!(cluster));
+        fields.insert("local".into(), json!(local_path));
+        fields.insert("remote".into(), json!(remote_path));
         let answer = self.ctx.upload(&cluster, &local_path, &remote_path).await;
+        fields.append(&mut outcome(&answer));
+        if let Ok(stats) = &answer {
+            fields.insert("files".into(), json!(stats.files));
+            fields.insert("bytes".into(), json!(stats.bytes));
+        }
+        self.ctx.audit.record("upload", started, fields);
         crate::fault::after_call();
         answer
     }
@@ -82,7 +107,18 @@ impl transfer::Host for TransferView<'_> {
         remote_path: String,
         local_path: String,
     ) -> Result<TransferStats, HostError> {
+        let started = Instant::now();
+        let mut fields = Map::new();
+        fields.insert("cluster".into(), json!(cluster));
+        fields.insert("local".into(), json!(local_path));
+        fields.insert("remote".into(), json!(remote_path));
         let answer = self.ctx.download(&cluster, &remote_path, &local_path).await;
+        fields.append(&mut outcome(&answer));
+        if let Ok(stats) = &answer {
+            fields.insert("files".into(), json!(stats.files));
+            fields.insert("bytes".into(), json!(stats.bytes));
+        }
+        self.ctx.audit.record("download", started, fields);
         crate::fault::after_call();
         answer
     }

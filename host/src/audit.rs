@@ -1,0 +1,154 @@
+//! The audit log: one JSON line per capability call the guest made — when,
+//! which call, which profile, program and arguments, paths, bytes, how it
+//! ended — appended to a file the guest cannot reach (by default in the
+//! user's state directory, outside every workspace).
+//!
+//! ```json
+//! {"time":"2026-11-21T09:40:01.123Z","pid":4242,"call":"exec","cluster":"hpc","program":"sbatch","args":["--parsable","job.slurm"],"cwd":"/scratch/u/runs/r1","outcome":"ok","exitCode":0,"ms":183}
+//! ```
+//!
+//! Each line is one `write` on a file opened for appending, so lines from
+//! concurrent processes do not interleave. A log that cannot be written is
+//! reported once on stderr and never stops a call.
+
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Default)]
+pub struct AuditLog {
+    path: Option<PathBuf>,
+    file: Mutex<Option<std::fs::File>>,
+    warned: AtomicBool,
+}
+
+/// `$XDG_STATE_HOME/cluster-slurm/audit.jsonl`, else `~/.local/state/...`.
+pub fn default_path() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_STATE_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".local/state")))
+        .map(|d| d.join("cluster-slurm/audit.jsonl"))
+}
+
+fn iso_now() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+impl AuditLog {
+    /// No log at all.
+    pub fn off() -> AuditLog {
+        AuditLog::default()
+    }
+
+    pub fn at(path: &Path) -> AuditLog {
+        AuditLog {
+            path: Some(path.to_path_buf()),
+            ..AuditLog::default()
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Append one entry: `fields` plus time, pid and the duration since `started`.
+    pub fn record(&self, call: &str, started: Instant, mut fields: Map<String, Value>) {
+        let Some(path) = &self.path else { return };
+        let mut entry = Map::new();
+        entry.insert("time".into(), json!(iso_now()));
+        entry.insert("pid".into(), json!(std::process::id()));
+        entry.insert("call".into(), json!(call));
+        entry.append(&mut fields);
+        entry.insert("ms".into(), json!(started.elapsed().as_millis() as u64));
+        let mut line = Value::Object(entry).to_string();
+        line.push('\n');
+        let Ok(mut guard) = self.file.lock() else {
+            return;
+        };
+        if guard.is_none() {
+            let opened = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                });
+            match opened {
+                Ok(f) => *guard = Some(f),
+                Err(e) => return self.warn(path, &e),
+            }
+        }
+        if let Some(f) = guard.as_mut()
+            && let Err(e) = f.write_all(line.as_bytes())
+        {
+            self.warn(path, &e);
+        }
+    }
+
+    fn warn(&self, path: &Path, e: &std::io::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "cluster-slurm: cannot write the audit log {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// How a call ended, for the log.
+pub fn outcome<T>(result: &Result<T, crate::bindings::HostError>) -> Map<String, Value> {
+    use crate::bindings::HostError as E;
+    let mut m = Map::new();
+    match result {
+        Ok(_) => {
+            m.insert("outcome".into(), json!("ok"));
+        }
+        Err(e) => {
+            let (kind, text) = match e {
+                E::Denied(t) => ("denied", t),
+                E::UnknownCluster(t) => ("unknown-cluster", t),
+                E::AuthFailed(t) => ("auth-failed", t),
+                E::HostKeyMismatch(t) => ("host-key-mismatch", t),
+                E::HostKeyUnknown(t) => ("host-key-unknown", t),
+                E::Timeout(t) => ("timeout", t),
+                E::Connection(t) => ("connection", t),
+                E::Remote(t) => ("remote", t),
+                E::LocalIo(t) => ("local-io", t),
+            };
+            m.insert("outcome".into(), json!(kind));
+            m.insert("message".into(), json!(text));
+        }
+    }
+    m
+}
