@@ -239,6 +239,60 @@ fn component_imports_nothing_but_our_interfaces_and_basic_wasi() {
         json!(["openclaw:cluster-slurm/tool@0.2.0"])
     );
     assert_eq!(audit["forbiddenImports"], json!([]));
+    // Per profile: what the host grants and what the guest's policy allows.
+    let cpu = audit["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == "local-cpu")
+        .unwrap();
+    assert_eq!(cpu["sshTarget"], "slurm-testbed");
+    assert!(
+        cpu["remoteRoot"]
+            .as_str()
+            .unwrap()
+            .ends_with("/cluster-runs")
+    );
+    assert_eq!(cpu["policy"]["maxArraySize"], 1000);
+    assert_eq!(cpu["policy"]["allowSubmitArgs"], true);
+    assert!(
+        audit["programs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sbatch"))
+    );
+    assert!(
+        !audit["programs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("bash"))
+    );
+    assert!(audit["limits"]["fuelPerCall"].as_u64().unwrap() > 0);
+    assert_eq!(audit["limits"]["memoryBytes"], 256 << 20);
+    assert!(audit["auditLog"].is_string(), "{audit}");
+}
+
+/// `audit GUEST.wasm` inspects another component: the hostile test guest
+/// imports only what ours does, so it would load; what it may do is bounded
+/// by the same grants.
+#[test]
+fn audit_inspects_any_guest_file() {
+    let ws = Workspace::new();
+    let hostile =
+        cluster_slurm_e2e::repo_root().join("target/wasm32-wasip2/guest/hostile_guest.wasm");
+    let out = ws.run(&["audit", hostile.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(audit["guest"], hostile.to_str().unwrap());
+    assert_eq!(audit["forbiddenImports"], json!([]));
+    assert_eq!(
+        audit["exports"],
+        json!(["openclaw:cluster-slurm/tool@0.2.0"])
+    );
 }
 
 #[test]

@@ -80,6 +80,8 @@ enum Command {
     CheckConfig,
     /// Show what the guest imports and exports and what this host grants it.
     Audit {
+        /// A guest component to audit instead of the embedded one (same as --guest).
+        guest_file: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -87,6 +89,7 @@ enum Command {
 }
 
 struct Loaded {
+    audit_path: Option<PathBuf>,
     runtime: Arc<runtime::Runtime>,
     plugin_json: String,
     grants: Arc<Grants>,
@@ -116,7 +119,14 @@ fn load(cli: &Cli) -> Result<Loaded> {
         grants.protect(path);
     }
     let grants = Arc::new(grants);
-    let (wasm, guest_source) = match &cli.guest {
+    let guest = match &cli.command {
+        Command::Audit {
+            guest_file: Some(path),
+            ..
+        } => Some(path),
+        _ => cli.guest.as_ref(),
+    };
+    let (wasm, guest_source) = match guest {
         Some(path) => (
             std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
             path.display().to_string(),
@@ -136,6 +146,7 @@ fn load(cli: &Cli) -> Result<Loaded> {
     let runtime =
         Arc::new(runtime::Runtime::new(&wasm, grants.clone(), transport)?.with_audit(audit));
     Ok(Loaded {
+        audit_path,
         runtime,
         plugin_json: operator.plugin.to_string(),
         grants,
@@ -254,14 +265,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Audit { json: as_json } => {
+        Command::Audit { json: as_json, .. } => {
             let found = loaded.runtime.interfaces();
             let forbidden = runtime::forbidden_imports(&found.imports);
+            // What the guest's policy adds per profile (fields agents may
+            // override, limits), as the guest itself reads the config.
+            let normalised: Value = match loaded.runtime.check_config(&loaded.plugin_json).await? {
+                Ok(text) => serde_json::from_str(&text).context("guest returned invalid JSON")?,
+                Err(e) => bail!("the config is invalid: {}", tool_error_text(&e)),
+            };
             let profiles: Vec<Value> = loaded
                 .grants
                 .profiles
                 .values()
-                .map(|p| json!({"profile": p.label, "sshTarget": p.ssh_target, "remoteRoot": p.remote_root}))
+                .map(|p| {
+                    json!({
+                        "profile": p.label, "sshTarget": p.ssh_target, "remoteRoot": p.remote_root,
+                        "policy": normalised.pointer(&format!("/clusters/{}/policy", p.label.replace('~', "~0").replace('/', "~1"))),
+                    })
+                })
                 .collect();
             let report = json!({
                 "guest": loaded.guest_source,
@@ -273,6 +295,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "runStore": loaded.grants.runs_dir_display,
                 "programs": loaded.grants.programs,
                 "profiles": profiles,
+                "limits": {"fuelPerCall": runtime::FUEL_PER_CALL, "memoryBytes": runtime::MEMORY_PER_CALL, "resultBytes": runtime::MAX_RESULT},
+                "auditLog": loaded.audit_path,
             });
             if *as_json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
@@ -299,13 +323,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "programs allowed on login nodes: {}",
                     loaded.grants.programs.join(" ")
                 );
-                for p in loaded.grants.profiles.values() {
+                for p in &profiles {
                     out!(
                         "profile {}: ssh target {}, remote paths under {}",
-                        p.label,
-                        p.ssh_target,
-                        p.remote_root
+                        p["profile"].as_str().unwrap_or_default(),
+                        p["sshTarget"].as_str().unwrap_or_default(),
+                        p["remoteRoot"].as_str().unwrap_or_default()
                     );
+                    if let Some(policy) = p.get("policy").and_then(Value::as_object) {
+                        let rules: Vec<String> = policy
+                            .iter()
+                            .map(|(k, v)| match v {
+                                Value::Null => format!("{k}: any"),
+                                other => format!("{k}: {other}"),
+                            })
+                            .collect();
+                        out!("  policy: {}", rules.join(", "));
+                    }
+                }
+                out!(
+                    "per call: {} fuel, {} MiB memory, {} MiB result",
+                    runtime::FUEL_PER_CALL,
+                    runtime::MEMORY_PER_CALL >> 20,
+                    runtime::MAX_RESULT >> 20
+                );
+                match &loaded.audit_path {
+                    Some(path) => out!("audit log: {}", path.display()),
+                    None => out!("audit log: off"),
                 }
             }
             Ok(ExitCode::SUCCESS)
