@@ -51,6 +51,11 @@ mcp-client:
     test -x target/mcp-client/bin/python || python3 -m venv target/mcp-client
     target/mcp-client/bin/python -c 'import mcp' 2>/dev/null || target/mcp-client/bin/pip install --quiet 'mcp==2.3.0'
 
+# Random and hostile input through the whole guest: 2,000,000 random cases
+# (4,000,000 calls) and the injection corpus; prints the counts.
+fuzz iterations="2000000":
+    FUZZ_ITERATIONS={{iterations}} cargo test --release -p cluster-slurm-guest fuzz_tests -- --nocapture
+
 # Formatting and lints (unwrap/expect/panic/indexing are denied outside tests).
 lint:
     cargo fmt --all -- --check

@@ -26,6 +26,8 @@ pub mod slurm;
 mod component;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 pub const TOOL_NAME: &str = "cluster_slurm";
