@@ -138,7 +138,11 @@ fn load(cli: &Cli) -> Result<Loaded> {
         }
         None => (EMBEDDED_GUEST.to_vec(), "embedded".to_string()),
     };
-    let transport = Arc::new(SshTransport::new(operator.ssh_config.clone()));
+    let mut transport = SshTransport::new(operator.ssh_config.clone());
+    if let Some(n) = operator.connections_per_minute {
+        transport = transport.with_connection_budget(n);
+    }
+    let transport = Arc::new(transport);
     let audit = Arc::new(match &audit_path {
         Some(path) => audit::AuditLog::at(path),
         None => audit::AuditLog::off(),

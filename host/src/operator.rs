@@ -22,6 +22,8 @@ pub struct OperatorConfig {
     pub workspace: Option<PathBuf>,
     /// Where the audit log goes: None = the default place, Some(None) = off.
     pub audit_log: Option<Option<PathBuf>>,
+    /// New SSH connections per profile and minute (None: the default).
+    pub connections_per_minute: Option<u32>,
 }
 
 impl OperatorConfig {
@@ -50,12 +52,20 @@ impl OperatorConfig {
                 Some(_) => bail!("host.{key} must be a path"),
             }
         };
-        if let Some(unknown) = host
-            .keys()
-            .find(|k| !["sshConfig", "workspace", "auditLog"].contains(&k.as_str()))
-        {
-            bail!("host.{unknown}: unknown key (allowed: sshConfig, workspace, auditLog)");
+        if let Some(unknown) = host.keys().find(|k| {
+            !["sshConfig", "workspace", "auditLog", "connectionsPerMinute"].contains(&k.as_str())
+        }) {
+            bail!(
+                "host.{unknown}: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute)"
+            );
         }
+        let connections_per_minute = match host.get("connectionsPerMinute") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64().filter(|n| (1..=1000).contains(n)) {
+                Some(n) => u32::try_from(n).ok(),
+                None => bail!("host.connectionsPerMinute must be a whole number from 1 to 1000"),
+            },
+        };
         let audit_log = match host.get("auditLog") {
             Some(Value::Bool(false)) => Some(None),
             Some(Value::Bool(true)) => None,
@@ -65,6 +75,7 @@ impl OperatorConfig {
         };
         Ok(OperatorConfig {
             audit_log,
+            connections_per_minute,
             ssh_config: path_of("sshConfig")?,
             workspace: path_of("workspace")?,
             plugin: Value::Object(map),

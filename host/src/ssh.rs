@@ -1273,19 +1273,48 @@ where
 struct Slot {
     conn: Option<Connection>,
     last_failure: Option<(Instant, SshError)>,
+    /// When connection attempts began, within the last minute.
+    attempts: std::collections::VecDeque<Instant>,
 }
+
+/// New connections per label and minute when nothing else is configured:
+/// enough to ride out a few drops, few enough to never storm a login node.
+pub const DEFAULT_CONNECTIONS_PER_MINUTE: u32 = 10;
 
 /// One shared [`Connection`] per label, created on first use. Concurrent first
 /// callers wait for a single connection attempt (and share its error if it fails);
-/// a connection found closed is replaced on the next `get`.
-#[derive(Default)]
+/// a connection found closed is replaced on the next `get`, within a budget of
+/// new connections per label and minute (over it, `get` refuses rather than
+/// hammer the login node).
 pub struct Pool {
     slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    per_minute: u32,
+    attempts: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::with_budget(DEFAULT_CONNECTIONS_PER_MINUTE)
+    }
 }
 
 impl Pool {
     pub fn new() -> Pool {
         Pool::default()
+    }
+
+    /// A pool that opens at most `per_minute` connections per label and minute.
+    pub fn with_budget(per_minute: u32) -> Pool {
+        Pool {
+            slots: std::sync::Mutex::new(HashMap::new()),
+            per_minute: per_minute.max(1),
+            attempts: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Connection attempts made so far, over all labels.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn slot(&self, label: &str) -> Arc<tokio::sync::Mutex<Slot>> {
@@ -1317,6 +1346,26 @@ impl Pool {
             return Err(err.clone());
         }
         s.conn = None;
+        let now = Instant::now();
+        while s
+            .attempts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            s.attempts.pop_front();
+        }
+        if s.attempts.len() >= self.per_minute as usize {
+            let wait = s.attempts.front().map_or(60, |t| {
+                60u64.saturating_sub(now.duration_since(*t).as_secs())
+            });
+            return Err(SshError::Connection(format!(
+                "{label}: {} new SSH connections in the last minute already (the budget); not opening another, to spare the login node. Retry in about {wait} s",
+                s.attempts.len()
+            )));
+        }
+        s.attempts.push_back(now);
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match Connection::connect(params, config_file, opts).await {
             Ok(c) => {
                 s.conn = Some(c.clone());

@@ -71,6 +71,17 @@ impl SshTransport {
         }
     }
 
+    /// At most `per_minute` new connections per profile and minute.
+    pub fn with_connection_budget(mut self, per_minute: u32) -> SshTransport {
+        self.pool = Pool::with_budget(per_minute);
+        self
+    }
+
+    /// Connection attempts so far (a whole session should need one per profile).
+    pub fn connection_attempts(&self) -> u64 {
+        self.pool.attempts()
+    }
+
     async fn connection(&self, profile: &ProfileGrant) -> Result<crate::ssh::Connection, SshError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let params = ssh_config::resolve(&profile.ssh_target, self.ssh_config.as_deref())?;

@@ -855,3 +855,87 @@ async fn pool_shares_one_connection() {
     assert!(start.elapsed() < Duration::from_secs(5));
     pool.close_all().await;
 }
+
+/// A login node that refuses connections is not stormed: after the budget
+/// of new connections for the minute, the pool refuses without dialling.
+#[tokio::test]
+async fn connection_budget_refuses_instead_of_storming() {
+    // A port nothing listens on: every attempt fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let params = resolve(&format!("nobody@127.0.0.1:{port}"), None).unwrap();
+    let pool = Pool::with_budget(3);
+    let mut refused_by_budget = 0;
+    for _ in 0..6 {
+        match pool.get("busy", &params, None, &opts()).await {
+            Err(SshError::Connection(m)) if m.contains("budget") => refused_by_budget += 1,
+            Err(_) => {}
+            Ok(_) => panic!("connected to a closed port"),
+        }
+    }
+    assert_eq!(pool.attempts(), 3, "the pool dialled past its budget");
+    assert_eq!(refused_by_budget, 3);
+}
+
+/// 100 tool calls at once through one host process, against the testbed:
+/// all answered, one SSH connection, and the ledger holds all 100 runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_calls_share_one_connection_and_lose_nothing() {
+    use cluster_slurm_host::grants::Grants;
+    use cluster_slurm_host::runtime::Runtime;
+    use cluster_slurm_host::transport::SshTransport;
+    use std::sync::Arc;
+
+    let cfg = testbed();
+    let ws = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "defaultCluster": "tb",
+        "clusters": {"tb": {"sshTarget": "slurm-testbed",
+                            "remoteRoot": "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs"}}
+    });
+    let grants = Arc::new(Grants::from_config(&config, ws.path()).unwrap());
+    let transport = Arc::new(SshTransport::new(Some(cfg)));
+    let wasm_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/guest/cluster_slurm_guest.wasm");
+    let wasm = std::fs::read(&wasm_path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `just guest`)", wasm_path.display()));
+    let runtime = Arc::new(Runtime::new(&wasm, grants, transport.clone()).unwrap());
+    let config = config.to_string();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let runtime = runtime.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                let request =
+                    serde_json::json!({"action": "init_run", "prefix": format!("many{i}")});
+                runtime.invoke(&config, &request.to_string()).await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for call in calls {
+        let answer = call.await.unwrap().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        ids.insert(v["run"]["runId"].as_str().unwrap().to_string());
+    }
+    eprintln!("100 concurrent init_run calls: {:?}", started.elapsed());
+    assert_eq!(ids.len(), 100);
+    assert_eq!(
+        transport.connection_attempts(),
+        1,
+        "more than one SSH connection"
+    );
+    let ledger: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.path().join(".openclaw/cluster-runs/runs.json")).unwrap(),
+    )
+    .unwrap();
+    let recorded: std::collections::BTreeSet<String> = ledger["runs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(recorded, ids, "the ledger lost runs");
+}
