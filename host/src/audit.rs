@@ -128,24 +128,13 @@ impl AuditLog {
 
 /// How a call ended, for the log.
 pub fn outcome<T>(result: &Result<T, crate::bindings::HostError>) -> Map<String, Value> {
-    use crate::bindings::HostError as E;
     let mut m = Map::new();
     match result {
         Ok(_) => {
             m.insert("outcome".into(), json!("ok"));
         }
         Err(e) => {
-            let (kind, text) = match e {
-                E::Denied(t) => ("denied", t),
-                E::UnknownCluster(t) => ("unknown-cluster", t),
-                E::AuthFailed(t) => ("auth-failed", t),
-                E::HostKeyMismatch(t) => ("host-key-mismatch", t),
-                E::HostKeyUnknown(t) => ("host-key-unknown", t),
-                E::Timeout(t) => ("timeout", t),
-                E::Connection(t) => ("connection", t),
-                E::Remote(t) => ("remote", t),
-                E::LocalIo(t) => ("local-io", t),
-            };
+            let (kind, text) = crate::bindings::host_error_parts(e);
             m.insert("outcome".into(), json!(kind));
             m.insert("message".into(), json!(text));
         }

@@ -38,9 +38,9 @@ impl From<SshError> for HostError {
     }
 }
 
-/// `kind: message`, for people reading a CLI error or a log line.
-pub fn host_error_text(e: &HostError) -> String {
-    let (kind, text) = match e {
+/// The variant's WIT name and its message.
+pub fn host_error_parts(e: &HostError) -> (&'static str, &str) {
+    match e {
         HostError::Denied(m) => ("denied", m),
         HostError::UnknownCluster(m) => ("unknown-cluster", m),
         HostError::AuthFailed(m) => ("auth-failed", m),
@@ -50,6 +50,11 @@ pub fn host_error_text(e: &HostError) -> String {
         HostError::Connection(m) => ("connection", m),
         HostError::Remote(m) => ("remote", m),
         HostError::LocalIo(m) => ("local-io", m),
-    };
+    }
+}
+
+/// `kind: message`, for people reading a CLI error or a log line.
+pub fn host_error_text(e: &HostError) -> String {
+    let (kind, text) = host_error_parts(e);
     format!("{kind}: {text}")
 }

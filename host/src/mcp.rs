@@ -13,7 +13,7 @@
 //! ```
 
 use crate::bindings::exports::openclaw::cluster_slurm::tool::ToolError;
-use crate::bindings::{HostError, host_error_text};
+use crate::bindings::{host_error_parts, host_error_text};
 use crate::runtime::Runtime;
 use anyhow::{Context, Result};
 use rmcp::model::{
@@ -33,17 +33,7 @@ pub fn tool_error_kind(e: &ToolError) -> &'static str {
         ToolError::InvalidRequest(_) => "invalid-request",
         ToolError::Policy(_) => "policy",
         ToolError::RemoteFailed(_) => "remote-failed",
-        ToolError::Host(h) => match h {
-            HostError::Denied(_) => "denied",
-            HostError::UnknownCluster(_) => "unknown-cluster",
-            HostError::AuthFailed(_) => "auth-failed",
-            HostError::HostKeyMismatch(_) => "host-key-mismatch",
-            HostError::HostKeyUnknown(_) => "host-key-unknown",
-            HostError::Timeout(_) => "timeout",
-            HostError::Connection(_) => "connection",
-            HostError::Remote(_) => "remote",
-            HostError::LocalIo(_) => "local-io",
-        },
+        ToolError::Host(h) => host_error_parts(h).0,
     }
 }
 
