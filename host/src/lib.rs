@@ -30,3 +30,4 @@ pub mod ssh;
 pub mod ssh_config;
 pub mod transfer;
 pub mod transport;
+pub mod verify;

@@ -147,6 +147,11 @@ impl SshTransport {
                 Copy::Down { remote, local } => sftp::download(&session, remote, local).await,
             };
             let _ = session.close().await;
+            if let (Ok(_), Copy::Up { local, remote }) = (&stats, &copy) {
+                let sent = crate::verify::sent_files(local, remote)
+                    .map_err(|e| SshError::LocalIo(format!("listing {}: {e}", local.display())))?;
+                crate::verify::check_upload(&conn, &sent).await?;
+            }
             stats
         };
         let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)

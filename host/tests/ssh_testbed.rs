@@ -939,3 +939,43 @@ async fn a_hundred_concurrent_calls_share_one_connection_and_lose_nothing() {
         .collect();
     assert_eq!(recorded, ids, "the ledger lost runs");
 }
+
+/// Uploads are checked end to end: after the SFTP transfer, every file's
+/// SHA-256 on the cluster must equal the local one (awkward names included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_verified_by_sha256_on_both_ends() {
+    use cluster_slurm_host::grants::ProfileGrant;
+    use cluster_slurm_host::transport::{SshTransport, Transport};
+
+    let cfg = testbed();
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub dir")).unwrap();
+    for (name, body) in [
+        ("plain.txt", "1"),
+        ("it's \\ odd.txt", "22"),
+        ("sub dir/line\nbreak", "333"),
+    ] {
+        std::fs::write(tree.join(name), body).unwrap();
+    }
+    std::fs::write(tree.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let profile = ProfileGrant {
+        label: "tb".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs".into(),
+    };
+    let remote = format!(
+        "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs/verify-{}",
+        std::process::id()
+    );
+    let transport = SshTransport::new(Some(cfg));
+    let moved = transport
+        .upload(&profile, tree.clone(), remote.clone())
+        .await
+        .unwrap();
+    assert_eq!(moved.files, 4);
+    // What the check compared, read back independently.
+    let on_disk = std::fs::read(format!("{remote}/sub dir/line\nbreak")).unwrap();
+    assert_eq!(on_disk, b"333");
+    let _ = std::fs::remove_dir_all(&remote);
+}
