@@ -60,7 +60,13 @@ impl Transport for Recording {
             .lock()
             .unwrap()
             .push(format!("upload {} {} {remote}", p.label, local.display()));
-        Box::pin(async { Ok(Moved { files: 1, bytes: 1 }) })
+        Box::pin(async {
+            Ok(Moved {
+                files: 1,
+                bytes: 1,
+                verified: 0,
+            })
+        })
     }
     fn download<'a>(
         &'a self,
@@ -73,7 +79,13 @@ impl Transport for Recording {
             p.label,
             local.display()
         ));
-        Box::pin(async { Ok(Moved { files: 1, bytes: 1 }) })
+        Box::pin(async {
+            Ok(Moved {
+                files: 1,
+                bytes: 1,
+                verified: 0,
+            })
+        })
     }
 }
 

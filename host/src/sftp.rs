@@ -29,12 +29,13 @@ use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ssh::SshError;
+use sha2::{Digest, Sha256};
 
 /// Buffer size for one read/write step.
 const CHUNK: usize = 256 * 1024;
 
 /// What a transfer moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TransferStats {
     /// Regular files copied.
     pub files: u32,
@@ -42,6 +43,13 @@ pub struct TransferStats {
     pub bytes: u64,
     /// Entries inside a directory tree that were skipped (symlinks, devices, ...).
     pub skipped: u32,
+    /// For an upload, each file sent: its remote path and the SHA-256 (hex)
+    /// of the bytes read while sending it, for [`crate::verify`].
+    pub sent: Vec<(String, String)>,
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn remote_err(op: &str, path: &str, e: SftpError) -> SshError {
@@ -168,8 +176,10 @@ pub async fn upload(
     if meta.is_file() {
         let parent = remote_parent(remote);
         remote_mkdir_p(sftp, &parent).await?;
-        stats.bytes += upload_file(sftp, local, remote, meta.permissions().mode()).await?;
+        let (bytes, sha256) = upload_file(sftp, local, remote, meta.permissions().mode()).await?;
+        stats.bytes += bytes;
         stats.files += 1;
+        stats.sent.push((remote.to_string(), sha256));
         return Ok(stats);
     }
     if !meta.is_dir() {
@@ -214,8 +224,10 @@ pub async fn upload(
                     .map_err(|e| local_err("stat", &lpath, e))?
                     .permissions()
                     .mode();
-                stats.bytes += upload_file(sftp, &lpath, &rpath, mode).await?;
+                let (bytes, sha256) = upload_file(sftp, &lpath, &rpath, mode).await?;
+                stats.bytes += bytes;
                 stats.files += 1;
+                stats.sent.push((rpath, sha256));
             } else {
                 stats.skipped += 1;
             }
@@ -229,6 +241,7 @@ pub async fn upload(
 async fn pump<R, W>(
     src: &mut R,
     dst: &mut W,
+    mut digest: Option<&mut Sha256>,
     read_err: impl Fn(std::io::Error) -> SshError,
     write_err: impl Fn(std::io::Error) -> SshError,
 ) -> Result<u64, SshError>
@@ -244,6 +257,9 @@ where
             return Ok(total);
         }
         let chunk = buf.get(..n).unwrap_or_default();
+        if let Some(d) = digest.as_deref_mut() {
+            d.update(chunk);
+        }
         dst.write_all(chunk).await.map_err(&write_err)?;
         total += n as u64;
     }
@@ -254,7 +270,7 @@ async fn upload_file(
     local: &Path,
     remote: &str,
     mode: u32,
-) -> Result<u64, SshError> {
+) -> Result<(u64, String), SshError> {
     utf8_name(local)?;
     let mut src = tokio::fs::File::open(local)
         .await
@@ -271,9 +287,11 @@ async fn upload_file(
         )
         .await
         .map_err(|e| remote_err("creating", remote, e))?;
+    let mut digest = Sha256::new();
     let total = pump(
         &mut src,
         &mut dst,
+        Some(&mut digest),
         |e| local_err("reading", local, e),
         |e| remote_io_err("writing", remote, e),
     )
@@ -291,7 +309,7 @@ async fn upload_file(
             .await
             .map_err(|e| remote_err("chmod", remote, e))?;
     }
-    Ok(total)
+    Ok((total, hex(&digest.finalize())))
 }
 
 /// Refuse when `path` exists as a symlink.
@@ -464,6 +482,7 @@ async fn download_file(
         let total = pump(
             &mut src,
             &mut dst,
+            None,
             |e| remote_io_err("reading", remote, e),
             |e| local_err("writing", &tmp, e),
         )

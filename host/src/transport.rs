@@ -20,6 +20,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Moved {
     pub files: u32,
     pub bytes: u64,
+    /// Files whose SHA-256 was checked on both ends.
+    pub verified: u32,
 }
 
 pub trait Transport: Send + Sync {
@@ -147,12 +149,9 @@ impl SshTransport {
                 Copy::Down { remote, local } => sftp::download(&session, remote, local).await,
             };
             let _ = session.close().await;
-            if let (Ok(_), Copy::Up { local, remote }) = (&stats, &copy) {
-                let sent = crate::verify::sent_files(local, remote)
-                    .map_err(|e| SshError::LocalIo(format!("listing {}: {e}", local.display())))?;
-                crate::verify::check_upload(&conn, &sent).await?;
-            }
-            stats
+            let stats = stats?;
+            let verified = crate::verify::check_upload(&conn, &stats.sent).await?;
+            Ok::<_, SshError>((stats, verified))
         };
         let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
             .await
@@ -164,9 +163,11 @@ impl SshTransport {
                     Copy::Down { remote, .. } => format!("download of {remote} did not finish"),
                 })
             })??;
+        let (stats, verified) = stats;
         Ok(Moved {
             files: stats.files,
             bytes: stats.bytes,
+            verified,
         })
     }
 }

@@ -974,8 +974,36 @@ async fn uploads_are_verified_by_sha256_on_both_ends() {
         .await
         .unwrap();
     assert_eq!(moved.files, 4);
+    assert_eq!(moved.verified, 4, "not every file was checked on both ends");
     // What the check compared, read back independently.
     let on_disk = std::fs::read(format!("{remote}/sub dir/line\nbreak")).unwrap();
     assert_eq!(on_disk, b"333");
     let _ = std::fs::remove_dir_all(&remote);
+}
+
+/// The check itself: a file on the cluster that is not what was sent is a
+/// transfer failure naming both hashes.
+#[tokio::test]
+async fn a_file_that_differs_on_the_cluster_fails_the_check() {
+    let cfg = testbed();
+    let conn = connect_tb(&cfg).await;
+    let remote = format!(
+        "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs/verify-bad-{}",
+        std::process::id()
+    );
+    std::fs::write(&remote, b"what arrived").unwrap();
+    let sent_hash = format!("{:x}", Sha256::digest(b"what was sent"));
+    let e = cluster_slurm_host::verify::check_upload(&conn, &[(remote.clone(), sent_hash.clone())])
+        .await
+        .unwrap_err();
+    let arrived_hash = format!("{:x}", Sha256::digest(b"what arrived"));
+    assert!(
+        matches!(&e, SshError::Remote(m) if m.contains("differs") && m.contains(&sent_hash) && m.contains(&arrived_hash)),
+        "{e:?}"
+    );
+    let missing =
+        cluster_slurm_host::verify::check_upload(&conn, &[(format!("{remote}-gone"), sent_hash)])
+            .await;
+    assert!(matches!(missing, Err(SshError::Remote(m)) if m.contains("could not hash")));
+    let _ = std::fs::remove_file(&remote);
 }
