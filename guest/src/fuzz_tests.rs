@@ -1,6 +1,6 @@
 //! Random and hostile input for the whole guest — request parsing, config
 //! validation, routing, policy, rendering, status parsing — through
-//! `invoke`, against a host that says yes to everything. Properties:
+//! `invoke`, against a fake host that says yes to everything. Properties:
 //!
 //! 1. no input panics (a panic fails the test; in wasm it would be a trap);
 //! 2. every injection attempt in every header field, path and name is either
@@ -13,10 +13,11 @@
 
 use crate::actions::invoke;
 use crate::header::FIELDS;
-use crate::host::{ExecOutput, ExecRequest, Host, HostError, ToolError, TransferStats};
+use crate::host::ToolError;
 use crate::request::ACTIONS;
+use crate::script::tests::bash_n;
+use crate::tests::{FakeHost, ok};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 
 /// xorshift64*: small, seeded, good enough to spread inputs.
 struct Rng(u64);
@@ -154,60 +155,33 @@ fn config() -> Value {
     })
 }
 
-/// Says yes to everything, with answers shaped like SLURM's.
-#[derive(Default)]
-struct Yes {
-    files: BTreeMap<String, Vec<u8>>,
-    clock: u64,
-}
-
-impl Host for Yes {
-    fn exec(&mut self, r: ExecRequest) -> Result<ExecOutput, HostError> {
-        let stdout = match r.program.as_str() {
-            "sbatch" if r.args.iter().any(|a| a == "--test-only") => "",
-            "sbatch" => "4242\n",
-            "squeue" => "4242|RUNNING|1:00|10:00|1|c1\n",
-            "sacct" => "4242|FAILED|1:0|00:01:00|1K|c1\n4242.batch|FAILED|1:0|00:01:00|1K|c1\n",
-            "tail" | "head" => "Traceback\nModuleNotFoundError: No module named 'cv2'\n",
-            "ls" => "job-4242\n",
-            _ => "",
-        };
-        Ok(ExecOutput {
-            exit_code: Some(0),
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: b"sbatch: Job 1 to start at 2026-01-01T00:00:00".to_vec(),
-            ..ExecOutput::default()
-        })
+/// The guest tests' fake host, answering every allowlisted program with
+/// output shaped like SLURM's (and still checking the ledger's locking).
+fn yes() -> FakeHost {
+    let mut host = FakeHost::default();
+    for (program, stdout) in [
+        ("sbatch", "4242\n"),
+        ("squeue", "4242|RUNNING|1:00|10:00|1|c1\n"),
+        (
+            "sacct",
+            "4242|FAILED|1:0|00:01:00|1K|c1\n4242.batch|FAILED|1:0|00:01:00|1K|c1\n",
+        ),
+        (
+            "tail",
+            "Traceback\nModuleNotFoundError: No module named 'cv2'\n",
+        ),
+        ("head", "0\n"),
+        ("ls", "job-4242\n"),
+        ("mkdir", ""),
+        ("scancel", ""),
+        ("scontrol", ""),
+        ("sinfo", ""),
+        ("stat", ""),
+        ("sha256sum", ""),
+    ] {
+        host.answer(program, vec![ok(stdout)]);
     }
-    fn upload(&mut self, _: &str, _: &str, _: &str) -> Result<TransferStats, HostError> {
-        Ok(TransferStats { files: 1, bytes: 1 })
-    }
-    fn download(&mut self, _: &str, _: &str, _: &str) -> Result<TransferStats, HostError> {
-        Ok(TransferStats { files: 1, bytes: 1 })
-    }
-    fn store_read(&mut self, path: &str) -> Result<Option<Vec<u8>>, HostError> {
-        Ok(self.files.get(path).cloned())
-    }
-    fn store_write(&mut self, path: &str, contents: &[u8]) -> Result<(), HostError> {
-        self.files.insert(path.to_string(), contents.to_vec());
-        Ok(())
-    }
-    fn store_lock(&mut self, _: &str) -> Result<(), HostError> {
-        Ok(())
-    }
-    fn store_unlock(&mut self, _: &str) -> Result<(), HostError> {
-        Ok(())
-    }
-    fn store_location(&mut self) -> String {
-        ".openclaw/cluster-runs".into()
-    }
-    fn now_ms(&mut self) -> u64 {
-        self.clock += 700_000;
-        1_771_426_819_000 + self.clock
-    }
-    fn random_u64(&mut self) -> u64 {
-        self.clock
-    }
+    host
 }
 
 fn iterations() -> u64 {
@@ -274,7 +248,7 @@ fn random_requests_and_configs_never_panic() {
     let good = config().to_string();
     let mut answered = [0u64; 2];
     for i in 0..iterations() {
-        let mut host = Yes::default();
+        let mut host = yes();
         let (cfg, request) = if i % 4 == 0 {
             (
                 random_config(&mut rng).to_string(),
@@ -307,22 +281,6 @@ fn random_requests_and_configs_never_panic() {
     );
 }
 
-fn bash_n(script: &str) -> bool {
-    use std::io::Write;
-    let mut child = std::process::Command::new("bash")
-        .arg("-n")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    child.wait().unwrap().success()
-}
-
 /// Each injection string in each header field, env value, command, module
 /// and path of a dry-run `run_workload`: refused, or rendered harmlessly.
 #[test]
@@ -335,7 +293,7 @@ fn injections_are_refused_or_rendered_harmlessly() {
     })
     .to_string();
     let baseline = {
-        let mut host = Yes::default();
+        let mut host = yes();
         let r = invoke(
             &mut host,
             &cfg,
@@ -369,7 +327,7 @@ fn injections_are_refused_or_rendered_harmlessly() {
         for mut case in cases {
             case["action"] = json!("run_workload");
             case["dryRun"] = json!(true);
-            let mut host = Yes::default();
+            let mut host = yes();
             match invoke(&mut host, &cfg, &case.to_string()) {
                 Err(
                     ToolError::InvalidRequest(m)
@@ -399,7 +357,8 @@ fn injections_are_refused_or_rendered_harmlessly() {
                     // The command is the user's own shell code, valid or not;
                     // everything else the renderer quotes must stay valid.
                     if case["command"] == "true" {
-                        assert!(bash_n(script), "{case}: bash -n fails:\n{script}");
+                        let (ok, why) = bash_n(script);
+                        assert!(ok, "{case}: bash -n fails ({why}):\n{script}");
                     }
                     // A value outside the command itself stays quoted.
                     if case.get("env").is_some() || case.get("modules").is_some() {

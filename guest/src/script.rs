@@ -193,12 +193,12 @@ pub fn render(spec: &ScriptSpec) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::process::{Command, Stdio};
 
-    fn bash_n(script: &str) -> (bool, String) {
+    pub(crate) fn bash_n(script: &str) -> (bool, String) {
         let mut child = Command::new("bash")
             .arg("-n")
             .stdin(Stdio::piped())

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 #[derive(Default)]
-struct FakeHost {
+pub(crate) struct FakeHost {
     files: BTreeMap<String, Vec<u8>>,
     calls: Vec<String>,
     execs: Vec<ExecRequest>,
@@ -21,7 +21,7 @@ struct FakeHost {
     lock_error: Option<HostError>,
 }
 
-fn ok(stdout: &str) -> ExecOutput {
+pub(crate) fn ok(stdout: &str) -> ExecOutput {
     ExecOutput {
         exit_code: Some(0),
         stdout: stdout.as_bytes().to_vec(),
@@ -38,7 +38,7 @@ fn fail(code: i32, stderr: &str) -> ExecOutput {
 }
 
 impl FakeHost {
-    fn answer(&mut self, program: &str, outputs: Vec<ExecOutput>) {
+    pub(crate) fn answer(&mut self, program: &str, outputs: Vec<ExecOutput>) {
         self.answers.insert(program.to_string(), outputs);
     }
     fn ledger(&self) -> Value {

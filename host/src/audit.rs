@@ -81,7 +81,7 @@ impl AuditLog {
     }
 
     /// Append one entry: `fields` plus time, pid and the duration since `started`.
-    pub fn record(&self, call: &str, started: Instant, mut fields: Map<String, Value>) {
+    fn record(&self, call: &str, started: Instant, mut fields: Map<String, Value>) {
         let Some(path) = &self.path else { return };
         let mut entry = Map::new();
         entry.insert("time".into(), json!(iso_now()));
@@ -126,18 +126,49 @@ impl AuditLog {
     }
 }
 
-/// How a call ended, for the log.
-pub fn outcome<T>(result: &Result<T, crate::bindings::HostError>) -> Map<String, Value> {
-    let mut m = Map::new();
-    match result {
-        Ok(_) => {
-            m.insert("outcome".into(), json!("ok"));
-        }
-        Err(e) => {
-            let (kind, text) = crate::bindings::host_error_parts(e);
-            m.insert("outcome".into(), json!(kind));
-            m.insert("message".into(), json!(text));
+/// One capability call of the guest, from its start to its answer.
+pub struct Call<'a> {
+    log: &'a AuditLog,
+    name: &'static str,
+    started: Instant,
+    fields: Map<String, Value>,
+}
+
+impl AuditLog {
+    /// Begin recording a call named `name` with what it asked for.
+    pub fn call<const N: usize>(&self, name: &'static str, asked: [(&str, Value); N]) -> Call<'_> {
+        Call {
+            log: self,
+            name,
+            started: Instant::now(),
+            fields: asked.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         }
     }
-    m
+}
+
+impl Call<'_> {
+    /// Log how the call ended, with `details` of a successful answer; then
+    /// pass the durability tests' crash point ([`crate::fault`]), which is
+    /// "right after a capability call took effect" for every capability.
+    pub fn end<T, const N: usize>(
+        mut self,
+        answer: &Result<T, crate::bindings::HostError>,
+        details: impl FnOnce(&T) -> [(&'static str, Value); N],
+    ) {
+        match answer {
+            Ok(value) => {
+                self.fields.insert("outcome".into(), json!("ok"));
+                for (k, v) in details(value) {
+                    self.fields.insert(k.into(), v);
+                }
+            }
+            Err(e) => {
+                let (kind, text) = crate::bindings::host_error_parts(e);
+                self.fields.insert("outcome".into(), json!(kind));
+                self.fields.insert("message".into(), json!(text));
+            }
+        }
+        self.log.record(self.name, self.started, self.fields);
+        crate::fault::after_call();
+    }
 }

@@ -6,14 +6,14 @@
 //! exec::add_to_linker(&mut linker, |state: &mut State| state.exec.view())?;
 //! ```
 
-use crate::audit::{AuditLog, outcome};
+use crate::audit::AuditLog;
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::ssh_exec::{self, ExecOutput, ExecRequest};
 use crate::grants::Grants;
 use crate::transport::SharedTransport;
-use serde_json::{Map, json};
+use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::component::{HasData, Linker};
 
 /// Per-stream cap on what a command may return to the guest.
@@ -87,24 +87,23 @@ impl ExecCtx {
 
 impl ssh_exec::Host for ExecView<'_> {
     async fn exec(&mut self, request: ExecRequest) -> Result<ExecOutput, HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("cluster".into(), json!(request.cluster));
-        fields.insert("program".into(), json!(request.program));
-        fields.insert("args".into(), json!(request.args));
-        fields.insert("cwd".into(), json!(request.cwd));
-        fields.insert(
-            "stdinBytes".into(),
-            json!(request.stdin.as_ref().map(Vec::len)),
+        let call = self.ctx.audit.call(
+            "exec",
+            [
+                ("cluster", json!(request.cluster)),
+                ("program", json!(request.program)),
+                ("args", json!(request.args)),
+                ("cwd", json!(request.cwd)),
+                ("stdinBytes", json!(request.stdin.as_ref().map(Vec::len))),
+            ],
         );
         let answer = self.ctx.exec(request).await;
-        fields.append(&mut outcome(&answer));
-        if let Ok(out) = &answer {
-            fields.insert("exitCode".into(), json!(out.exit_code));
-            fields.insert("stdoutBytes".into(), json!(out.stdout.len()));
-        }
-        self.ctx.audit.record("exec", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |out| {
+            [
+                ("exitCode", json!(out.exit_code)),
+                ("stdoutBytes", json!(out.stdout.len())),
+            ]
+        });
         answer
     }
 }

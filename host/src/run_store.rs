@@ -6,11 +6,11 @@
 //! run_store::add_to_linker(&mut linker, |state: &mut State| state.store.view())?;
 //! ```
 
-use crate::audit::{AuditLog, outcome};
+use crate::audit::AuditLog;
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::run_store;
 use crate::grants::Grants;
-use serde_json::{Map, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -166,50 +166,35 @@ impl RunStoreCtx {
 
 impl run_store::Host for RunStoreView<'_> {
     async fn read(&mut self, path: String) -> Result<Option<Vec<u8>>, HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("path".into(), json!(path));
+        let call = self.ctx.audit.call("store-read", [("path", json!(path))]);
         let answer = self.ctx.read(&path);
-        fields.append(&mut outcome(&answer));
-        if let Ok(Some(bytes)) = &answer {
-            fields.insert("bytes".into(), json!(bytes.len()));
-        }
-        self.ctx.audit.record("store-read", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |bytes| {
+            [("bytes", json!(bytes.as_ref().map(Vec::len)))]
+        });
         answer
     }
 
     async fn write(&mut self, path: String, contents: Vec<u8>) -> Result<(), HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("path".into(), json!(path));
-        fields.insert("bytes".into(), json!(contents.len()));
+        let call = self.ctx.audit.call(
+            "store-write",
+            [("path", json!(path)), ("bytes", json!(contents.len()))],
+        );
         let answer = self.ctx.write(&path, &contents);
-        fields.append(&mut outcome(&answer));
-        self.ctx.audit.record("store-write", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |_| []);
         answer
     }
 
     async fn lock(&mut self, path: String) -> Result<(), HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("path".into(), json!(path));
+        let call = self.ctx.audit.call("store-lock", [("path", json!(path))]);
         let answer = self.ctx.lock(&path).await;
-        fields.append(&mut outcome(&answer));
-        self.ctx.audit.record("store-lock", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |_| []);
         answer
     }
 
     async fn unlock(&mut self, path: String) -> Result<(), HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("path".into(), json!(path));
+        let call = self.ctx.audit.call("store-unlock", [("path", json!(path))]);
         let answer = self.ctx.unlock(&path);
-        fields.append(&mut outcome(&answer));
-        self.ctx.audit.record("store-unlock", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |_| []);
         answer
     }
 

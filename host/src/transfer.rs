@@ -6,14 +6,13 @@
 //! transfer::add_to_linker(&mut linker, |state: &mut State| state.transfer.view())?;
 //! ```
 
-use crate::audit::{AuditLog, outcome};
+use crate::audit::AuditLog;
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats};
 use crate::grants::{Grants, sftp_path};
 use crate::transport::SharedTransport;
-use serde_json::{Map, json};
+use serde_json::json;
 use std::sync::Arc;
-use std::time::Instant;
 use wasmtime::component::{HasData, Linker};
 
 pub struct TransferCtx {
@@ -85,19 +84,18 @@ impl transfer::Host for TransferView<'_> {
         local_path: String,
         remote_path: String,
     ) -> Result<TransferStats, HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("cluster".into(), json!(cluster));
-        fields.insert("local".into(), json!(local_path));
-        fields.insert("remote".into(), json!(remote_path));
+        let call = self.ctx.audit.call(
+            "upload",
+            [
+                ("cluster", json!(cluster)),
+                ("local", json!(local_path)),
+                ("remote", json!(remote_path)),
+            ],
+        );
         let answer = self.ctx.upload(&cluster, &local_path, &remote_path).await;
-        fields.append(&mut outcome(&answer));
-        if let Ok(stats) = &answer {
-            fields.insert("files".into(), json!(stats.files));
-            fields.insert("bytes".into(), json!(stats.bytes));
-        }
-        self.ctx.audit.record("upload", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |moved| {
+            [("files", json!(moved.files)), ("bytes", json!(moved.bytes))]
+        });
         answer
     }
 
@@ -107,19 +105,18 @@ impl transfer::Host for TransferView<'_> {
         remote_path: String,
         local_path: String,
     ) -> Result<TransferStats, HostError> {
-        let started = Instant::now();
-        let mut fields = Map::new();
-        fields.insert("cluster".into(), json!(cluster));
-        fields.insert("local".into(), json!(local_path));
-        fields.insert("remote".into(), json!(remote_path));
+        let call = self.ctx.audit.call(
+            "download",
+            [
+                ("cluster", json!(cluster)),
+                ("local", json!(local_path)),
+                ("remote", json!(remote_path)),
+            ],
+        );
         let answer = self.ctx.download(&cluster, &remote_path, &local_path).await;
-        fields.append(&mut outcome(&answer));
-        if let Ok(stats) = &answer {
-            fields.insert("files".into(), json!(stats.files));
-            fields.insert("bytes".into(), json!(stats.bytes));
-        }
-        self.ctx.audit.record("download", started, fields);
-        crate::fault::after_call();
+        call.end(&answer, |moved| {
+            [("files", json!(moved.files)), ("bytes", json!(moved.bytes))]
+        });
         answer
     }
 }

@@ -287,6 +287,12 @@ impl Tool<'_> {
         }
     }
 
+    /// Keep a rendered script in the run store; its workspace-relative path.
+    fn store_script(&mut self, rel: &str, script: &str) -> Result<String, ToolError> {
+        self.host.store_write(rel, script.as_bytes())?;
+        Ok(format!("{}/{rel}", self.host.store_location()))
+    }
+
     /// A script path from the ledger, as a workspace-relative path. The
     /// reference recorded absolute paths; one inside the run store maps back.
     fn store_relative(&mut self, path: &str) -> Result<String, ToolError> {
@@ -415,8 +421,7 @@ impl Tool<'_> {
             None => format!("adhoc-{}", run_timestamp(self.host.now_ms())),
         };
         let rel = format!("{folder}/{}", workload.script_name);
-        self.host.store_write(&rel, script.as_bytes())?;
-        let local_script_path = format!("{}/{rel}", self.host.store_location());
+        let local_script_path = self.store_script(&rel, &script)?;
         if let Some(mut run) = run.clone() {
             run.latest_script_path = Some(local_script_path.clone());
             run.latest_script_logs = Some(LogPatterns::of(&header, &workload.script_name));
@@ -965,8 +970,7 @@ impl Tool<'_> {
         self.check_concurrency(&profile)?;
 
         let script_rel = format!("{}/{}", run.run_id, workload.script_name);
-        self.host.store_write(&script_rel, script.as_bytes())?;
-        let local_script_path = format!("{}/{script_rel}", self.host.store_location());
+        let local_script_path = self.store_script(&script_rel, &script)?;
         let logs = LogPatterns::of(&header, &workload.script_name);
         run.latest_script_path = Some(local_script_path.clone());
         run.latest_script_logs = Some(logs.clone());
