@@ -64,7 +64,7 @@ impl Transport for Recording {
             Ok(Moved {
                 files: 1,
                 bytes: 1,
-                verified: 0,
+                ..Moved::default()
             })
         })
     }
@@ -83,7 +83,7 @@ impl Transport for Recording {
             Ok(Moved {
                 files: 1,
                 bytes: 1,
-                verified: 0,
+                ..Moved::default()
             })
         })
     }

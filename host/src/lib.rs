@@ -16,6 +16,7 @@ pub mod audit;
 pub mod bindings;
 #[cfg(test)]
 mod capability_tests;
+pub mod copy;
 pub mod exec;
 pub mod fault;
 pub mod grants;

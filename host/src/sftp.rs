@@ -10,23 +10,28 @@
 //!   are created (`mkdir -p`). New remote files get the local permission bits
 //!   (subject to the server's umask); if the local file is executable the bits are
 //!   also set explicitly on an existing remote file.
-//! * Downloads write to a hidden temporary file in the destination directory and
-//!   rename it into place, so a failed download never leaves a partial file under
-//!   the final name. The local destination (and every directory created inside
-//!   it) is never followed if it is a symlink: that is refused with
+//! * Downloads write to a hidden partial file beside the destination
+//!   (`.NAME.cluster-slurm-part`, see [`partial_path`]) and rename it into
+//!   place, so a failed download never leaves a partial file under the final
+//!   name, and the next download of the same file can resume it. The local
+//!   destination (and every directory created inside it, and the partial file)
+//!   is never followed if it is a symlink: that is refused with
 //!   `SshError::LocalIo`. File names sent by the server are validated (no `/`,
 //!   no `.`/`..`, no NUL) so a hostile server cannot write outside the target.
+//! * Every transfer is planned first (the local walk or the remote listing),
+//!   then carried out with one [`Start`] per file: fresh, unchanged (skipped)
+//!   or resumed at an offset. [`crate::copy`] makes those decisions.
 //! * Downloaded files are not fsync'ed.
 //! * Callers do the path policy checks; this module only moves bytes safely.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::ssh::SshError;
 use sha2::{Digest, Sha256};
@@ -43,8 +48,17 @@ pub struct TransferStats {
     pub bytes: u64,
     /// Entries inside a directory tree that were skipped (symlinks, devices, ...).
     pub skipped: u32,
+    /// Files the destination already held unchanged (nothing sent).
+    pub unchanged: u32,
+    /// Bytes not sent again because an interrupted transfer was resumed.
+    pub resumed_bytes: u64,
+    /// Downloads only: files whose hash was checked against the cluster's.
+    pub verified: u32,
+    /// Downloads only: files that changed on the cluster while they were
+    /// read (a job still writing them); kept as read, not verifiable.
+    pub changing: u32,
     /// For an upload, each file sent: its remote path and the SHA-256 (hex)
-    /// of the bytes read while sending it, for [`crate::verify`].
+    /// of the whole file as read while sending it, for [`crate::verify`].
     pub sent: Vec<(String, String)>,
 }
 
@@ -74,16 +88,34 @@ fn remote_err(op: &str, path: &str, e: SftpError) -> SshError {
             SshError::Timeout(format!("sftp {op} {path}: the server did not reply"))
         }
         SftpError::IO(m) => SshError::Connection(format!("sftp {op} {path}: {m}")),
+        other if connection_lost(&other.to_string()) => SshError::Connection(format!(
+            "sftp {op} {path}: the connection was lost ({other})"
+        )),
         other => SshError::Remote(format!("sftp {op} {path}: {other}")),
     }
 }
 
 fn remote_io_err(op: &str, path: &str, e: std::io::Error) -> SshError {
-    if e.kind() == std::io::ErrorKind::TimedOut {
+    use std::io::ErrorKind;
+    if e.kind() == ErrorKind::TimedOut {
         SshError::Timeout(format!("sftp {op} {path}: the server did not reply"))
+    } else if connection_lost(&e.to_string())
+        || matches!(
+            e.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        )
+    {
+        SshError::Connection(format!(
+            "sftp {op} {path}: the connection was lost ({e}); the next transfer resumes where this one stopped"
+        ))
     } else {
         SshError::Remote(format!("{op} {path}: {e}"))
     }
+}
+
+/// russh-sftp reports a channel that went away as "session closed".
+fn connection_lost(message: &str) -> bool {
+    message.contains("session closed")
 }
 
 fn local_err(op: &str, path: &Path, e: std::io::Error) -> SshError {
@@ -162,25 +194,65 @@ async fn remote_mkdir_one(sftp: &SftpSession, dir: &str) -> Result<(), SshError>
     Ok(())
 }
 
-/// Upload `local` (a file or a directory tree) to the remote path `remote`
+/// Where a file's transfer starts, decided from what the destination already
+/// holds (see [`crate::copy`]).
+pub enum Start {
+    /// Send the whole file.
+    Fresh,
+    /// The destination already holds exactly this content: send nothing.
+    Unchanged,
+    /// The destination holds the first `offset` bytes (their hash checked):
+    /// send the rest; `prefix` is the SHA-256 state after those bytes, so the
+    /// final hash still covers the whole file.
+    Resume { offset: u64, prefix: Sha256 },
+}
+
+/// One regular file of a transfer.
+#[derive(Debug, Clone)]
+pub struct FileJob {
+    pub local: PathBuf,
+    pub remote: String,
+    pub size: u64,
+    pub mode: u32,
+    /// Modification time on the source side (seconds), when known.
+    pub mtime: Option<u64>,
+}
+
+/// Everything an upload will create, found by walking the local source once.
+#[derive(Debug, Default)]
+pub struct UploadPlan {
+    /// Created with `mkdir -p` first: the destination directory, or a single
+    /// file's parent.
+    pub base_dir: String,
+    /// The source is one file (not a tree).
+    pub single_file: bool,
+    /// Directories inside the tree, each listed after its parent.
+    pub dirs: Vec<String>,
+    pub files: Vec<FileJob>,
+    /// Entries that are neither regular files nor directories (never followed).
+    pub skipped: u32,
+}
+
+/// Walk `local` (a file or a directory tree) and plan its upload to `remote`
 /// (the destination path itself, not its parent).
-pub async fn upload(
-    sftp: &SftpSession,
-    local: &Path,
-    remote: &str,
-) -> Result<TransferStats, SshError> {
+pub async fn plan_upload(local: &Path, remote: &str) -> Result<UploadPlan, SshError> {
     let meta = tokio::fs::metadata(local)
         .await
         .map_err(|e| local_err("stat", local, e))?;
-    let mut stats = TransferStats::default();
     if meta.is_file() {
-        let parent = remote_parent(remote);
-        remote_mkdir_p(sftp, &parent).await?;
-        let (bytes, sha256) = upload_file(sftp, local, remote, meta.permissions().mode()).await?;
-        stats.bytes += bytes;
-        stats.files += 1;
-        stats.sent.push((remote.to_string(), sha256));
-        return Ok(stats);
+        utf8_name(local)?;
+        return Ok(UploadPlan {
+            base_dir: remote_parent(remote),
+            single_file: true,
+            files: vec![FileJob {
+                local: local.to_path_buf(),
+                remote: remote.to_string(),
+                size: meta.len(),
+                mode: meta.permissions().mode(),
+                mtime: None,
+            }],
+            ..UploadPlan::default()
+        });
     }
     if !meta.is_dir() {
         return Err(SshError::LocalIo(format!(
@@ -188,7 +260,10 @@ pub async fn upload(
             local.display()
         )));
     }
-    remote_mkdir_p(sftp, remote).await?;
+    let mut plan = UploadPlan {
+        base_dir: remote.to_string(),
+        ..UploadPlan::default()
+    };
     let mut stack: Vec<(PathBuf, String)> = vec![(local.to_path_buf(), remote.to_string())];
     while let Some((ldir, rdir)) = stack.pop() {
         let mut rd = tokio::fs::read_dir(&ldir)
@@ -216,22 +291,112 @@ pub async fn upload(
             })?;
             let rpath = remote_join(&rdir, name);
             if ft.is_dir() {
-                remote_mkdir_one(sftp, &rpath).await?;
+                plan.dirs.push(rpath.clone());
                 stack.push((lpath, rpath));
             } else if ft.is_file() {
-                let mode = tokio::fs::symlink_metadata(&lpath)
+                let meta = tokio::fs::symlink_metadata(&lpath)
                     .await
-                    .map_err(|e| local_err("stat", &lpath, e))?
-                    .permissions()
-                    .mode();
-                let (bytes, sha256) = upload_file(sftp, &lpath, &rpath, mode).await?;
-                stats.bytes += bytes;
-                stats.files += 1;
-                stats.sent.push((rpath, sha256));
+                    .map_err(|e| local_err("stat", &lpath, e))?;
+                plan.files.push(FileJob {
+                    local: lpath,
+                    remote: rpath,
+                    size: meta.len(),
+                    mode: meta.permissions().mode(),
+                    mtime: None,
+                });
             } else {
-                stats.skipped += 1;
+                plan.skipped += 1;
             }
         }
+    }
+    Ok(plan)
+}
+
+/// Sizes of the regular files already at the plan's destinations (remote
+/// path → size). A destination that does not exist yet costs one request.
+pub async fn remote_sizes(
+    sftp: &SftpSession,
+    plan: &UploadPlan,
+) -> Result<HashMap<String, u64>, SshError> {
+    let mut sizes = HashMap::new();
+    if plan.single_file {
+        for job in &plan.files {
+            match sftp.metadata(job.remote.clone()).await {
+                Ok(m) if m.is_regular() => {
+                    sizes.insert(job.remote.clone(), m.size.unwrap_or(0));
+                }
+                Ok(_) => {}
+                Err(e) if is_no_such_file(&e) => {}
+                Err(e) => return Err(remote_err("stat", &job.remote, e)),
+            }
+        }
+        return Ok(sizes);
+    }
+    let wanted: std::collections::HashSet<&str> =
+        plan.files.iter().map(|f| f.remote.as_str()).collect();
+    for dir in std::iter::once(&plan.base_dir).chain(plan.dirs.iter()) {
+        let listing = match sftp.read_dir(dir.clone()).await {
+            Ok(listing) => listing,
+            // Not there yet, or not a directory: nothing to skip or resume
+            // below it (the upload reports a non-directory when it gets there).
+            Err(e) if is_no_such_file(&e) => {
+                if dir == &plan.base_dir {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => return Err(remote_err("listing", dir, e)),
+        };
+        for entry in listing {
+            let path = remote_join(dir, &entry.file_name());
+            if entry.file_type() == FileType::File && wanted.contains(path.as_str()) {
+                sizes.insert(path, entry.metadata().size.unwrap_or(0));
+            }
+        }
+    }
+    Ok(sizes)
+}
+
+/// Upload `local` (a file or a directory tree) to the remote path `remote`
+/// (the destination path itself, not its parent), sending every file whole.
+pub async fn upload(
+    sftp: &SftpSession,
+    local: &Path,
+    remote: &str,
+) -> Result<TransferStats, SshError> {
+    let plan = plan_upload(local, remote).await?;
+    let starts = plan.files.iter().map(|_| Start::Fresh).collect();
+    upload_planned(sftp, &plan, starts).await
+}
+
+/// Carry out `plan`; `starts` holds one decision per file of the plan.
+pub async fn upload_planned(
+    sftp: &SftpSession,
+    plan: &UploadPlan,
+    starts: Vec<Start>,
+) -> Result<TransferStats, SshError> {
+    remote_mkdir_p(sftp, &plan.base_dir).await?;
+    for dir in &plan.dirs {
+        remote_mkdir_one(sftp, dir).await?;
+    }
+    let mut stats = TransferStats {
+        skipped: plan.skipped,
+        ..TransferStats::default()
+    };
+    for (job, start) in plan.files.iter().zip(starts) {
+        let resumed = match &start {
+            Start::Unchanged => {
+                stats.unchanged += 1;
+                continue;
+            }
+            Start::Resume { offset, .. } => *offset,
+            Start::Fresh => 0,
+        };
+        let (sent, sha256) = upload_file(sftp, job, start).await?;
+        stats.bytes += sent;
+        stats.resumed_bytes += resumed;
+        stats.files += 1;
+        stats.sent.push((job.remote.clone(), sha256));
     }
     Ok(stats)
 }
@@ -241,7 +406,7 @@ pub async fn upload(
 async fn pump<R, W>(
     src: &mut R,
     dst: &mut W,
-    mut digest: Option<&mut Sha256>,
+    digest: &mut Sha256,
     read_err: impl Fn(std::io::Error) -> SshError,
     write_err: impl Fn(std::io::Error) -> SshError,
 ) -> Result<u64, SshError>
@@ -257,20 +422,42 @@ where
             return Ok(total);
         }
         let chunk = buf.get(..n).unwrap_or_default();
-        if let Some(d) = digest.as_deref_mut() {
-            d.update(chunk);
-        }
+        digest.update(chunk);
         dst.write_all(chunk).await.map_err(&write_err)?;
         total += n as u64;
     }
 }
 
+/// The SHA-256 state after the first `len` bytes of a local file (fewer if
+/// the file is shorter).
+pub async fn hash_prefix(path: &Path, len: u64) -> Result<Sha256, SshError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| local_err("opening", path, e))?;
+    let mut digest = Sha256::new();
+    pump(
+        &mut file.take(len),
+        &mut tokio::io::sink(),
+        &mut digest,
+        |e| local_err("reading", path, e),
+        |e| local_err("reading", path, e),
+    )
+    .await?;
+    Ok(digest)
+}
+
+/// Hex SHA-256 of a digest state, leaving the state usable.
+pub fn hex_of(digest: &Sha256) -> String {
+    hex(&digest.clone().finalize())
+}
+
+/// Send one file; returns the bytes sent and the SHA-256 of the whole file.
 async fn upload_file(
     sftp: &SftpSession,
-    local: &Path,
-    remote: &str,
-    mode: u32,
+    job: &FileJob,
+    start: Start,
 ) -> Result<(u64, String), SshError> {
+    let (local, remote, mode) = (&job.local, job.remote.as_str(), job.mode);
     utf8_name(local)?;
     let mut src = tokio::fs::File::open(local)
         .await
@@ -279,19 +466,30 @@ async fn upload_file(
         permissions: Some(mode & 0o777),
         ..FileAttributes::empty()
     };
-    let mut dst = sftp
-        .open_with_flags_and_attributes(
-            remote.to_string(),
+    let (flags, offset, mut digest) = match start {
+        Start::Resume { offset, prefix } => (OpenFlags::WRITE, offset, prefix),
+        _ => (
             OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-            attrs,
-        )
+            0,
+            Sha256::new(),
+        ),
+    };
+    let mut dst = sftp
+        .open_with_flags_and_attributes(remote.to_string(), flags, attrs)
         .await
         .map_err(|e| remote_err("creating", remote, e))?;
-    let mut digest = Sha256::new();
+    if offset > 0 {
+        src.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| local_err("reading", local, e))?;
+        dst.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| remote_io_err("seeking in", remote, e))?;
+    }
     let total = pump(
         &mut src,
         &mut dst,
-        Some(&mut digest),
+        &mut digest,
         |e| local_err("reading", local, e),
         |e| remote_io_err("writing", remote, e),
     )
@@ -370,24 +568,44 @@ fn check_remote_name(dir: &str, name: &str) -> Result<(), SshError> {
     Ok(())
 }
 
-/// Download the remote path `remote` (a file or a directory tree) to `local`
-/// (the destination path itself, not its parent).
-pub async fn download(
+/// Everything a download will create, found by listing the remote source once.
+#[derive(Debug, Default)]
+pub struct DownloadPlan {
+    /// The source is one file (not a tree).
+    pub single_file: bool,
+    /// The local destination directory of a tree, then every directory
+    /// inside it, each after its parent.
+    pub dirs: Vec<PathBuf>,
+    pub files: Vec<FileJob>,
+    /// Entries that are neither regular files nor directories (never followed).
+    pub skipped: u32,
+}
+
+/// List `remote` (a file or a directory tree) and plan its download to
+/// `local` (the destination path itself, not its parent).
+pub async fn plan_download(
     sftp: &SftpSession,
     remote: &str,
     local: &Path,
-) -> Result<TransferStats, SshError> {
+) -> Result<DownloadPlan, SshError> {
     let meta = sftp
         .metadata(remote.to_string())
         .await
         .map_err(|e| remote_err("stat", remote, e))?;
-    let mut stats = TransferStats::default();
+    let job = |remote: String, local: PathBuf, attrs: &FileAttributes| FileJob {
+        local,
+        remote,
+        size: attrs.size.unwrap_or(0),
+        mode: attrs.permissions.unwrap_or(0o644),
+        mtime: attrs.mtime.map(u64::from),
+    };
     match meta.file_type() {
         FileType::File => {
-            local_create_parents(local).await?;
-            stats.bytes += download_file(sftp, remote, local, meta.permissions).await?;
-            stats.files += 1;
-            return Ok(stats);
+            return Ok(DownloadPlan {
+                single_file: true,
+                files: vec![job(remote.to_string(), local.to_path_buf(), &meta)],
+                ..DownloadPlan::default()
+            });
         }
         FileType::Dir => {}
         _ => {
@@ -396,8 +614,10 @@ pub async fn download(
             )));
         }
     }
-    local_create_parents(local).await?;
-    local_mkdir_one(local).await?;
+    let mut plan = DownloadPlan {
+        dirs: vec![local.to_path_buf()],
+        ..DownloadPlan::default()
+    };
     let mut stack: Vec<(String, PathBuf)> = vec![(remote.to_string(), local.to_path_buf())];
     while let Some((rdir, ldir)) = stack.pop() {
         let rd = sftp
@@ -413,46 +633,148 @@ pub async fn download(
             let lpath = ldir.join(&name);
             match entry.file_type() {
                 FileType::Dir => {
-                    local_mkdir_one(&lpath).await?;
+                    plan.dirs.push(lpath.clone());
                     stack.push((rpath, lpath));
                 }
-                FileType::File => {
-                    stats.bytes +=
-                        download_file(sftp, &rpath, &lpath, entry.metadata().permissions).await?;
-                    stats.files += 1;
-                }
-                _ => stats.skipped += 1,
+                FileType::File => plan.files.push(job(rpath, lpath, &entry.metadata())),
+                _ => plan.skipped += 1,
             }
         }
+    }
+    Ok(plan)
+}
+
+/// Download the remote path `remote` (a file or a directory tree) to `local`
+/// (the destination path itself, not its parent), fetching every file whole
+/// and unverified.
+pub async fn download(
+    sftp: &SftpSession,
+    remote: &str,
+    local: &Path,
+) -> Result<TransferStats, SshError> {
+    let plan = plan_download(sftp, remote, local).await?;
+    let starts = plan.files.iter().map(|_| Start::Fresh).collect();
+    download_planned(sftp, &plan, starts, None).await
+}
+
+/// The file a download of `local` is written to before it is renamed into
+/// place. Its name is fixed, so an interrupted download can be resumed by the
+/// next one.
+pub fn partial_path(local: &Path) -> Result<PathBuf, SshError> {
+    let name = local.file_name().ok_or_else(|| {
+        SshError::LocalIo(format!("{}: destination has no file name", local.display()))
+    })?;
+    Ok(local.with_file_name(format!(".{}.cluster-slurm-part", name.to_string_lossy())))
+}
+
+/// Carry out `plan`; `starts` holds one decision per file. With `expected`
+/// (remote path → SHA-256 taken on the cluster), each file's hash is checked
+/// before it is renamed into place: a resumed file that does not match is
+/// fetched again whole; a file that changed on the cluster meanwhile (a job
+/// still writing it) is kept as read and counted in `changing`; any other
+/// difference fails the download and leaves the old destination untouched.
+pub async fn download_planned(
+    sftp: &SftpSession,
+    plan: &DownloadPlan,
+    starts: Vec<Start>,
+    expected: Option<&HashMap<String, String>>,
+) -> Result<TransferStats, SshError> {
+    if let Some(root) = plan.dirs.first() {
+        local_create_parents(root).await?;
+    }
+    for dir in &plan.dirs {
+        local_mkdir_one(dir).await?;
+    }
+    let mut stats = TransferStats {
+        skipped: plan.skipped,
+        ..TransferStats::default()
+    };
+    for (job, start) in plan.files.iter().zip(starts) {
+        if plan.single_file {
+            local_create_parents(&job.local).await?;
+        }
+        let resumed = match &start {
+            Start::Unchanged => {
+                stats.unchanged += 1;
+                continue;
+            }
+            Start::Resume { offset, .. } => *offset,
+            Start::Fresh => 0,
+        };
+        let mut fetched = download_file(sftp, job, start).await?;
+        let mut resumed = resumed;
+        if let Some(want) = expected.map(|e| e.get(&job.remote)) {
+            let Some(want) = want else {
+                let _ = tokio::fs::remove_file(&fetched.partial).await;
+                return Err(SshError::Remote(format!(
+                    "{}: the cluster could not hash it, so the download cannot be checked",
+                    job.remote
+                )));
+            };
+            if *want != fetched.sha256 && resumed > 0 {
+                // The kept part was not a prefix of this file after all.
+                stats.bytes += fetched.bytes;
+                fetched = download_file(sftp, job, Start::Fresh).await?;
+                resumed = 0;
+            }
+            if *want != fetched.sha256 {
+                if changed_since_listed(sftp, job).await {
+                    stats.changing += 1;
+                } else {
+                    let _ = tokio::fs::remove_file(&fetched.partial).await;
+                    return Err(SshError::Remote(format!(
+                        "{}: SHA-256 differs after download (cluster {want}, received {}); nothing was replaced, download it again",
+                        job.remote, fetched.sha256
+                    )));
+                }
+            } else {
+                stats.verified += 1;
+            }
+        }
+        // Re-check right before the rename: the destination must not have become a symlink.
+        let placed = async {
+            refuse_local_symlink(&job.local).await?;
+            tokio::fs::rename(&fetched.partial, &job.local)
+                .await
+                .map_err(|e| local_err("renaming into", &job.local, e))
+        }
+        .await;
+        if let Err(e) = placed {
+            let _ = tokio::fs::remove_file(&fetched.partial).await;
+            return Err(e);
+        }
+        stats.bytes += fetched.bytes;
+        stats.resumed_bytes += resumed;
+        stats.files += 1;
     }
     Ok(stats)
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn temp_path_for(local: &Path) -> Result<PathBuf, SshError> {
-    let name = local.file_name().ok_or_else(|| {
-        SshError::LocalIo(format!("{}: destination has no file name", local.display()))
-    })?;
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp_name = format!(
-        ".{}.part-{}-{n}-{nanos:x}",
-        name.to_string_lossy(),
-        std::process::id()
-    );
-    Ok(local.with_file_name(tmp_name))
+/// True when the remote file's size or modification time is no longer what
+/// the listing said (or it cannot be read any more).
+async fn changed_since_listed(sftp: &SftpSession, job: &FileJob) -> bool {
+    match sftp.metadata(job.remote.clone()).await {
+        Ok(m) => m.size != Some(job.size) || m.mtime.map(u64::from) != job.mtime,
+        Err(_) => true,
+    }
 }
 
+/// A file fetched into its partial path, not yet in place.
+struct Fetched {
+    partial: PathBuf,
+    /// Bytes received in this call.
+    bytes: u64,
+    /// SHA-256 of the whole partial file.
+    sha256: String,
+}
+
+/// Fetch one file into its partial path (from `offset` on when resuming).
 async fn download_file(
     sftp: &SftpSession,
-    remote: &str,
-    local: &Path,
-    remote_mode: Option<u32>,
-) -> Result<u64, SshError> {
+    job: &FileJob,
+    start: Start,
+) -> Result<Fetched, SshError> {
+    let (remote, local) = (job.remote.as_str(), job.local.as_path());
     if let Some(m) = refuse_local_symlink(local).await?
         && m.is_dir()
     {
@@ -461,49 +783,69 @@ async fn download_file(
             local.display()
         )));
     }
-    let mode = match remote_mode {
-        Some(m) => (m & 0o777) | 0o600,
-        None => 0o666,
+    let partial = partial_path(local)?;
+    let (offset, mut digest) = match start {
+        Start::Resume { offset, prefix } => (offset, prefix),
+        _ => (0, Sha256::new()),
     };
+    // Opened first: a file the cluster will not give leaves nothing behind.
     let mut src = sftp
         .open(remote.to_string())
         .await
         .map_err(|e| remote_err("opening", remote, e))?;
-    let tmp = temp_path_for(local)?;
-    // create_new = O_CREAT|O_EXCL: never follows or reuses an existing path.
-    let mut dst = tokio::fs::OpenOptions::new()
+    let mut options = tokio::fs::OpenOptions::new();
+    options
         .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
+        .create(true)
+        .truncate(offset == 0)
+        .mode((job.mode & 0o777) | 0o600)
+        // Never write through a symlink planted at the partial path.
+        .custom_flags(libc::O_NOFOLLOW);
+    let file = options
+        .open(&partial)
         .await
-        .map_err(|e| local_err("creating", &tmp, e))?;
+        .map_err(|e| local_err("creating", &partial, e))?
+        .into_std()
+        .await;
+    // Two downloads to one destination would write one partial file at once.
+    if file.try_lock().is_err() {
+        return Err(SshError::LocalIo(format!(
+            "{}: another download to this destination is in progress",
+            local.display()
+        )));
+    }
+    let mut dst = tokio::fs::File::from_std(file);
     let result: Result<u64, SshError> = async {
+        if offset > 0 {
+            dst.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| local_err("seeking in", &partial, e))?;
+            src.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| remote_io_err("seeking in", remote, e))?;
+        }
         let total = pump(
             &mut src,
             &mut dst,
-            None,
+            &mut digest,
             |e| remote_io_err("reading", remote, e),
-            |e| local_err("writing", &tmp, e),
+            |e| local_err("writing", &partial, e),
         )
         .await?;
         dst.flush()
             .await
-            .map_err(|e| local_err("writing", &tmp, e))?;
-        // Re-check right before the rename: the destination must not have become a symlink.
-        refuse_local_symlink(local).await?;
-        tokio::fs::rename(&tmp, local)
-            .await
-            .map_err(|e| local_err("renaming into", local, e))?;
+            .map_err(|e| local_err("writing", &partial, e))?;
         Ok(total)
     }
     .await;
     let _ = src.shutdown().await;
     drop(dst);
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
+    // An interrupted fetch keeps its partial file: the next download resumes it.
+    Ok(Fetched {
+        partial,
+        bytes: result?,
+        sha256: hex(&digest.finalize()),
+    })
 }
 
 #[cfg(test)]
@@ -530,16 +872,10 @@ mod tests {
     }
 
     #[test]
-    fn temp_names_are_hidden_siblings() {
-        let t = temp_path_for(Path::new("/x/y/out.dat")).unwrap();
-        assert_eq!(t.parent(), Some(Path::new("/x/y")));
-        assert!(
-            t.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(".out.dat.part-")
-        );
-        assert_ne!(t, temp_path_for(Path::new("/x/y/out.dat")).unwrap());
+    fn partial_files_are_hidden_siblings_with_a_fixed_name() {
+        let t = partial_path(Path::new("/x/y/out.dat")).unwrap();
+        assert_eq!(t, Path::new("/x/y/.out.dat.cluster-slurm-part"));
+        assert_eq!(t, partial_path(Path::new("/x/y/out.dat")).unwrap());
+        assert!(partial_path(Path::new("/")).is_err());
     }
 }

@@ -10,7 +10,7 @@ use crate::audit::AuditLog;
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats};
 use crate::grants::{Grants, sftp_path};
-use crate::transport::SharedTransport;
+use crate::transport::{Moved, SharedTransport};
 use serde_json::json;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
@@ -49,15 +49,11 @@ impl TransferCtx {
         cluster: &str,
         local: &str,
         remote: &str,
-    ) -> Result<TransferStats, HostError> {
+    ) -> Result<Moved, HostError> {
         let profile = self.grants.profile(cluster)?;
         let remote = sftp_path(&self.grants.remote_path(profile, remote)?);
         let local = self.grants.local_source(local)?;
-        let moved = self.transport.upload(profile, local, remote).await?;
-        Ok(TransferStats {
-            files: moved.files,
-            bytes: moved.bytes,
-        })
+        Ok(self.transport.upload(profile, local, remote).await?)
     }
 
     pub async fn download(
@@ -65,15 +61,11 @@ impl TransferCtx {
         cluster: &str,
         remote: &str,
         local: &str,
-    ) -> Result<TransferStats, HostError> {
+    ) -> Result<Moved, HostError> {
         let profile = self.grants.profile(cluster)?;
         let remote = sftp_path(&self.grants.remote_path(profile, remote)?);
         let local = self.grants.local_destination(local)?;
-        let moved = self.transport.download(profile, remote, local).await?;
-        Ok(TransferStats {
-            files: moved.files,
-            bytes: moved.bytes,
-        })
+        Ok(self.transport.download(profile, remote, local).await?)
     }
 }
 
@@ -93,10 +85,11 @@ impl transfer::Host for TransferView<'_> {
             ],
         );
         let answer = self.ctx.upload(&cluster, &local_path, &remote_path).await;
-        call.end(&answer, |moved| {
-            [("files", json!(moved.files)), ("bytes", json!(moved.bytes))]
-        });
-        answer
+        call.end(&answer, moved_details);
+        answer.map(|moved| TransferStats {
+            files: moved.files,
+            bytes: moved.bytes,
+        })
     }
 
     async fn download(
@@ -114,11 +107,24 @@ impl transfer::Host for TransferView<'_> {
             ],
         );
         let answer = self.ctx.download(&cluster, &remote_path, &local_path).await;
-        call.end(&answer, |moved| {
-            [("files", json!(moved.files)), ("bytes", json!(moved.bytes))]
-        });
-        answer
+        call.end(&answer, moved_details);
+        answer.map(|moved| TransferStats {
+            files: moved.files,
+            bytes: moved.bytes,
+        })
     }
+}
+
+/// What the audit log records about a finished transfer.
+fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 6] {
+    [
+        ("files", json!(moved.files)),
+        ("bytes", json!(moved.bytes)),
+        ("verified", json!(moved.verified)),
+        ("unchanged", json!(moved.unchanged)),
+        ("resumedBytes", json!(moved.resumed_bytes)),
+        ("changing", json!(moved.changing)),
+    ]
 }
 
 struct HasTransfer;

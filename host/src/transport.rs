@@ -22,6 +22,12 @@ pub struct Moved {
     pub bytes: u64,
     /// Files whose SHA-256 was checked on both ends.
     pub verified: u32,
+    /// Files the destination already held unchanged (nothing sent).
+    pub unchanged: u32,
+    /// Bytes not sent again because an interrupted transfer was resumed.
+    pub resumed_bytes: u64,
+    /// Downloaded files that changed on the cluster while being read.
+    pub changing: u32,
 }
 
 pub trait Transport: Send + Sync {
@@ -143,17 +149,18 @@ impl SshTransport {
     async fn copy(&self, profile: &ProfileGrant, copy: Copy) -> Result<Moved, SshError> {
         let conn = self.connection(profile).await?;
         let work = async {
-            let session = conn.open_sftp().await?;
-            let stats = match &copy {
-                Copy::Up { local, remote } => sftp::upload(&session, local, remote).await,
-                Copy::Down { remote, local } => sftp::download(&session, remote, local).await,
-            };
-            let _ = session.close().await;
-            let stats = stats?;
-            let verified = crate::verify::check_upload(&conn, &stats.sent).await?;
-            Ok::<_, SshError>((stats, verified))
+            match &copy {
+                Copy::Up { local, remote } => {
+                    let (stats, verified) = crate::copy::upload(&conn, local, remote).await?;
+                    Ok::<_, SshError>(Moved::of(&stats, verified))
+                }
+                Copy::Down { remote, local } => {
+                    let stats = crate::copy::download(&conn, remote, local).await?;
+                    Ok(Moved::of(&stats, stats.verified + stats.unchanged))
+                }
+            }
         };
-        let stats = tokio::time::timeout(TRANSFER_TIMEOUT, work)
+        tokio::time::timeout(TRANSFER_TIMEOUT, work)
             .await
             .map_err(|_| {
                 SshError::Timeout(match &copy {
@@ -162,13 +169,22 @@ impl SshTransport {
                     }
                     Copy::Down { remote, .. } => format!("download of {remote} did not finish"),
                 })
-            })??;
-        let (stats, verified) = stats;
-        Ok(Moved {
-            files: stats.files,
+            })?
+    }
+}
+
+impl Moved {
+    /// `files` counts every file now at the destination, whether it was sent,
+    /// resumed or already there.
+    fn of(stats: &sftp::TransferStats, verified: u32) -> Moved {
+        Moved {
+            files: stats.files + stats.unchanged,
             bytes: stats.bytes,
             verified,
-        })
+            unchanged: stats.unchanged,
+            resumed_bytes: stats.resumed_bytes,
+            changing: stats.changing,
+        }
     }
 }
 

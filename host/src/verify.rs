@@ -8,9 +8,13 @@ use crate::ssh::{Connection, SshError, quote_word};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Paths per `sha256sum` command, well below any command-line limit.
-const PATHS_PER_COMMAND: usize = 200;
-const HASH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bytes of paths per `sha256sum` command: the whole command reaches the
+/// remote shell as one argument of `sh -c`, and Linux caps one argument at
+/// 128 KiB.
+const COMMAND_BYTES: usize = 96 * 1024;
+const HASH_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Output per command: 64 hex digits, two spaces and the path per line.
+const OUTPUT_CAP: usize = 16 << 20;
 
 /// `sha256sum` output as path → hash. Names with a backslash or a line
 /// break come out escaped (a leading `\`); they are unescaped here.
@@ -34,33 +38,62 @@ pub fn parse_sha256sum(stdout: &str) -> HashMap<String, String> {
     out
 }
 
+/// The cluster's SHA-256 of each path that it can read (path → hash), with
+/// as few commands as the command-line limit allows; paths it cannot hash
+/// are missing from the map, and the second value is what `sha256sum` said
+/// about them.
+pub async fn remote_hashes(
+    conn: &Connection,
+    paths: &[&str],
+) -> Result<(HashMap<String, String>, String), SshError> {
+    let mut hashes = HashMap::new();
+    let mut complaints = String::new();
+    let mut rest = paths;
+    while !rest.is_empty() {
+        let mut command = "sha256sum --".to_string();
+        let mut taken = 0;
+        for path in rest {
+            let word = quote_word(path);
+            if taken > 0 && command.len() + word.len() + 1 > COMMAND_BYTES {
+                break;
+            }
+            command.push(' ');
+            command.push_str(&word);
+            taken += 1;
+        }
+        rest = rest.get(taken..).unwrap_or_default();
+        let out = conn.exec(&command, None, HASH_TIMEOUT, OUTPUT_CAP).await?;
+        hashes.extend(parse_sha256sum(&String::from_utf8_lossy(&out.stdout)));
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !said.trim().is_empty() {
+            if !complaints.is_empty() {
+                complaints.push_str("; ");
+            }
+            complaints.push_str(said.trim());
+        }
+    }
+    Ok((hashes, complaints))
+}
+
 /// Compare each sent file's hash (`(remote path, sha256)`, as the upload
 /// computed it) with the cluster's; the first difference, or a file the
 /// cluster cannot hash, is an error. Returns how many files were checked.
 pub async fn check_upload(conn: &Connection, sent: &[(String, String)]) -> Result<u32, SshError> {
+    let paths: Vec<&str> = sent.iter().map(|(remote, _)| remote.as_str()).collect();
+    let (theirs, complaints) = remote_hashes(conn, &paths).await?;
     let mut checked = 0;
-    for chunk in sent.chunks(PATHS_PER_COMMAND) {
-        let mut command = "sha256sum --".to_string();
-        for (remote, _) in chunk {
-            command.push(' ');
-            command.push_str(&quote_word(remote));
-        }
-        let out = conn.exec(&command, None, HASH_TIMEOUT, 16 << 20).await?;
-        let theirs = parse_sha256sum(&String::from_utf8_lossy(&out.stdout));
-        for (path, mine) in chunk {
-            match theirs.get(path) {
-                Some(theirs) if theirs == mine => checked += 1,
-                Some(theirs) => {
-                    return Err(SshError::Remote(format!(
-                        "{path}: SHA-256 differs after upload (sent {mine}, cluster {theirs}); the file is damaged on the cluster, upload it again"
-                    )));
-                }
-                None => {
-                    return Err(SshError::Remote(format!(
-                        "{path}: the cluster could not hash it after upload ({})",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
-                }
+    for (path, mine) in sent {
+        match theirs.get(path) {
+            Some(theirs) if theirs == mine => checked += 1,
+            Some(theirs) => {
+                return Err(SshError::Remote(format!(
+                    "{path}: SHA-256 differs after upload (sent {mine}, cluster {theirs}); the file is damaged on the cluster, upload it again"
+                )));
+            }
+            None => {
+                return Err(SshError::Remote(format!(
+                    "{path}: the cluster could not hash it after upload ({complaints})"
+                )));
             }
         }
     }

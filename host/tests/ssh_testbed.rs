@@ -670,7 +670,9 @@ async fn sftp_tree_round_trip() {
         for e in std::fs::read_dir(&p).unwrap() {
             let e = e.unwrap();
             assert!(
-                !e.file_name().to_string_lossy().contains(".part-"),
+                !e.file_name()
+                    .to_string_lossy()
+                    .contains("cluster-slurm-part"),
                 "{:?}",
                 e.path()
             );
@@ -765,13 +767,12 @@ async fn sftp_tree_round_trip() {
         matches!(&e, SshError::Remote(m) if m.contains("permission denied")),
         "{e:?}"
     );
-    assert!(
-        std::fs::read_dir(d.path()).unwrap().all(|e| !e
-            .unwrap()
+    assert!(std::fs::read_dir(d.path()).unwrap().all(|e| {
+        !e.unwrap()
             .file_name()
             .to_string_lossy()
-            .contains(".part-"))
-    );
+            .contains("cluster-slurm-part")
+    }));
 
     let _ = s.close().await;
     let r = c
@@ -1006,4 +1007,74 @@ async fn a_file_that_differs_on_the_cluster_fails_the_check() {
             .await;
     assert!(matches!(missing, Err(SshError::Remote(m)) if m.contains("could not hash")));
     let _ = std::fs::remove_file(&remote);
+}
+
+/// A second upload or download of the same tree sends nothing; after one
+/// file changes, only that file moves (and is checked again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_files_are_skipped_and_changed_ones_sent() {
+    use cluster_slurm_host::grants::ProfileGrant;
+    use cluster_slurm_host::transport::{SshTransport, Transport};
+
+    let cfg = testbed();
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("inputs");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    for (name, body) in [("a.txt", "alpha"), ("sub/b.txt", "beta"), ("empty", "")] {
+        std::fs::write(tree.join(name), body).unwrap();
+    }
+    let root = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
+    let profile = ProfileGrant {
+        label: "tb".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: root.into(),
+    };
+    let remote = format!("{root}/skip-{}", std::process::id());
+    let transport = SshTransport::new(Some(cfg));
+
+    let first = transport
+        .upload(&profile, tree.clone(), remote.clone())
+        .await
+        .unwrap();
+    assert_eq!((first.files, first.unchanged, first.bytes), (3, 0, 9));
+    let second = transport
+        .upload(&profile, tree.clone(), remote.clone())
+        .await
+        .unwrap();
+    assert_eq!((second.files, second.unchanged, second.bytes), (3, 3, 0));
+    assert_eq!(second.verified, 3);
+    // Same length, other content: found by its hash, sent again.
+    std::fs::write(tree.join("sub/b.txt"), "BETA").unwrap();
+    let third = transport
+        .upload(&profile, tree.clone(), remote.clone())
+        .await
+        .unwrap();
+    assert_eq!((third.unchanged, third.bytes), (2, 4), "{third:?}");
+    assert_eq!(
+        std::fs::read_to_string(format!("{remote}/sub/b.txt")).unwrap(),
+        "BETA"
+    );
+
+    let back = local.path().join("back");
+    let down = transport
+        .download(&profile, remote.clone(), back.clone())
+        .await
+        .unwrap();
+    assert_eq!((down.files, down.verified, down.unchanged), (3, 3, 0));
+    let again = transport
+        .download(&profile, remote.clone(), back.clone())
+        .await
+        .unwrap();
+    assert_eq!((again.unchanged, again.bytes), (3, 0), "{again:?}");
+    std::fs::write(back.join("a.txt"), "local edit").unwrap();
+    let restored = transport
+        .download(&profile, remote.clone(), back.clone())
+        .await
+        .unwrap();
+    assert_eq!((restored.unchanged, restored.bytes), (2, 5), "{restored:?}");
+    assert_eq!(
+        std::fs::read_to_string(back.join("a.txt")).unwrap(),
+        "alpha"
+    );
+    let _ = std::fs::remove_dir_all(&remote);
 }
