@@ -1444,6 +1444,104 @@ fn without_sacct_or_marker_the_state_is_unknown_never_completed() {
     assert_eq!(s["state"], "UNKNOWN");
 }
 
+/// check_workload of a submitted run, with these squeue and sacct answers.
+fn status_with(squeue: ExecOutput, sacct: ExecOutput) -> Value {
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("78\n")]);
+    let run = call(&mut host, workload()).unwrap();
+    host.answer("squeue", vec![squeue]);
+    host.answer("sacct", vec![sacct]);
+    host.answer("head", vec![fail(1, "head: cannot open: No such file")]);
+    call(
+        &mut host,
+        json!({"action": "check_workload", "runId": run["runId"]}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn with_the_controller_down_status_comes_from_accounting_and_says_so() {
+    let down = || {
+        fail(
+            1,
+            "slurm_load_jobs error: Unable to contact slurm controller (connect failure)",
+        )
+    };
+    let s = status_with(down(), ok("78|RUNNING|0:0|00:00:05||c1\n"));
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("RUNNING"), Some(false)),
+        "{s}"
+    );
+    assert!(
+        s["status"]["squeueError"]
+            .as_str()
+            .is_some_and(|e| e.contains("Unable to contact slurm controller")),
+        "{s}"
+    );
+    // Neither knows it: it may well be running, so UNKNOWN, never NOT_FOUND.
+    let s = status_with(down(), ok(""));
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("UNKNOWN"), Some(false)),
+        "{s}"
+    );
+    // A purged job that squeue refuses and sacct does not know is NOT_FOUND.
+    let s = status_with(
+        fail(1, "slurm_load_jobs error: Invalid job id specified"),
+        ok(""),
+    );
+    assert_eq!(s["state"], "NOT_FOUND", "{s}");
+}
+
+#[test]
+fn with_accounting_down_a_finished_job_keeps_squeues_state_and_says_so() {
+    let s = status_with(
+        ok("78|COMPLETED|0:05|1:00:00|1|None\n"),
+        fail(
+            1,
+            "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent connection to host:localhost:6819: Connection refused",
+        ),
+    );
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("COMPLETED"), Some(true)),
+        "{s}"
+    );
+    assert!(
+        s["status"]["sacctError"]
+            .as_str()
+            .is_some_and(|e| e.contains("6819")),
+        "{s}"
+    );
+    // The exit code comes from the marker the script left (here: none).
+    assert_eq!(s["exitCode"], Value::Null, "{s}");
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("79\n")]);
+    let run = call(&mut host, workload()).unwrap();
+    host.answer(
+        "squeue",
+        vec![ok("79|FAILED|0:05|1:00:00|1|(NonZeroExitCode)\n")],
+    );
+    host.answer(
+        "sacct",
+        vec![fail(1, "sacct: error: Problem talking to the database")],
+    );
+    host.answer("head", vec![ok("4\n")]);
+    host.answer("tail", vec![ok("")]);
+    let s = call(
+        &mut host,
+        json!({"action": "check_workload", "runId": run["runId"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        (s["state"].as_str(), s["exitCode"].as_i64()),
+        (Some("FAILED"), Some(4)),
+        "{s}"
+    );
+    assert_eq!(s["status"]["exitCodeSource"], "marker", "{s}");
+}
+
 #[test]
 fn every_script_leaves_its_exit_status_beside_the_job() {
     let mut host = FakeHost::default();

@@ -48,15 +48,18 @@ fn status_of(
     };
     if !is_array {
         // A live job is best described by squeue; a finished one by sacct,
-        // which also has the exit code.
+        // which also has the exit code. When either tool could not answer
+        // (controller or accounting down), the status says which and why.
+        let outages = outages(notes);
         let live = q.first().filter(|r| !slurm::is_terminal(&r.state));
         return match (live, a.first(), q.first()) {
-            (Some(r), _, _) => tagged(*r, "squeue", Map::new()),
-            (None, Some(r), _) => tagged(*r, "sacct", Map::new()),
+            (Some(r), _, _) => tagged(*r, "squeue", outages),
+            (None, Some(r), _) => tagged(*r, "sacct", outages),
             (None, None, Some(r)) => tagged(*r, "squeue", notes.clone()),
             // Without sacct, a job squeue has forgotten may have ended either
-            // way: that is UNKNOWN, not NOT_FOUND (and never COMPLETED).
-            (None, None, None) if notes.contains_key("sacctError") => tagged(
+            // way; without squeue, it may be running: that is UNKNOWN, not
+            // NOT_FOUND (and never COMPLETED).
+            (None, None, None) if !outages.is_empty() => tagged(
                 &json!({"jobId": id, "state": "UNKNOWN"}),
                 "unknown",
                 notes.clone(),
@@ -104,12 +107,47 @@ fn status_of(
     })
 }
 
+/// The notes that say a tool could not answer at all. squeue refusing a job
+/// id it has purged ("Invalid job id specified") is an answer, not an outage.
+fn outages(notes: &Map<String, Value>) -> Map<String, Value> {
+    notes
+        .iter()
+        .filter(|(key, text)| {
+            key.as_str() != "squeueError"
+                || !text
+                    .as_str()
+                    .is_some_and(|t| t.contains("Invalid job id specified"))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Neither squeue nor sacct could say how a (non-array) job ended.
 fn unresolved(status: &Value) -> bool {
     matches!(
         status.get("state").and_then(Value::as_str),
         Some("NOT_FOUND" | "UNKNOWN")
     ) && status.get("array").is_none()
+}
+
+/// A (non-array) job squeue saw end, with sacct unavailable: the state is
+/// known but not the exit code.
+fn ended_without_exit_code(status: &Value) -> bool {
+    status.get("source").and_then(Value::as_str) == Some("squeue")
+        && status.get("exitCode").is_none()
+        && status
+            .get("state")
+            .and_then(Value::as_str)
+            .is_some_and(slurm::is_terminal)
+}
+
+/// Take the exit code from the job script's marker, if it left one.
+fn with_exit_code_from(mut status: Value, marker: Option<Value>) -> Value {
+    if let Some(code) = marker.as_ref().and_then(|m| m.get("exitCode")) {
+        put(&mut status, "exitCode", code.clone());
+        put(&mut status, "exitCodeSource", json!("marker"));
+    }
+    status
 }
 
 fn put(report: &mut Value, key: &str, value: Value) {
@@ -319,6 +357,10 @@ impl Tool<'_> {
                 let status = match targets.get(*i) {
                     Some((Some(run), p, job)) if unresolved(&status) => {
                         self.exit_marker(p, run, job)?.unwrap_or(status)
+                    }
+                    Some((Some(run), p, job)) if ended_without_exit_code(&status) => {
+                        let marker = self.exit_marker(p, run, job)?;
+                        with_exit_code_from(status, marker)
                     }
                     _ => status,
                 };
