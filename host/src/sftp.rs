@@ -113,9 +113,10 @@ fn remote_io_err(op: &str, path: &str, e: std::io::Error) -> SshError {
     }
 }
 
-/// russh-sftp reports a channel that went away as "session closed".
+/// russh-sftp reports a channel that went away as "session closed", or, for
+/// a request in flight when it went, "sender dropped".
 fn connection_lost(message: &str) -> bool {
-    message.contains("session closed")
+    message.contains("session closed") || message.contains("sender dropped")
 }
 
 fn local_err(op: &str, path: &Path, e: std::io::Error) -> SshError {

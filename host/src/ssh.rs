@@ -102,6 +102,27 @@ pub enum SshError {
     Config(String),
 }
 
+impl SshError {
+    /// The last attempt's error, repeated while the pool backs off.
+    fn not_retried_for(self, wait: Duration, failures: u32) -> SshError {
+        let note = format!(
+            " (not retried yet: {failures} failed attempt(s) in a row; the next is allowed in {:.1} s)",
+            wait.as_secs_f64()
+        );
+        match self {
+            SshError::AuthFailed(m) => SshError::AuthFailed(m + &note),
+            SshError::Timeout(m) => SshError::Timeout(m + &note),
+            SshError::Connection(m) => SshError::Connection(m + &note),
+            SshError::Remote(m) => SshError::Remote(m + &note),
+            SshError::LocalIo(m) => SshError::LocalIo(m + &note),
+            SshError::Config(m) => SshError::Config(m + &note),
+            // Host key errors keep their exact form (the guest and the
+            // operator act on them); retrying them soon would not help anyway.
+            other => other,
+        }
+    }
+}
+
 fn unknown_host_key_message(
     host: &str,
     port: &u16,
@@ -1273,6 +1294,8 @@ where
 struct Slot {
     conn: Option<Connection>,
     last_failure: Option<(Instant, SshError)>,
+    /// Connection attempts that failed in a row (reset by a success).
+    failures: u32,
     /// When connection attempts began, within the last minute.
     attempts: std::collections::VecDeque<Instant>,
 }
@@ -1285,11 +1308,28 @@ pub const DEFAULT_CONNECTIONS_PER_MINUTE: u32 = 10;
 /// callers wait for a single connection attempt (and share its error if it fails);
 /// a connection found closed is replaced on the next `get`, within a budget of
 /// new connections per label and minute (over it, `get` refuses rather than
-/// hammer the login node).
+/// hammer the login node). After a failed attempt the next one waits (1 s,
+/// doubling per failure, at most 30 s); until then `get` repeats the error
+/// and says when it will try again.
 pub struct Pool {
     slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     per_minute: u32,
+    first_backoff: Duration,
     attempts: std::sync::atomic::AtomicU64,
+}
+
+/// The longest wait between failed connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// After `failures` failed attempts in a row, the next waits `first`,
+/// doubling each time, at most [`MAX_BACKOFF`].
+fn backoff(first: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    first
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
 }
 
 impl Default for Pool {
@@ -1308,8 +1348,17 @@ impl Pool {
         Pool {
             slots: std::sync::Mutex::new(HashMap::new()),
             per_minute: per_minute.max(1),
+            first_backoff: Duration::from_secs(1),
             attempts: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// After a failed connection attempt, wait `first` before the next one,
+    /// doubling after each further failure (at most 30 s); zero turns the
+    /// backoff off. Default: 1 s.
+    pub fn with_backoff(mut self, first: Duration) -> Pool {
+        self.first_backoff = first;
+        self
     }
 
     /// Connection attempts made so far, over all labels.
@@ -1345,6 +1394,13 @@ impl Pool {
         {
             return Err(err.clone());
         }
+        // A login node that just refused us is not asked again at once.
+        if let Some((when, err)) = &s.last_failure {
+            let wait = backoff(self.first_backoff, s.failures).saturating_sub(when.elapsed());
+            if !wait.is_zero() {
+                return Err(err.clone().not_retried_for(wait, s.failures));
+            }
+        }
         s.conn = None;
         let now = Instant::now();
         while s
@@ -1370,10 +1426,12 @@ impl Pool {
             Ok(c) => {
                 s.conn = Some(c.clone());
                 s.last_failure = None;
+                s.failures = 0;
                 Ok(c)
             }
             Err(e) => {
                 s.last_failure = Some((Instant::now(), e.clone()));
+                s.failures = s.failures.saturating_add(1);
                 Err(e)
             }
         }
@@ -1397,6 +1455,15 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let first = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..8).map(|n| backoff(first, n).as_secs()).collect();
+        assert_eq!(waits, [0, 1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff(first, u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
+    }
 
     #[test]
     fn quoting_words() {

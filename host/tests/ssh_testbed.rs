@@ -866,7 +866,7 @@ async fn connection_budget_refuses_instead_of_storming() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let params = resolve(&format!("nobody@127.0.0.1:{port}"), None).unwrap();
-    let pool = Pool::with_budget(3);
+    let pool = Pool::with_budget(3).with_backoff(Duration::ZERO);
     let mut refused_by_budget = 0;
     for _ in 0..6 {
         match pool.get("busy", &params, None, &opts()).await {
@@ -877,6 +877,38 @@ async fn connection_budget_refuses_instead_of_storming() {
     }
     assert_eq!(pool.attempts(), 3, "the pool dialled past its budget");
     assert_eq!(refused_by_budget, 3);
+}
+
+/// After a failed connection attempt the next waits (1 s, then 2 s, ...):
+/// calls in between get the last error and when the next try is allowed.
+#[tokio::test]
+async fn failed_connections_are_retried_with_backoff() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let params = resolve(&format!("nobody@127.0.0.1:{port}"), None).unwrap();
+    let pool = Pool::with_budget(100).with_backoff(Duration::from_millis(500));
+    let refused = |e: SshError| match e {
+        SshError::Connection(m) => m,
+        other => panic!("{other:?}"),
+    };
+    refused(pool.get("down", &params, None, &opts()).await.unwrap_err());
+    assert_eq!(pool.attempts(), 1);
+    // At once: not dialled again.
+    let m = refused(pool.get("down", &params, None, &opts()).await.unwrap_err());
+    assert!(m.contains("not retried yet: 1 failed attempt(s)"), "{m}");
+    assert_eq!(pool.attempts(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    refused(pool.get("down", &params, None, &opts()).await.unwrap_err());
+    assert_eq!(pool.attempts(), 2, "not retried after the backoff");
+    // Now the wait has doubled: 400 ms is not enough, 1,100 ms is.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let m = refused(pool.get("down", &params, None, &opts()).await.unwrap_err());
+    assert!(m.contains("2 failed attempt(s)"), "{m}");
+    assert_eq!(pool.attempts(), 2);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    refused(pool.get("down", &params, None, &opts()).await.unwrap_err());
+    assert_eq!(pool.attempts(), 3);
 }
 
 /// 100 tool calls at once through one host process, against the testbed:

@@ -215,22 +215,33 @@ fn profile() -> ProfileGrant {
     }
 }
 
-/// `len` pseudo-random bytes (xorshift), different for each seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+/// Write `len` pseudo-random bytes (xorshift, different for each seed) to
+/// `path`, a block at a time.
+fn write_noise(path: &Path, len: usize, seed: u64) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+    let mut block = Vec::with_capacity(1 << 20);
+    let mut left = len;
+    while left > 0 {
+        block.clear();
+        while block.len() < (1 << 20).min(left) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            block.extend_from_slice(&x.to_le_bytes());
+        }
+        block.truncate((1 << 20).min(left));
+        file.write_all(&block).unwrap();
+        left -= block.len();
     }
-    out.truncate(len);
-    out
+    file.flush().unwrap();
 }
 
 fn sha_of(path: &Path) -> String {
-    format!("{:x}", Sha256::digest(std::fs::read(path).unwrap()))
+    let mut digest = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut digest).unwrap();
+    format!("{:x}", digest.finalize())
 }
 
 fn size_of(path: &Path) -> u64 {
@@ -265,7 +276,7 @@ async fn an_upload_cut_off_mid_transfer_resumes_and_arrives_intact() {
     let transport = sshd.transport();
     let local = tempfile::tempdir().unwrap();
     let big = local.path().join("big.bin");
-    std::fs::write(&big, noise(BIG, 0x5eed)).unwrap();
+    write_noise(&big, BIG, 0x5eed);
     let dir = format!("{RUN_ROOT}/faults-up-{}", std::process::id());
     let _cleanup = RemoteDir(PathBuf::from(&dir));
     let remote = format!("{dir}/big.bin");
@@ -312,7 +323,7 @@ async fn a_download_cut_off_mid_transfer_resumes_and_arrives_intact() {
     let _cleanup = RemoteDir(PathBuf::from(&dir));
     std::fs::create_dir_all(&dir).unwrap();
     let remote = format!("{dir}/big.bin");
-    std::fs::write(&remote, noise(BIG, 0xd0e)).unwrap();
+    write_noise(Path::new(&remote), BIG, 0xd0e);
     let local = tempfile::tempdir().unwrap();
     let dest = local.path().join("results/big.bin");
     let partial = partial_path(&dest).unwrap();
