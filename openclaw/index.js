@@ -11,6 +11,7 @@
 
 import os from "node:os";
 import path from "node:path";
+import { defaultPath as approvalsPath } from "./lib/approvals.js";
 import { Grants, GrantError } from "./lib/grants.js";
 import { checkConfig, describe, newGuest } from "./lib/guest.js";
 import { callHost } from "./lib/host.js";
@@ -22,6 +23,8 @@ const TOOL = "cluster_slurm";
  * Split the plugin config into what the guest validates and the `host`
  * section only a host reads (as in the native host's config file).
  */
+const HOST_KEYS = ["sshConfig", "workspace", "auditLog", "connectionsPerMinute", "approvals"];
+
 export function splitConfig(raw) {
   const { host: section, ...plugin } = raw ?? {};
   if (section !== undefined && section !== null && (typeof section !== "object" || Array.isArray(section))) {
@@ -36,9 +39,18 @@ export function splitConfig(raw) {
     if (!path.isAbsolute(p)) throw new GrantError(`host.${key} ${JSON.stringify(v)} must be an absolute path (or ~/...)`);
     return p;
   };
-  const unknown = Object.keys(host).find((k) => !["sshConfig", "workspace"].includes(k));
-  if (unknown) throw new GrantError(`host.${unknown}: unknown key (allowed: sshConfig, workspace)`);
-  return { plugin, sshConfig: expand("sshConfig"), workspace: expand("workspace") };
+  const unknown = Object.keys(host).find((k) => !HOST_KEYS.includes(k));
+  if (unknown) throw new GrantError(`host.${unknown}: unknown key (allowed: ${HOST_KEYS.join(", ")})`);
+  // auditLog and connectionsPerMinute are the native host's (`cluster-slurm
+  // mcp`): this entry keeps no audit log yet, and OpenSSH's ControlMaster
+  // already holds one connection per target. Checked, so a typo is caught.
+  const audit = host.auditLog;
+  if (audit !== undefined && audit !== null && audit !== false && audit !== true) expand("auditLog");
+  const perMinute = host.connectionsPerMinute;
+  if (perMinute !== undefined && perMinute !== null && !(Number.isInteger(perMinute) && perMinute >= 1 && perMinute <= 1000)) {
+    throw new GrantError("host.connectionsPerMinute must be a whole number from 1 to 1000");
+  }
+  return { plugin, sshConfig: expand("sshConfig"), workspace: expand("workspace"), approvals: expand("approvals") };
 }
 
 const KIND_TEXT = {
@@ -70,7 +82,9 @@ export async function runTool(rawConfig, workspaceDir, params, signal) {
     if (e instanceof GrantError) return errorResult({ tag: "invalid-config", val: e.message });
     throw e;
   }
-  const host = callHost(grants, sshClient(split.sshConfig), signal);
+  const approvals = split.approvals ?? approvalsPath();
+  grants.protect(approvals);
+  const host = callHost(grants, sshClient(split.sshConfig), signal, approvals);
   const guest = newGuest(host);
   try {
     const text = await guest.invoke(JSON.stringify(split.plugin), JSON.stringify(params ?? {}));

@@ -233,3 +233,110 @@ fn every_host_call_is_in_the_audit_log() {
         "{last}"
     );
 }
+
+/// The approval gate end to end: a request above the profile's limit is
+/// held (nothing reaches SLURM), the operator sees it with `approvals`,
+/// approves it with `approve`, and the agent's next `check_workload`
+/// submits it to the real cluster; a rejected one is never submitted.
+#[test]
+fn a_held_request_runs_only_after_an_operator_approves_it() {
+    let state = tempfile::tempdir().unwrap();
+    let book = state.path().join("approvals.jsonl");
+    let mut config = cluster_slurm_e2e::testbed_value();
+    config["clusters"]["local-cpu"]["policy"] =
+        json!({"requireApprovalAbove": {"time": "00:15:00"}});
+    config["host"]["approvals"] = json!(book);
+    let ws = Workspace::with_config(config);
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000;
+    let prefix = format!("gate{tag}x");
+    let request = json!({"prefix": prefix, "command": "echo approved-run",
+                         "headerOverrides": {"time": "00:20:00"}});
+
+    let held = ws.call("run_workload", request.clone());
+    assert_eq!(held["state"], "PENDING_APPROVAL", "{held}");
+    let run_id = held["runId"].as_str().unwrap().to_string();
+    assert!(
+        held["approval"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("time 00:20:00"),
+        "{held}"
+    );
+    let s = ws.call("check_workload", json!({"runId": run_id}));
+    assert_eq!(s["state"], "PENDING_APPROVAL", "{s}");
+    assert!(
+        cluster_jobs(&prefix).is_empty(),
+        "a held request reached SLURM"
+    );
+
+    // The operator's view and decision.
+    let listed = ws.run(&["approvals"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && text.contains(&run_id) && text.contains("time 00:20:00"),
+        "{text}"
+    );
+    let approve = ws.run(&["approve", &run_id, "--note", "for the paper"]);
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&approve.stdout).starts_with(&format!("approved run {run_id}"))
+    );
+    let twice = ws.run(&["reject", &run_id]);
+    assert!(!twice.status.success(), "a decision was changed");
+    assert!(
+        String::from_utf8_lossy(&twice.stderr).contains("already approved"),
+        "{}",
+        String::from_utf8_lossy(&twice.stderr)
+    );
+
+    // The agent's next check submits it; it runs like any other job.
+    let s = ws.call("check_workload", json!({"runId": run_id}));
+    assert_eq!(s["state"], "SUBMITTED", "{s}");
+    assert_eq!(s["approval"]["note"], "for the paper");
+    let job = s["jobId"].as_str().unwrap().to_string();
+    let done = ws.wait_done(&run_id, std::time::Duration::from_secs(120));
+    assert_eq!(
+        (done["state"].as_str(), done["jobId"].as_str()),
+        (Some("COMPLETED"), Some(job.as_str())),
+        "{done}"
+    );
+    assert_eq!(cluster_jobs(&prefix), BTreeSet::from([job]));
+    let after = ws.run(&["approvals", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&after.stdout).unwrap(),
+        json!([])
+    );
+
+    // A rejected request is done and never submitted.
+    let other = format!("gate{tag}y");
+    let held = ws.call(
+        "run_workload",
+        json!({"prefix": other, "command": "echo never", "headerOverrides": {"time": "01:00:00"}}),
+    );
+    let rejected_id = held["runId"].as_str().unwrap();
+    let reject = ws.run(&["reject", rejected_id]);
+    assert!(
+        reject.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reject.stderr)
+    );
+    let s = ws.call("check_workload", json!({"runId": rejected_id}));
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("REJECTED"), Some(true)),
+        "{s}"
+    );
+    assert!(cluster_jobs(&other).is_empty());
+    // Deciding on a run that does not wait for a decision is refused.
+    let unknown = ws.run(&["approve", "no-such-run"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("does not wait for approval"));
+}

@@ -10,6 +10,7 @@
 //! - `files`: `upload`, `download`, `download_workload_outputs`, `list_runs`,
 //!   `list_files`.
 
+mod approval;
 mod files;
 mod logs;
 mod status;

@@ -2,7 +2,7 @@
 //! `tool` export forwarding to [`crate::actions`]. Nothing here decides
 //! anything.
 
-use crate::host::{ExecOutput, ExecRequest, Host, HostError, ToolError, TransferStats};
+use crate::host::{Decision, ExecOutput, ExecRequest, Host, HostError, ToolError, TransferStats};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -10,7 +10,7 @@ wit_bindgen::generate!({
 });
 
 use exports::openclaw::cluster_slurm::tool::{self as wit_tool, Guest};
-use openclaw::cluster_slurm::{run_store, ssh_exec, transfer, types};
+use openclaw::cluster_slurm::{approvals, run_store, ssh_exec, transfer, types};
 
 fn from_wit(e: types::HostError) -> HostError {
     use types::HostError as W;
@@ -121,6 +121,16 @@ impl Host for WitHost {
 
     fn store_location(&mut self) -> String {
         run_store::location()
+    }
+
+    fn approval(&mut self, run_id: &str) -> Result<Option<Decision>, HostError> {
+        let decision = approvals::lookup(run_id).map_err(from_wit)?;
+        Ok(decision.map(|d| Decision {
+            approved: d.approved,
+            by: d.by,
+            at_ms: d.at_ms,
+            note: d.note,
+        }))
     }
 
     fn now_ms(&mut self) -> u64 {

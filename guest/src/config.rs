@@ -46,6 +46,27 @@ pub struct Policy {
     /// Extra `sbatch` arguments from calls; default: allowed unless another
     /// rule of this policy is set (they could bypass it).
     pub allow_submit_args: bool,
+    /// Requests above these sizes wait for an operator's approval.
+    pub approval: ApprovalRules,
+}
+
+/// `requireApprovalAbove`: a `run_workload` asking for more than any of
+/// these is held as `PENDING_APPROVAL` until an operator decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovalRules {
+    pub gpus: Option<u64>,
+    pub time_minutes: Option<u64>,
+    pub array_tasks: Option<u64>,
+    pub nodes: Option<u64>,
+}
+
+impl ApprovalRules {
+    pub fn any(&self) -> bool {
+        self.gpus.is_some()
+            || self.time_minutes.is_some()
+            || self.array_tasks.is_some()
+            || self.nodes.is_some()
+    }
 }
 
 impl Policy {
@@ -56,6 +77,7 @@ impl Policy {
             || self.max_nodes.is_some()
             || self.max_gpus.is_some()
             || self.max_concurrent_jobs.is_some()
+            || self.approval.any()
     }
 }
 
@@ -308,6 +330,10 @@ fn read_policy(mut f: Fields<'_>) -> FieldResult<Policy> {
         .uint("maxArraySize", 0, 10_000_000)?
         .unwrap_or(DEFAULT_MAX_ARRAY_SIZE);
     let max_concurrent_jobs = f.uint("maxConcurrentJobs", 1, 1_000_000)?;
+    let approval = match f.object("requireApprovalAbove")? {
+        Some(rules) => read_approval_rules(rules)?,
+        None => ApprovalRules::default(),
+    };
     let mut policy = Policy {
         overridable_fields,
         max_time_minutes,
@@ -316,10 +342,32 @@ fn read_policy(mut f: Fields<'_>) -> FieldResult<Policy> {
         max_array_size,
         max_concurrent_jobs,
         allow_submit_args: true,
+        approval,
     };
     policy.allow_submit_args = f.bool("allowSubmitArgs")?.unwrap_or(!policy.restricts());
     f.finish()?;
     Ok(policy)
+}
+
+fn read_approval_rules(mut f: Fields<'_>) -> FieldResult<ApprovalRules> {
+    let time_path = f.child_path("time");
+    let time_minutes = match f.string("time")? {
+        None => None,
+        Some(t) => Some(crate::header::time_minutes(&t).ok_or_else(|| {
+            err(
+                &time_path,
+                format!("{t:?} is not a limited SLURM time such as 04:00:00 or 2-00:00:00"),
+            )
+        })?),
+    };
+    let rules = ApprovalRules {
+        gpus: f.uint("gpus", 0, 100_000)?,
+        time_minutes,
+        array_tasks: f.uint("arrayTasks", 0, 10_000_000)?,
+        nodes: f.uint("nodes", 0, 100_000)?,
+    };
+    f.finish()?;
+    Ok(rules)
 }
 
 fn read_preset(name: &str, value: &Value) -> FieldResult<Preset> {
@@ -416,6 +464,12 @@ impl Profile {
             "maxArraySize": p.max_array_size,
             "maxConcurrentJobs": p.max_concurrent_jobs,
             "allowSubmitArgs": p.allow_submit_args,
+            "requireApprovalAbove": p.approval.any().then(|| json!({
+                "gpus": p.approval.gpus,
+                "timeMinutes": p.approval.time_minutes,
+                "arrayTasks": p.approval.array_tasks,
+                "nodes": p.approval.nodes,
+            })),
         })
     }
 }
@@ -678,6 +732,17 @@ pub fn json_schema() -> Value {
             "maxArraySize": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
             "maxConcurrentJobs": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
             "allowSubmitArgs": flag("Allow extra sbatch arguments from calls (default: only when no other rule is set)"),
+            "requireApprovalAbove": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "A run_workload asking for more than any of these waits as PENDING_APPROVAL until an operator runs `cluster-slurm approve|reject RUN`",
+                "properties": {
+                    "gpus": {"type": "integer", "minimum": 0, "maximum": 100_000, "description": "GPUs in total"},
+                    "time": {"type": "string", "description": "Time limit, e.g. 24:00:00", "anyOf": [blank, {"allOf": [{"pattern": r"^(?:\d{1,4}-)?\d{1,5}(?::\d{1,2}){0,2}$"}]}]},
+                    "arrayTasks": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "description": "Tasks of a job array"},
+                    "nodes": {"type": "integer", "minimum": 0, "maximum": 100_000},
+                },
+            },
         },
     });
     let cluster = json!({
@@ -756,6 +821,9 @@ pub fn json_schema() -> Value {
                 "properties": {
                     "sshConfig": text("ssh_config file that defines the sshTarget aliases (default: the user's ~/.ssh/config)"),
                     "workspace": text("Directory for local paths and the run store (default: the agent's workspace)"),
+                    "auditLog": {"anyOf": [{"type": "string"}, {"const": false}], "description": "JSON-lines log of every host call the guest makes, or false (default: $XDG_STATE_HOME/cluster-slurm/audit.jsonl)"},
+                    "connectionsPerMinute": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "New SSH connections per profile and minute (default 10)"},
+                    "approvals": text("Where operators' approve/reject decisions are kept (default: $XDG_STATE_HOME/cluster-slurm/approvals.jsonl)"),
                 },
             },
         },

@@ -119,6 +119,15 @@ pub struct TransferStats {
     pub bytes: u64,
 }
 
+/// An operator's decision on a run held for approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub approved: bool,
+    pub by: String,
+    pub at_ms: u64,
+    pub note: String,
+}
+
 pub trait Host {
     fn exec(&mut self, request: ExecRequest) -> Result<ExecOutput, HostError>;
     fn upload(
@@ -139,6 +148,8 @@ pub trait Host {
     fn store_lock(&mut self, path: &str) -> Result<(), HostError>;
     fn store_unlock(&mut self, path: &str) -> Result<(), HostError>;
     fn store_location(&mut self) -> String;
+    /// The operator's decision on a run held for approval (None: pending).
+    fn approval(&mut self, run_id: &str) -> Result<Option<Decision>, HostError>;
     /// Wall-clock time, milliseconds since the Unix epoch.
     fn now_ms(&mut self) -> u64;
     fn random_u64(&mut self) -> u64;

@@ -47,8 +47,36 @@ pub struct RunRecord {
     /// reconciled with the cluster before anything is submitted again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission: Option<Submission>,
+    /// Set when the profile's `requireApprovalAbove` held this run for an
+    /// operator's decision (not in the reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+pub const APPROVAL_PENDING: &str = "pending";
+pub const APPROVAL_APPROVED: &str = "approved";
+pub const APPROVAL_REJECTED: &str = "rejected";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// [`APPROVAL_PENDING`], [`APPROVAL_APPROVED`] or [`APPROVAL_REJECTED`].
+    pub state: String,
+    /// Which of the profile's limits the request is above.
+    pub reasons: Vec<String>,
+    pub requested_at: String,
+    /// Digest of the request (as in [`Submission`]): asking again finds this run.
+    pub key: String,
+    /// The `run_workload` request as the agent made it, submitted once approved.
+    pub request: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -36,6 +36,8 @@ pub const MAX_IDS: u64 = 1000;
 
 #[derive(Debug, Clone, Default)]
 pub struct Request {
+    /// The request as it came, kept for a run held for approval.
+    pub raw: Value,
     pub action: String,
     pub cluster: Option<String>,
     pub run_id: Option<String>,
@@ -169,6 +171,7 @@ impl Request {
             preset: f.string("preset")?,
             preset_params,
             limit: f.uint("limit", 1, 1000)?,
+            raw: value.clone(),
         };
         if request.job_ids.len() as u64 > MAX_IDS || request.run_ids.len() as u64 > MAX_IDS {
             return Err(crate::fields::FieldError {

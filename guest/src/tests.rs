@@ -3,7 +3,7 @@
 //! by the end-to-end tests in `tests/`.
 
 use crate::actions::invoke;
-use crate::host::{ExecOutput, ExecRequest, Host, HostError, ToolError, TransferStats};
+use crate::host::{Decision, ExecOutput, ExecRequest, Host, HostError, ToolError, TransferStats};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -19,6 +19,8 @@ pub(crate) struct FakeHost {
     /// Run-store locks held now; every ledger write must hold its lock.
     locked: std::collections::BTreeSet<String>,
     lock_error: Option<HostError>,
+    /// The operator's decisions, by run id.
+    decisions: BTreeMap<String, Decision>,
 }
 
 pub(crate) fn ok(stdout: &str) -> ExecOutput {
@@ -117,6 +119,10 @@ impl Host for FakeHost {
     }
     fn store_location(&mut self) -> String {
         ".openclaw/cluster-runs".to_string()
+    }
+    fn approval(&mut self, run_id: &str) -> Result<Option<Decision>, HostError> {
+        self.calls.push(format!("approval {run_id}"));
+        Ok(self.decisions.get(run_id).cloned())
     }
     fn now_ms(&mut self) -> u64 {
         self.clock += 1000;
@@ -1559,4 +1565,215 @@ fn every_script_leaves_its_exit_status_beside_the_job() {
         script.contains("${SLURM_SUBMIT_DIR:-.}/.cluster-slurm"),
         "{script}"
     );
+}
+
+/// What touched the cluster: execs and transfers (not the run store).
+fn cluster_calls(host: &FakeHost) -> Vec<&String> {
+    host.calls
+        .iter()
+        .filter(|c| {
+            c.starts_with("exec ") || c.starts_with("upload ") || c.starts_with("download ")
+        })
+        .collect()
+}
+
+fn gated() -> String {
+    config_with(json!({"cpuPolicy": {"requireApprovalAbove": {"nodes": 2, "time": "04:00:00"}}}))
+}
+
+fn big_request() -> Value {
+    json!({"action": "run_workload", "command": "python3 a.py", "localPaths": ["a.py"],
+           "headerOverrides": {"nodes": 4, "time": "12:00:00"}})
+}
+
+#[test]
+fn a_request_above_the_approval_limits_is_held_and_nothing_reaches_the_cluster() {
+    let mut host = FakeHost::default();
+    let held = call_with(&mut host, &gated(), big_request()).unwrap();
+    assert_eq!(held["state"], "PENDING_APPROVAL", "{held}");
+    assert_eq!(held["jobId"], Value::Null);
+    let reasons = held["approval"]["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 2, "{held}");
+    assert!(
+        reasons[0].as_str().unwrap().starts_with("time 12:00:00"),
+        "{held}"
+    );
+    assert!(
+        reasons[1].as_str().unwrap().starts_with("4 nodes"),
+        "{held}"
+    );
+    assert!(
+        held["next"]
+            .as_str()
+            .unwrap()
+            .contains("cluster-slurm approve")
+    );
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+    // The script is kept for the operator to read.
+    let script = held["localScriptPath"].as_str().unwrap();
+    let rel = script.strip_prefix(".openclaw/cluster-runs/").unwrap();
+    let text = String::from_utf8(host.files[rel].clone()).unwrap();
+    assert!(text.contains("#SBATCH --nodes=4"), "{text}");
+    let run_id = held["runId"].as_str().unwrap().to_string();
+    assert_eq!(
+        host.ledger()["runs"][&run_id]["approval"]["state"],
+        "pending"
+    );
+
+    // Asking again (a retry, or the agent insisting) queues nothing new.
+    let again = call_with(&mut host, &gated(), big_request()).unwrap();
+    assert_eq!(
+        (again["runId"].as_str(), again["reused"].as_bool()),
+        (Some(run_id.as_str()), Some(true))
+    );
+    let mut insist = big_request();
+    insist["runId"] = json!(run_id);
+    let insisted = call_with(&mut host, &gated(), insist).unwrap();
+    assert_eq!(insisted["state"], "PENDING_APPROVAL");
+    assert_eq!(host.ledger()["runs"].as_object().unwrap().len(), 1);
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+
+    // A request within the limits is submitted as usual.
+    host.answer("sbatch", vec![ok("11\n")]);
+    let small = call_with(&mut host, &gated(), workload()).unwrap();
+    assert_eq!(small["jobId"], "11", "{small}");
+}
+
+#[test]
+fn check_workload_reports_the_operators_decision_and_submits_once_approved() {
+    let mut host = FakeHost::default();
+    let held = call_with(&mut host, &gated(), big_request()).unwrap();
+    let run_id = held["runId"].as_str().unwrap().to_string();
+    let check = |host: &mut FakeHost| {
+        call_with(
+            host,
+            &gated(),
+            json!({"action": "check_workload", "runId": run_id}),
+        )
+        .unwrap()
+    };
+    let s = check(&mut host);
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("PENDING_APPROVAL"), Some(false)),
+        "{s}"
+    );
+    assert!(host.calls.contains(&format!("approval {run_id}")));
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+
+    host.decisions.insert(
+        run_id.clone(),
+        Decision {
+            approved: true,
+            by: "ops".into(),
+            at_ms: 1_771_426_900_000,
+            note: "ok for the paper".into(),
+        },
+    );
+    host.answer("sbatch", vec![ok("77\n")]);
+    let s = check(&mut host);
+    assert_eq!(
+        (s["state"].as_str(), s["jobId"].as_str()),
+        (Some("SUBMITTED"), Some("77")),
+        "{s}"
+    );
+    assert_eq!(s["approval"]["decidedBy"], "ops");
+    assert_eq!(s["approval"]["note"], "ok for the paper");
+    assert!(
+        host.calls.iter().any(|c| c.starts_with("exec sbatch")),
+        "{:?}",
+        host.calls
+    );
+    let run = &host.ledger()["runs"][&run_id];
+    assert_eq!(
+        (run["approval"]["state"].as_str(), run["lastJobId"].as_str()),
+        (Some("approved"), Some("77"))
+    );
+    // From now on it is an ordinary run: status from squeue, no second job.
+    host.answer("squeue", vec![ok("77|RUNNING|0:05|12:00:00|4|c[1-4]\n")]);
+    let s = check(&mut host);
+    assert_eq!(s["state"], "RUNNING", "{s}");
+    assert_eq!(
+        host.calls
+            .iter()
+            .filter(|c| c.starts_with("exec sbatch"))
+            .count(),
+        1
+    );
+    // The same request again is that run, not a new one.
+    let again = call_with(&mut host, &gated(), big_request()).unwrap();
+    assert_eq!(
+        (again["runId"].as_str(), again["reused"].as_bool()),
+        (Some(run_id.as_str()), Some(true)),
+        "{again}"
+    );
+}
+
+#[test]
+fn a_rejected_request_is_done_and_never_submitted() {
+    let mut host = FakeHost::default();
+    let held = call_with(&mut host, &gated(), big_request()).unwrap();
+    let run_id = held["runId"].as_str().unwrap().to_string();
+    host.decisions.insert(
+        run_id.clone(),
+        Decision {
+            approved: false,
+            by: "ops".into(),
+            at_ms: 1_771_426_900_000,
+            note: String::new(),
+        },
+    );
+    for _ in 0..2 {
+        let s = call_with(
+            &mut host,
+            &gated(),
+            json!({"action": "check_workload", "runId": run_id}),
+        )
+        .unwrap();
+        assert_eq!(
+            (s["state"].as_str(), s["done"].as_bool()),
+            (Some("REJECTED"), Some(true)),
+            "{s}"
+        );
+        assert_eq!(s["approval"]["note"], Value::Null);
+    }
+    // The decision was read once and kept in the ledger.
+    assert_eq!(
+        host.calls
+            .iter()
+            .filter(|c| c.starts_with("approval "))
+            .count(),
+        1
+    );
+    assert_eq!(
+        host.ledger()["runs"][&run_id]["approval"]["state"],
+        "rejected"
+    );
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+    let listed = call_with(&mut host, &gated(), json!({"action": "list_runs"})).unwrap();
+    assert_eq!(
+        listed["runs"][0]["approval"]["state"], "rejected",
+        "{listed}"
+    );
+}
+
+#[test]
+fn the_gate_cannot_be_skipped_by_the_agent() {
+    let mut host = FakeHost::default();
+    // No parameter approves anything.
+    let mut sneaky = big_request();
+    sneaky["approved"] = json!(true);
+    assert!(matches!(
+        call_with(&mut host, &gated(), sneaky),
+        Err(ToolError::InvalidRequest(_))
+    ));
+    // A script of its own could ask for anything: refused on gated profiles.
+    let e = call_with(
+        &mut host,
+        &gated(),
+        json!({"action": "submit_job", "scriptPath": "job.slurm"}),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ToolError::Policy(_)), "{e:?}");
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
 }

@@ -27,6 +27,12 @@ pub struct AuditLog {
 
 /// `$XDG_STATE_HOME/cluster-slurm/audit.jsonl`, else `~/.local/state/...`.
 pub fn default_path() -> Option<PathBuf> {
+    state_file("audit.jsonl")
+}
+
+/// `$XDG_STATE_HOME/cluster-slurm/NAME`, else `~/.local/state/cluster-slurm/NAME`:
+/// the host's own files, outside every workspace.
+pub fn state_file(name: &str) -> Option<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -34,7 +40,7 @@ pub fn default_path() -> Option<PathBuf> {
     };
     env("XDG_STATE_HOME")
         .or_else(|| env("HOME").map(|h| h.join(".local/state")))
-        .map(|d| d.join("cluster-slurm/audit.jsonl"))
+        .map(|d| d.join("cluster-slurm").join(name))
 }
 
 fn iso_now() -> String {

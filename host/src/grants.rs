@@ -323,7 +323,7 @@ impl Grants {
                 .is_some_and(|(d, n)| *p == d.join(n) || p.starts_with(d.join(n)))
         }) {
             return Err(denied(format!(
-                "{what} {raw:?} is the audit log (or holds it); refusing to write it"
+                "{what} {raw:?} is one of the host's own records (the audit log or the approval decisions) or holds one; refusing to write it"
             )));
         }
         if let Ok(meta) = std::fs::symlink_metadata(&target)

@@ -12,6 +12,7 @@
 //! Error rule: policy refusals, remote failures and timeouts are values
 //! (`host-error` variants); a trap means a host bug.
 
+pub mod approvals;
 pub mod audit;
 pub mod bindings;
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cluster_slurm_host::mcp::tool_error_text;
-use cluster_slurm_host::{audit, grants, mcp, operator, runtime, transport};
+use cluster_slurm_host::{approvals, audit, grants, mcp, operator, runtime, transport};
 use grants::Grants;
 use operator::OperatorConfig;
 use serde_json::{Value, json};
@@ -78,6 +78,25 @@ enum Command {
     Describe,
     /// Validate the config through the guest and print it with defaults filled in.
     CheckConfig,
+    /// List the runs of this workspace that wait for an operator's approval.
+    Approvals {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held run: the agent's next check_workload submits it.
+    Approve {
+        run_id: String,
+        /// Why (kept with the decision, shown to the agent).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a held run: it is never submitted.
+    Reject {
+        run_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Show what the guest imports and exports and what this host grants it.
     Audit {
         /// A guest component to audit instead of the embedded one (same as --guest).
@@ -90,6 +109,7 @@ enum Command {
 
 struct Loaded {
     audit_path: Option<PathBuf>,
+    approvals: Arc<approvals::ApprovalBook>,
     runtime: Arc<runtime::Runtime>,
     plugin_json: String,
     grants: Arc<Grants>,
@@ -113,9 +133,14 @@ fn load(cli: &Cli) -> Result<Loaded> {
             None => audit::default_path(),
         },
     };
+    let approvals_path = match std::env::var_os("CLUSTER_SLURM_APPROVALS") {
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => operator.approvals.clone().or_else(approvals::default_path),
+    };
     let mut grants = Grants::from_config(&operator.plugin, &workspace).context("config")?;
-    if let Some(path) = &audit_path {
-        // A download must not be able to overwrite the record of what the guest did.
+    // A download must not be able to overwrite the record of what the guest
+    // did, nor the operators' decisions.
+    for path in audit_path.iter().chain(approvals_path.iter()) {
         grants.protect(path);
     }
     let grants = Arc::new(grants);
@@ -147,10 +172,18 @@ fn load(cli: &Cli) -> Result<Loaded> {
         Some(path) => audit::AuditLog::at(path),
         None => audit::AuditLog::off(),
     });
-    let runtime =
-        Arc::new(runtime::Runtime::new(&wasm, grants.clone(), transport)?.with_audit(audit));
+    let approvals = Arc::new(match &approvals_path {
+        Some(path) => approvals::ApprovalBook::at(path),
+        None => approvals::ApprovalBook::none(),
+    });
+    let runtime = Arc::new(
+        runtime::Runtime::new(&wasm, grants.clone(), transport)?
+            .with_audit(audit)
+            .with_approvals(approvals.clone()),
+    );
     Ok(Loaded {
         audit_path,
+        approvals,
         runtime,
         plugin_json: operator.plugin.to_string(),
         grants,
@@ -269,6 +302,85 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Command::Approvals { json: as_json } => {
+            let pending = held_runs(&loaded, "pending").await?;
+            if *as_json {
+                out!("{}", serde_json::to_string_pretty(&pending)?);
+            } else if pending.is_empty() {
+                out!(
+                    "no run waits for approval in {}",
+                    loaded.grants.workspace.display()
+                );
+            } else {
+                for run in &pending {
+                    out!(
+                        "{}  on {}  requested {}",
+                        run.get("runId").and_then(Value::as_str).unwrap_or_default(),
+                        run.get("clusterId")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default(),
+                        run.pointer("/approval/requestedAt")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                    );
+                    for reason in run
+                        .pointer("/approval/reasons")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        out!("    {}", reason.as_str().unwrap_or_default());
+                    }
+                }
+                out!(
+                    "decide with: cluster-slurm approve RUN_ID | cluster-slurm reject RUN_ID [--note TEXT]"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve { run_id, note } | Command::Reject { run_id, note } => {
+            let approve = matches!(cli.command, Command::Approve { .. });
+            let pending = held_runs(&loaded, "pending").await?;
+            let Some(run) = pending
+                .iter()
+                .find(|r| r.get("runId").and_then(Value::as_str) == Some(run_id.as_str()))
+            else {
+                bail!(
+                    "run {run_id} does not wait for approval in {} (`cluster-slurm approvals` lists those that do)",
+                    loaded.grants.workspace.display()
+                );
+            };
+            let by = std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "operator".to_string());
+            let entry = loaded
+                .approvals
+                .decide(&loaded.grants.workspace, run_id, approve, &by, note)
+                .map_err(|e| {
+                    anyhow::anyhow!("{}", cluster_slurm_host::bindings::host_error_parts(&e).1)
+                })?;
+            out!(
+                "{} run {run_id} on {} ({}). {}",
+                entry.decision,
+                run.get("clusterId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                run.pointer("/approval/reasons")
+                    .and_then(Value::as_array)
+                    .map(|r| r
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                    .unwrap_or_default(),
+                if approve {
+                    "The agent's next check_workload of this run submits it."
+                } else {
+                    "It will not be submitted."
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { json: as_json, .. } => {
             let found = loaded.runtime.interfaces();
             let forbidden = runtime::forbidden_imports(&found.imports);
@@ -301,6 +413,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "profiles": profiles,
                 "limits": {"fuelPerCall": runtime::FUEL_PER_CALL, "memoryBytes": runtime::MEMORY_PER_CALL, "resultBytes": runtime::MAX_RESULT},
                 "auditLog": loaded.audit_path,
+                "approvals": loaded.approvals.path(),
             });
             if *as_json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
@@ -355,10 +468,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Some(path) => out!("audit log: {}", path.display()),
                     None => out!("audit log: off"),
                 }
+                match loaded.approvals.path() {
+                    Some(path) => out!(
+                        "approval decisions: {} (read-only for the guest)",
+                        path.display()
+                    ),
+                    None => out!("approval decisions: none (held runs stay pending)"),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The runs of the workspace whose approval is in `state`, as `list_runs`
+/// (the guest's own reading of its ledger) reports them.
+async fn held_runs(loaded: &Loaded, state: &str) -> Result<Vec<Value>> {
+    let request = json!({"action": "list_runs", "limit": 1000}).to_string();
+    let listed: Value = match loaded.runtime.invoke(&loaded.plugin_json, &request).await? {
+        Ok(text) => serde_json::from_str(&text).context("guest returned invalid JSON")?,
+        Err(e) => bail!("cannot list the runs: {}", tool_error_text(&e)),
+    };
+    Ok(listed
+        .get("runs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.pointer("/approval/state").and_then(Value::as_str) == Some(state))
+        .cloned()
+        .collect())
 }
 
 fn main() -> ExitCode {

@@ -3,7 +3,8 @@
 //! optional `host` section that only the host reads:
 //!
 //! ```json
-//! { "host": { "sshConfig": "ssh_config", "workspace": "/path/to/workspace" },
+//! { "host": { "sshConfig": "ssh_config", "workspace": "/path/to/workspace",
+//!            "auditLog": "audit.jsonl", "connectionsPerMinute": 10, "approvals": "approvals.jsonl" },
 //!   "defaultCluster": "local-cpu", "clusters": { "local-cpu": { ... } } }
 //! ```
 //!
@@ -12,6 +13,15 @@
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// The keys of the `host` section.
+const KEYS: [&str; 5] = [
+    "sshConfig",
+    "workspace",
+    "auditLog",
+    "connectionsPerMinute",
+    "approvals",
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct OperatorConfig {
@@ -24,6 +34,8 @@ pub struct OperatorConfig {
     pub audit_log: Option<Option<PathBuf>>,
     /// New SSH connections per profile and minute (None: the default).
     pub connections_per_minute: Option<u32>,
+    /// The operators' approval decisions (None: the default place).
+    pub approvals: Option<PathBuf>,
 }
 
 impl OperatorConfig {
@@ -52,12 +64,8 @@ impl OperatorConfig {
                 Some(_) => bail!("host.{key} must be a path"),
             }
         };
-        if let Some(unknown) = host.keys().find(|k| {
-            !["sshConfig", "workspace", "auditLog", "connectionsPerMinute"].contains(&k.as_str())
-        }) {
-            bail!(
-                "host.{unknown}: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute)"
-            );
+        if let Some(unknown) = host.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            bail!("host.{unknown}: unknown key (allowed: {})", KEYS.join(", "));
         }
         let connections_per_minute = match host.get("connectionsPerMinute") {
             None | Some(Value::Null) => None,
@@ -74,6 +82,7 @@ impl OperatorConfig {
                 .map(Some),
         };
         Ok(OperatorConfig {
+            approvals: path_of("approvals")?,
             audit_log,
             connections_per_minute,
             ssh_config: path_of("sshConfig")?,

@@ -9,6 +9,7 @@
 //! even *imports* anything beyond our interfaces and `wasi:io`, `wasi:cli`,
 //! `wasi:clocks`, `wasi:random` is refused at load time.
 
+use crate::approvals::{ApprovalBook, ApprovalsCtx};
 use crate::audit::AuditLog;
 use crate::bindings::ClusterSlurm;
 use crate::bindings::exports::openclaw::cluster_slurm::tool::{ToolDescription, ToolError};
@@ -139,6 +140,7 @@ pub struct State {
     exec: ExecCtx,
     transfer: TransferCtx,
     store: RunStoreCtx,
+    approvals: ApprovalsCtx,
 }
 
 impl WasiView for State {
@@ -157,6 +159,7 @@ pub struct Runtime {
     grants: Arc<Grants>,
     transport: SharedTransport,
     audit: Arc<AuditLog>,
+    approvals: Arc<ApprovalBook>,
 }
 
 /// Names of a component's imports and exports.
@@ -223,6 +226,10 @@ impl Runtime {
             crate::run_store::add_to_linker(&mut linker, |s: &mut State| s.store.view()),
             "linking run-store",
         )?;
+        wt(
+            crate::approvals::add_to_linker(&mut linker, |s: &mut State| s.approvals.view()),
+            "linking approvals",
+        )?;
         Ok(Runtime {
             engine,
             component,
@@ -230,7 +237,14 @@ impl Runtime {
             grants,
             transport,
             audit: Arc::new(AuditLog::off()),
+            approvals: Arc::new(ApprovalBook::none()),
         })
+    }
+
+    /// Read operators' decisions on held runs from `book`.
+    pub fn with_approvals(mut self, book: Arc<ApprovalBook>) -> Runtime {
+        self.approvals = book;
+        self
     }
 
     /// Record every capability call of the guest in `audit`.
@@ -256,6 +270,8 @@ impl Runtime {
             transfer: TransferCtx::new(self.grants.clone(), self.transport.clone())
                 .audited(self.audit.clone()),
             store: RunStoreCtx::new(self.grants.clone()).audited(self.audit.clone()),
+            approvals: ApprovalsCtx::new(self.approvals.clone(), self.grants.workspace.clone())
+                .audited(self.audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -366,7 +382,7 @@ mod tests {
         assert!(
             interfaces(&engine, &c)
                 .exports
-                .contains(&"openclaw:cluster-slurm/tool@0.2.0".to_string())
+                .contains(&"openclaw:cluster-slurm/tool@0.3.0".to_string())
         );
         assert_eq!(std::fs::read(&image).unwrap(), original);
 
@@ -381,7 +397,7 @@ mod tests {
     #[test]
     fn forbidden_imports_are_named() {
         let imports = vec![
-            "openclaw:cluster-slurm/ssh-exec@0.2.0".to_string(),
+            "openclaw:cluster-slurm/ssh-exec@0.3.0".to_string(),
             "wasi:cli/stdout@0.2.6".to_string(),
             "wasi:filesystem/types@0.2.6".to_string(),
             "wasi:sockets/tcp@0.2.6".to_string(),

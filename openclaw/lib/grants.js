@@ -138,6 +138,8 @@ export class Grants {
       profiles.set(label, { label, sshTarget, remoteRoot: root });
     }
     this.workspace = workspace;
+    /** @type {string[]} files downloads may not write (see protect) */
+    this.protected = [];
     this.runsDirDisplay = runsDir;
     this.profiles = profiles;
     this.programs = [...ALLOWED_PROGRAMS];
@@ -221,6 +223,10 @@ export class Grants {
     const rel = relativeClean(raw);
     if (rel === null) throw denied(`${what} ${show(raw)} must be a relative path without '..'`);
     const target = path.join(base, rel);
+    const placed = resolvedPlace(target);
+    if (this.protected.some((p) => p === placed || p.startsWith(placed + path.sep))) {
+      throw denied(`${what} ${show(raw)} is one of the host's own records (the audit log or the approval decisions) or holds one; refusing to write it`);
+    }
     let meta = null;
     try {
       meta = fs.lstatSync(target);
@@ -254,6 +260,11 @@ export class Grants {
     throw denied(`${what} ${show(raw)} has no existing parent directory`);
   }
 
+  /** Never let a download write `file` (compared by resolved location). */
+  protect(file) {
+    this.protected.push(resolvedPlace(file));
+  }
+
   localDestination(raw) {
     return this.destinationUnder(this.workspace, raw, "local path");
   }
@@ -264,6 +275,15 @@ export class Grants {
 
   storePath(raw) {
     return this.destinationUnder(this.runsDir(), raw, "run store path");
+  }
+}
+
+/** `file` with its directory resolved (the file itself need not exist). */
+function resolvedPlace(file) {
+  try {
+    return path.join(fs.realpathSync(path.dirname(file)), path.basename(file));
+  } catch {
+    return file;
   }
 }
 

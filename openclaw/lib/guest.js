@@ -1,5 +1,5 @@
 // The guest component (transpiled by jco into ../wasm, see ../build.sh) and
-// the imports this host gives it: our three capabilities, checked by the
+// the imports this host gives it: our four capabilities, checked by the
 // grants, plus the WASI basics of ./wasi.js — no files, no sockets.
 
 import fs from "node:fs";
@@ -18,7 +18,7 @@ function coreModule(name) {
 /**
  * A fresh guest instance (about 12 ms): jco serialises calls on one
  * instance, so concurrent tool calls each get their own.
- * @param {{exec: Function, upload: Function, download: Function, read: Function, write: Function, location: Function}} host
+ * @param {{exec: Function, upload: Function, download: Function, read: Function, write: Function, location: Function, lookup: Function}} host
  */
 export function newGuest(host) {
   const imports = {
@@ -30,13 +30,14 @@ export function newGuest(host) {
     "openclaw:cluster-slurm/run-store": {
       read: host.read, write: host.write, lock: host.lock, unlock: host.unlock, location: host.location,
     },
+    "openclaw:cluster-slurm/approvals": { lookup: host.lookup },
   };
   return instantiate(coreModule, imports).tool;
 }
 
 /** Imports for describe() and check-config, which never reach them. */
 const NO_HOST = Object.fromEntries(
-  ["exec", "upload", "download", "read", "write", "lock", "unlock"].map((f) => [f, async () => {
+  ["exec", "upload", "download", "read", "write", "lock", "unlock", "lookup"].map((f) => [f, async () => {
     throw { tag: "denied", val: `${f} is not available here` };
   }]),
 );

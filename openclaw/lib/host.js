@@ -1,7 +1,8 @@
 // One tool call's host: the guest's imports, each checked by the grants
-// before any side effect (the checkpoint of host/src/exec.rs, transfer.rs
-// and run_store.rs), over the system OpenSSH client.
+// before any side effect (the checkpoint of host/src/exec.rs, transfer.rs,
+// run_store.rs and approvals.rs), over the system OpenSSH client.
 
+import * as approvals from "./approvals.js";
 import { sftpPath } from "./grants.js";
 import * as err from "./host-error.js";
 import * as runStore from "./run-store.js";
@@ -15,8 +16,9 @@ const TRANSFER_TIMEOUT_MS = MAX_TIMEOUT_MS;
  * @param {import("./grants.js").Grants} grants
  * @param {import("./ssh.js").SshClient} client
  * @param {AbortSignal | undefined} signal the tool call's, if the caller gave one
+ * @param {string} approvalsFile where `cluster-slurm approve|reject` keeps decisions
  */
-export function callHost(grants, client, signal) {
+export function callHost(grants, client, signal, approvalsFile = approvals.defaultPath()) {
   const held = new Map();
   return {
     /** Not an import: the end of the call releases what it still holds. */
@@ -58,6 +60,9 @@ export function callHost(grants, client, signal) {
     },
     location() {
       return grants.runsDirDisplay;
+    },
+    lookup(runId) {
+      return approvals.lookup(approvalsFile, grants.workspace, runId);
     },
   };
 }

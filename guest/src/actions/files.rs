@@ -183,6 +183,10 @@ impl Tool<'_> {
                     "remoteRunDir": r.remote_run_dir,
                     "fallbackRunId": r.fallback_run_id,
                     "fallbackFromRunId": r.fallback_from_run_id,
+                    "approval": r.approval.as_ref().map(|a| json!({
+                        "state": a.state, "reasons": a.reasons, "requestedAt": a.requested_at,
+                        "decidedBy": a.decided_by, "decidedAt": a.decided_at, "note": a.note,
+                    })),
                 })
             })
             .collect();

@@ -299,8 +299,15 @@ impl Tool<'_> {
             .cloned()
             .collect();
         let explicit_ids = Self::job_ids_of(req)?;
+        // Runs held for approval answer with the decision (and are submitted
+        // once approved), not with a job status.
+        let mut held: Vec<Value> = Vec::new();
         for raw in &run_ids {
             let run = self.existing_run(raw)?;
+            if Self::awaits_decision(&run) {
+                held.push(self.approval_status(run)?);
+                continue;
+            }
             let profile = self.profile_for(req.cluster.as_deref(), Some(&run))?;
             // With one run and one jobId, the id picks a job of that run.
             let job = match (run_ids.len(), explicit_ids.as_slice()) {
@@ -325,7 +332,7 @@ impl Tool<'_> {
                 targets.push((None, profile.clone(), id.clone()));
             }
         }
-        if targets.is_empty() {
+        if targets.is_empty() && held.is_empty() {
             return Err(invalid(
                 "jobId is required (or provide runId with a submitted job)",
             ));
@@ -375,6 +382,12 @@ impl Tool<'_> {
             }
         }
         let mut results: Vec<Value> = results.into_iter().flatten().collect();
+        if results.is_empty()
+            && let [one] = held.as_slice()
+        {
+            return Ok(one.clone());
+        }
+        results.extend(held);
         if let ([one], [(Some(run), profile, job)]) = (results.as_mut_slice(), targets.as_slice()) {
             // The routing switch (or the call's own flag) decides whether failed
             // jobs are inspected at all; resubmitting always needs the flag.

@@ -2,13 +2,14 @@
 
 mod retry;
 
+use super::approval::{approval_reasons, gated_header};
 use super::{QUERY_TIMEOUT_MS, Tool, invalid};
 use crate::config::{Policy, Preset, Profile};
 use crate::header::Header;
 use crate::host::ToolError;
 use crate::ledger::{
-    JobRecord, LogPatterns, RunRecord, Submission, digest, iso_timestamp, new_run_id,
-    run_timestamp, sanitize_run_id,
+    APPROVAL_APPROVED, JobRecord, LogPatterns, RunRecord, Submission, digest, iso_timestamp,
+    new_run_id, run_timestamp, sanitize_run_id,
 };
 use crate::paths::{basename, file_name, remote_join, remote_under, workspace_relative};
 use crate::request::Request;
@@ -90,6 +91,12 @@ impl Workload {
     }
 }
 
+/// True when an operator approved `run` for the request with this `key`.
+fn approved_for(run: Option<&RunRecord>, key: &str) -> bool {
+    run.and_then(|r| r.approval.as_ref())
+        .is_some_and(|a| a.state == APPROVAL_APPROVED && a.key == key)
+}
+
 /// What one submission produced.
 pub(super) struct Submitted {
     pub run: RunRecord,
@@ -101,7 +108,7 @@ pub(super) struct Submitted {
 }
 
 /// The GPUs a header asks for in total, as far as it can be told.
-fn gpus_requested(h: &Header) -> u64 {
+pub(super) fn gpus_requested(h: &Header) -> u64 {
     let from_gres = h.gres.as_deref().map_or(0, |g| {
         g.split(',')
             .filter(|part| part.starts_with("gpu"))
@@ -117,7 +124,7 @@ fn gpus_requested(h: &Header) -> u64 {
     h.gpus.unwrap_or(0) + h.gpus_per_node.unwrap_or(0) * nodes + from_gres * nodes
 }
 
-fn minutes_text(m: u64) -> String {
+pub(super) fn minutes_text(m: u64) -> String {
     format!("{}-{:02}:{:02}:00", m / 1440, m % 1440 / 60, m % 60)
 }
 
@@ -251,7 +258,7 @@ fn preset_commands(preset: &Preset, given: &[(String, String)]) -> Result<Vec<St
 
 impl Tool<'_> {
     /// `runId`, else a fresh `[prefix-]timestamp-random` id.
-    fn choose_run_id(
+    pub(super) fn choose_run_id(
         &mut self,
         run_id: Option<&str>,
         prefix: Option<&str>,
@@ -266,7 +273,7 @@ impl Tool<'_> {
         }
     }
 
-    fn new_run(&mut self, profile: &Profile, run_id: String) -> RunRecord {
+    pub(super) fn new_run(&mut self, profile: &Profile, run_id: String) -> RunRecord {
         let now = iso_timestamp(self.host.now_ms());
         let store = self.host.store_location();
         RunRecord {
@@ -283,12 +290,13 @@ impl Tool<'_> {
             fallback_run_id: None,
             fallback_from_run_id: None,
             submission: None,
+            approval: None,
             extra: Default::default(),
         }
     }
 
     /// Keep a rendered script in the run store; its workspace-relative path.
-    fn store_script(&mut self, rel: &str, script: &str) -> Result<String, ToolError> {
+    pub(super) fn store_script(&mut self, rel: &str, script: &str) -> Result<String, ToolError> {
         self.host.store_write(rel, script.as_bytes())?;
         Ok(format!("{}/{rel}", self.host.store_location()))
     }
@@ -343,7 +351,7 @@ impl Tool<'_> {
 
     // ---------------------------------------------------------------- render_job
 
-    fn render_for(
+    pub(super) fn render_for(
         &self,
         profile: &Profile,
         header: &Header,
@@ -612,7 +620,10 @@ impl Tool<'_> {
 
     /// The workload of a `run_workload` call: from a preset, or from the
     /// call's own parameters.
-    fn workload_of(&self, req: &Request) -> Result<(Workload, Option<Preset>), ToolError> {
+    pub(super) fn workload_of(
+        &self,
+        req: &Request,
+    ) -> Result<(Workload, Option<Preset>), ToolError> {
         if let Some(name) = &req.preset {
             let preset = self.config.preset(name).cloned().ok_or_else(|| {
                 let names: Vec<&str> = self
@@ -831,6 +842,19 @@ impl Tool<'_> {
             None => existing,
         };
 
+        // Above the profile's approval limits: held for an operator, unless
+        // this is the run an operator approved for exactly this request.
+        let profile = self.profile(&primary)?.clone();
+        if profile.policy.approval.any() && !approved_for(existing.as_ref(), &key) {
+            let header = gated_header(&profile, &workload)?;
+            let reasons = approval_reasons(&profile.policy.approval, &header);
+            if !reasons.is_empty() {
+                return self.hold_for_approval(
+                    req, &profile, &header, &workload, existing, &key, reasons, &selection,
+                );
+            }
+        }
+
         // The first attempt's run id is fixed here so a fallback can link to it.
         let first_id = match &existing {
             Some(run) => run.run_id.clone(),
@@ -933,6 +957,16 @@ impl Tool<'_> {
             workload.from_preset.is_some(),
             &workload.submit_args,
         )?;
+        // The GPU fallback comes here directly: it may not skip the gate.
+        let reasons = approval_reasons(&profile.policy.approval, &header);
+        if !reasons.is_empty() && !key.is_some_and(|k| approved_for(existing.as_ref(), k)) {
+            return Err(ToolError::Policy(format!(
+                "profile {:?} needs an operator's approval for this request ({}); ask for it with run_workload and cluster {:?}",
+                profile.id,
+                reasons.join("; "),
+                profile.id
+            )));
+        }
         let script = self.render_for(&profile, &header, workload, None)?;
         let wanted_dir = match &workload.remote_dir {
             Some(d) => Some(
