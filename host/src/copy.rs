@@ -9,6 +9,8 @@
 //! its end; anything else is sent whole. Afterwards every file sent is
 //! compared with `sha256sum` on the cluster ([`crate::verify::check_upload`]).
 //! A destination that does not exist yet costs one SFTP request and no command.
+//! Small files sent whole travel together as tar streams ([`crate::bundle`],
+//! unpacked by `tar -x` on the cluster): one round trip for many files.
 //!
 //! Download: the remote tree is listed and hashed on the cluster first. A local
 //! file with the same size and hash is skipped; the partial file an
@@ -16,11 +18,15 @@
 //! until the final hash: a mismatch fetches the file again whole); every file
 //! is hashed while it arrives and compared before it replaces anything.
 
-use crate::sftp::{self, FileJob, Start, TransferStats};
-use crate::ssh::{Connection, SshError};
+use crate::bundle::Bundle;
+use crate::sftp::{self, FileJob, Start, TransferStats, UploadPlan};
+use crate::ssh::{Connection, SshError, quote_word};
 use crate::verify;
+use russh_sftp::client::SftpSession;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Upload `local` to `remote` over `conn`, then check it on the cluster.
 /// Returns the transfer's figures and how many files were checked.
@@ -53,7 +59,10 @@ pub async fn upload(
             };
             starts.push(start);
         }
-        sftp::upload_planned(&session, &plan, starts).await
+        let (starts, bundled) = pick_for_bundles(&plan, starts);
+        let mut moved = sftp::upload_planned(&session, &plan, starts).await?;
+        send_bundles(conn, &session, &plan.base_dir, &bundled, &mut moved).await?;
+        Ok::<_, SshError>(moved)
     }
     .await;
     let _ = session.close().await;
@@ -83,6 +92,114 @@ pub async fn download(
     .await;
     let _ = session.close().await;
     moved
+}
+
+/// Files up to this size travel in bundles when there are several.
+const BUNDLE_FILE_MAX: u64 = 1 << 20;
+/// The most a bundle holds in memory before it is sent.
+const BUNDLE_BYTES: usize = 16 << 20;
+const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Mark the small files that are to be sent whole as bundled, when there
+/// are at least two of them; returns them (with their names in the bundle).
+fn pick_for_bundles(
+    plan: &UploadPlan,
+    mut starts: Vec<Start>,
+) -> (Vec<Start>, Vec<(FileJob, String)>) {
+    let prefix = format!("{}/", plan.base_dir.trim_end_matches('/'));
+    let small: Vec<usize> = plan
+        .files
+        .iter()
+        .zip(&starts)
+        .enumerate()
+        .filter(|(_, (job, start))| {
+            matches!(start, Start::Fresh)
+                && job.size <= BUNDLE_FILE_MAX
+                && job.remote.starts_with(&prefix)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if plan.single_file || small.len() < 2 {
+        return (starts, Vec::new());
+    }
+    let mut bundled = Vec::with_capacity(small.len());
+    for i in small {
+        if let (Some(job), Some(start)) = (plan.files.get(i), starts.get_mut(i))
+            && let Some(name) = job.remote.strip_prefix(&prefix)
+        {
+            *start = Start::Bundled;
+            bundled.push((job.clone(), name.to_string()));
+        }
+    }
+    (starts, bundled)
+}
+
+/// Send `files` as tar streams unpacked by `tar -x` in `base_dir` (which
+/// exists by now), adding them to `moved`. A cluster without `tar` gets
+/// them over SFTP instead.
+async fn send_bundles(
+    conn: &Connection,
+    session: &SftpSession,
+    base_dir: &str,
+    files: &[(FileJob, String)],
+    moved: &mut TransferStats,
+) -> Result<(), SshError> {
+    let mut rest = files;
+    while !rest.is_empty() {
+        let mut bundle = Bundle::new();
+        let mut sent = Vec::new();
+        let mut bytes = 0u64;
+        let mut taken = 0;
+        for (job, name) in rest {
+            if !bundle.is_empty() && bundle.len() + job.size as usize > BUNDLE_BYTES {
+                break;
+            }
+            let data = tokio::fs::read(&job.local)
+                .await
+                .map_err(|e| SshError::LocalIo(format!("reading {}: {e}", job.local.display())))?;
+            bundle
+                .add(name, job.mode, &data)
+                .map_err(SshError::LocalIo)?;
+            bytes += data.len() as u64;
+            sent.push((job.remote.clone(), format!("{:x}", Sha256::digest(&data))));
+            taken += 1;
+        }
+        let (chunk, later) = rest.split_at(taken.min(rest.len()));
+        rest = later;
+        let command = format!("tar -x -f - -C {}", quote_word(base_dir));
+        let out = conn
+            .exec(&command, Some(&bundle.finish()), BUNDLE_TIMEOUT, 64 << 10)
+            .await?;
+        match out.exit_code {
+            Some(0) => {
+                moved.files += sent.len() as u32;
+                moved.bundled += sent.len() as u32;
+                moved.bytes += bytes;
+                moved.sent.extend(sent);
+            }
+            // No tar on this cluster: the same files one by one.
+            Some(127) => {
+                let plan = UploadPlan {
+                    base_dir: base_dir.to_string(),
+                    files: chunk.iter().map(|(job, _)| job.clone()).collect(),
+                    ..UploadPlan::default()
+                };
+                let starts = plan.files.iter().map(|_| Start::Fresh).collect();
+                let one_by_one = sftp::upload_planned(session, &plan, starts).await?;
+                moved.files += one_by_one.files;
+                moved.bytes += one_by_one.bytes;
+                moved.sent.extend(one_by_one.sent);
+            }
+            _ => {
+                return Err(SshError::Remote(format!(
+                    "unpacking {} files in {base_dir} failed: {}",
+                    chunk.len(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A destination file of `held` bytes may be the source file of `size`

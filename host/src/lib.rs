@@ -15,6 +15,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod bindings;
+pub mod bundle;
 #[cfg(test)]
 mod capability_tests;
 pub mod copy;

@@ -50,6 +50,8 @@ pub struct TransferStats {
     pub skipped: u32,
     /// Files the destination already held unchanged (nothing sent).
     pub unchanged: u32,
+    /// Uploads only: files that travelled in tar bundles (counted in `files` too).
+    pub bundled: u32,
     /// Bytes not sent again because an interrupted transfer was resumed.
     pub resumed_bytes: u64,
     /// Downloads only: files whose hash was checked against the cluster's.
@@ -206,6 +208,8 @@ pub enum Start {
     /// send the rest; `prefix` is the SHA-256 state after those bytes, so the
     /// final hash still covers the whole file.
     Resume { offset: u64, prefix: Sha256 },
+    /// Sent another way (in a bundle, see [`crate::bundle`]): not here.
+    Bundled,
 }
 
 /// One regular file of a transfer.
@@ -390,6 +394,7 @@ pub async fn upload_planned(
                 stats.unchanged += 1;
                 continue;
             }
+            Start::Bundled => continue,
             Start::Resume { offset, .. } => *offset,
             Start::Fresh => 0,
         };
@@ -700,7 +705,7 @@ pub async fn download_planned(
                 continue;
             }
             Start::Resume { offset, .. } => *offset,
-            Start::Fresh => 0,
+            Start::Fresh | Start::Bundled => 0,
         };
         let mut fetched = download_file(sftp, job, start).await?;
         let mut resumed = resumed;

@@ -116,7 +116,7 @@ impl transfer::Host for TransferView<'_> {
 }
 
 /// What the audit log records about a finished transfer.
-fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 6] {
+fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 7] {
     [
         ("files", json!(moved.files)),
         ("bytes", json!(moved.bytes)),
@@ -124,6 +124,7 @@ fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 6] {
         ("unchanged", json!(moved.unchanged)),
         ("resumedBytes", json!(moved.resumed_bytes)),
         ("changing", json!(moved.changing)),
+        ("bundled", json!(moved.bundled)),
     ]
 }
 

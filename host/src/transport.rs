@@ -28,6 +28,8 @@ pub struct Moved {
     pub resumed_bytes: u64,
     /// Downloaded files that changed on the cluster while being read.
     pub changing: u32,
+    /// Uploaded files that travelled in tar bundles.
+    pub bundled: u32,
 }
 
 pub trait Transport: Send + Sync {
@@ -184,6 +186,7 @@ impl Moved {
             unchanged: stats.unchanged,
             resumed_bytes: stats.resumed_bytes,
             changing: stats.changing,
+            bundled: stats.bundled,
         }
     }
 }

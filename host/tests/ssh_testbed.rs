@@ -1110,3 +1110,69 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
     );
     let _ = std::fs::remove_dir_all(&remote);
 }
+
+/// Many small files travel as tar bundles (one command each, not an SFTP
+/// open/write/close per file); large ones over SFTP; all are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_travel_in_bundles() {
+    use cluster_slurm_host::grants::ProfileGrant;
+    use cluster_slurm_host::transport::{SshTransport, Transport};
+    use std::os::unix::fs::PermissionsExt;
+
+    let cfg = testbed();
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("inputs");
+    for i in 0..300 {
+        let dir = tree.join(format!("part{}", i % 7));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(i % 13),
+        )
+        .unwrap();
+    }
+    std::fs::write(tree.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
+    std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(tree.join("big.bin"), vec![3u8; 3 << 20]).unwrap();
+    let root = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
+    let profile = ProfileGrant {
+        label: "tb".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: root.into(),
+    };
+    let remote = format!("{root}/bundle-{}", std::process::id());
+    let transport = SshTransport::new(Some(cfg));
+    let moved = transport
+        .upload(&profile, tree.clone(), remote.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.files, moved.bundled, moved.verified),
+        (302, 301, 302),
+        "{moved:?}"
+    );
+    for i in [0, 1, 150, 299] {
+        let rel = format!("part{}/f{i}.txt", i % 7);
+        assert_eq!(
+            std::fs::read(format!("{remote}/{rel}")).unwrap(),
+            std::fs::read(tree.join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    let mode = std::fs::metadata(format!("{remote}/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert!(mode & 0o100 != 0, "{mode:o}");
+    // Again: nothing to send.
+    let again = transport
+        .upload(&profile, tree, remote.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.unchanged, again.bytes, again.bundled),
+        (302, 0, 0),
+        "{again:?}"
+    );
+    let _ = std::fs::remove_dir_all(&remote);
+}
