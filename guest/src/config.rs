@@ -314,16 +314,7 @@ fn read_policy(mut f: Fields<'_>) -> FieldResult<Policy> {
             Some(list)
         }
     };
-    let time_path = f.child_path("maxTime");
-    let max_time_minutes = match f.string("maxTime")? {
-        None => None,
-        Some(t) => Some(crate::header::time_minutes(&t).ok_or_else(|| {
-            err(
-                &time_path,
-                format!("{t:?} is not a limited SLURM time such as 04:00:00 or 2-00:00:00"),
-            )
-        })?),
-    };
+    let max_time_minutes = limited_time(&mut f, "maxTime")?;
     let max_nodes = f.uint("maxNodes", 1, 100_000)?;
     let max_gpus = f.uint("maxGpus", 0, 100_000)?;
     let max_array_size = f
@@ -349,20 +340,24 @@ fn read_policy(mut f: Fields<'_>) -> FieldResult<Policy> {
     Ok(policy)
 }
 
-fn read_approval_rules(mut f: Fields<'_>) -> FieldResult<ApprovalRules> {
-    let time_path = f.child_path("time");
-    let time_minutes = match f.string("time")? {
-        None => None,
-        Some(t) => Some(crate::header::time_minutes(&t).ok_or_else(|| {
+/// A time limit in minutes (`UNLIMITED` is no limit, so it is refused).
+fn limited_time(f: &mut Fields<'_>, key: &'static str) -> FieldResult<Option<u64>> {
+    let path = f.child_path(key);
+    match f.string(key)? {
+        None => Ok(None),
+        Some(t) => crate::header::time_minutes(&t).map(Some).ok_or_else(|| {
             err(
-                &time_path,
+                &path,
                 format!("{t:?} is not a limited SLURM time such as 04:00:00 or 2-00:00:00"),
             )
-        })?),
-    };
+        }),
+    }
+}
+
+fn read_approval_rules(mut f: Fields<'_>) -> FieldResult<ApprovalRules> {
     let rules = ApprovalRules {
         gpus: f.uint("gpus", 0, 100_000)?,
-        time_minutes,
+        time_minutes: limited_time(&mut f, "time")?,
         array_tasks: f.uint("arrayTasks", 0, 10_000_000)?,
         nodes: f.uint("nodes", 0, 100_000)?,
     };

@@ -29,21 +29,14 @@ pub(super) fn approval_reasons(rules: &ApprovalRules, header: &Header) -> Vec<St
             reasons.push(format!("{n} GPUs (approval needed above {max})"));
         }
     }
-    if let Some(max) = rules.time_minutes {
-        match header.time_minutes() {
-            Some(m) if m > max => reasons.push(format!(
-                "time {} (approval needed above {})",
-                header.time.as_deref().unwrap_or(""),
-                minutes_text(max)
-            )),
-            // No limit at all is more than any limit.
-            None if header.time.is_some() => reasons.push(format!(
-                "time {} (approval needed above {})",
-                header.time.as_deref().unwrap_or(""),
-                minutes_text(max)
-            )),
-            _ => {}
-        }
+    if let (Some(max), Some(time)) = (rules.time_minutes, header.time.as_deref())
+        // No limit at all (UNLIMITED) is more than any limit.
+        && header.time_minutes().is_none_or(|m| m > max)
+    {
+        reasons.push(format!(
+            "time {time} (approval needed above {})",
+            minutes_text(max)
+        ));
     }
     if let (Some(max), Some(n)) = (rules.array_tasks, header.array_size())
         && n > max
