@@ -18,6 +18,14 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The tests stop daemons the other needs: one at a time even under plain
+/// `cargo test` (nextest runs them alone anyway, `.config/nextest.toml`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Stops a testbed daemon; brings the whole testbed back when dropped.
 struct Stopped(&'static str);
 
@@ -72,6 +80,7 @@ fn poll(ws: &Workspace, run_id: &str, timeout: Duration, until: impl Fn(&Value) 
 
 #[test]
 fn status_recovers_after_slurmctld_restarts_while_a_job_runs() {
+    let _alone = alone();
     let ws = Workspace::new();
     let run = ws.call(
         "run_workload",
@@ -117,6 +126,7 @@ fn status_recovers_after_slurmctld_restarts_while_a_job_runs() {
 
 #[test]
 fn with_slurmdbd_stopped_status_says_so_and_nothing_is_marked_failed() {
+    let _alone = alone();
     let ws = Workspace::new();
     let finished = ws.call("run_workload", json!({"command": "true", "newRun": true}));
     let finished_id = finished["runId"].as_str().unwrap();

@@ -130,6 +130,7 @@ impl Host for WitHost {
             by: d.by,
             at_ms: d.at_ms,
             note: d.note,
+            key: d.key,
         }))
     }
 

@@ -126,6 +126,8 @@ pub struct Decision {
     pub by: String,
     pub at_ms: u64,
     pub note: String,
+    /// The request digest the decision covers.
+    pub key: String,
 }
 
 pub trait Host {

@@ -1577,6 +1577,18 @@ fn cluster_calls(host: &FakeHost) -> Vec<&String> {
         .collect()
 }
 
+/// The request digest `list_runs` shows for a held run (what the operator approves).
+fn listed_key(host: &mut FakeHost, run_id: &str) -> String {
+    let listed = call_with(host, &gated(), json!({"action": "list_runs"})).unwrap();
+    let run = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["runId"] == run_id)
+        .unwrap();
+    run["approval"]["key"].as_str().unwrap().to_string()
+}
+
 fn gated() -> String {
     config_with(json!({"cpuPolicy": {"requireApprovalAbove": {"nodes": 2, "time": "04:00:00"}}}))
 }
@@ -1661,6 +1673,7 @@ fn check_workload_reports_the_operators_decision_and_submits_once_approved() {
     assert!(host.calls.contains(&format!("approval {run_id}")));
     assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
 
+    let key = listed_key(&mut host, &run_id);
     host.decisions.insert(
         run_id.clone(),
         Decision {
@@ -1668,6 +1681,7 @@ fn check_workload_reports_the_operators_decision_and_submits_once_approved() {
             by: "ops".into(),
             at_ms: 1_771_426_900_000,
             note: "ok for the paper".into(),
+            key,
         },
     );
     host.answer("sbatch", vec![ok("77\n")]);
@@ -1721,6 +1735,7 @@ fn a_rejected_request_is_done_and_never_submitted() {
             by: "ops".into(),
             at_ms: 1_771_426_900_000,
             note: String::new(),
+            key: String::new(),
         },
     );
     for _ in 0..2 {
@@ -1775,5 +1790,87 @@ fn the_gate_cannot_be_skipped_by_the_agent() {
     )
     .unwrap_err();
     assert!(matches!(e, ToolError::Policy(_)), "{e:?}");
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+}
+
+#[test]
+fn an_approval_covers_its_request_only() {
+    let mut host = FakeHost::default();
+    let held = call_with(&mut host, &gated(), big_request()).unwrap();
+    let run_id = held["runId"].as_str().unwrap().to_string();
+    let listed = call_with(&mut host, &gated(), json!({"action": "list_runs"})).unwrap();
+    assert_eq!(
+        listed["runs"][0]["approval"]["request"]["headerOverrides"]["nodes"], 4,
+        "{listed}"
+    );
+    let key = listed_key(&mut host, &run_id);
+    host.decisions.insert(
+        run_id.clone(),
+        Decision {
+            approved: true,
+            by: "ops".into(),
+            at_ms: 1,
+            note: String::new(),
+            key,
+        },
+    );
+    // Before the agent's next check, the held request is swapped in the
+    // ledger (the agent can write the workspace): the decision does not cover it.
+    let mut ledger = host.ledger();
+    ledger["runs"][&run_id]["approval"]["request"]["headerOverrides"]["nodes"] = json!(64);
+    host.files
+        .insert("runs.json".into(), serde_json::to_vec(&ledger).unwrap());
+    let s = call_with(
+        &mut host,
+        &gated(),
+        json!({"action": "check_workload", "runId": run_id}),
+    )
+    .unwrap();
+    assert_eq!(
+        (s["state"].as_str(), s["done"].as_bool()),
+        (Some("REJECTED"), Some(true)),
+        "{s}"
+    );
+    assert!(
+        s["approval"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("another request"),
+        "{s}"
+    );
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+    // Nor does an approved run take another request.
+    let mut bigger = big_request();
+    bigger["runId"] = json!(run_id);
+    bigger["headerOverrides"]["nodes"] = json!(8);
+    let e = call_with(&mut host, &gated(), bigger).unwrap_err();
+    assert!(
+        matches!(&e, ToolError::InvalidRequest(m) if m.contains("new run")),
+        "{e:?}"
+    );
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+}
+
+#[test]
+fn a_ledger_that_claims_approval_is_not_believed() {
+    let mut host = FakeHost::default();
+    let held = call_with(&mut host, &gated(), big_request()).unwrap();
+    let run_id = held["runId"].as_str().unwrap().to_string();
+    // The ledger says "approved"; the operator said nothing.
+    let mut ledger = host.ledger();
+    ledger["runs"][&run_id]["approval"]["state"] = json!("approved");
+    host.files
+        .insert("runs.json".into(), serde_json::to_vec(&ledger).unwrap());
+    let s = call_with(
+        &mut host,
+        &gated(),
+        json!({"action": "check_workload", "runId": run_id}),
+    )
+    .unwrap();
+    assert_eq!(s["state"], "PENDING_APPROVAL", "{s}");
+    let mut again = big_request();
+    again["runId"] = json!(run_id);
+    let e = call_with(&mut host, &gated(), again);
+    assert!(!matches!(&e, Ok(v) if v["jobId"].is_string()), "{e:?}");
     assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
 }

@@ -7,7 +7,7 @@
 //! approve|reject` writes it; a run's first decision is final.
 //!
 //! ```json
-//! {"workspace":"/home/u/project","runId":"20261121-120000-ab12cd","decision":"approved","by":"ops","atMs":1763726400000,"note":"ok"}
+//! {"workspace":"/home/u/project","runId":"20261121-120000-ab12cd","decision":"approved","by":"ops","atMs":1763726400000,"note":"ok","key":"5f0c3e9a1b2d4c6e"}
 //! ```
 //!
 //! ```ignore
@@ -39,6 +39,9 @@ pub struct Entry {
     pub at_ms: u64,
     #[serde(default)]
     pub note: String,
+    /// The digest of the request decided on (from `list_runs`).
+    #[serde(default)]
+    pub key: String,
 }
 
 impl Entry {
@@ -48,6 +51,7 @@ impl Entry {
             by: self.by.clone(),
             at_ms: self.at_ms,
             note: self.note.clone(),
+            key: self.key.clone(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl ApprovalBook {
         &self,
         workspace: &Path,
         run_id: &str,
+        key: &str,
         approved: bool,
         by: &str,
         note: &str,
@@ -160,6 +165,7 @@ impl ApprovalBook {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
             note: note.to_string(),
+            key: key.to_string(),
         };
         let mut line = serde_json::to_string(&entry)
             .map_err(|e| HostError::LocalIo(format!("encoding the decision: {e}")))?;
@@ -254,22 +260,24 @@ mod tests {
         let book = ApprovalBook::at(&d.path().join("state/approvals.jsonl"));
         let (ws, other) = (Path::new("/w/one"), Path::new("/w/two"));
         assert_eq!(book.decision(ws, "r1").unwrap(), None);
-        let e = book.decide(ws, "r1", true, "ops", "fine").unwrap();
+        let e = book.decide(ws, "r1", "k1", true, "ops", "fine").unwrap();
         assert_eq!(e.decision, "approved");
         assert_eq!(book.decision(ws, "r1").unwrap(), Some(e));
         // Another workspace's run of the same name is not decided.
         assert_eq!(book.decision(other, "r1").unwrap(), None);
-        let again = book.decide(ws, "r1", false, "someone", "").unwrap_err();
+        let again = book
+            .decide(ws, "r1", "k1", false, "someone", "")
+            .unwrap_err();
         assert!(
             matches!(&again, HostError::Denied(m) if m.contains("already approved by ops")),
             "{again:?}"
         );
-        book.decide(other, "r1", false, "ops", "").unwrap();
+        book.decide(other, "r1", "k9", false, "ops", "").unwrap();
         assert_eq!(book.entries().unwrap().len(), 2);
 
         let ctx = ApprovalsCtx::new(Arc::new(book), ws.to_path_buf());
         let seen = ctx.decision("r1").unwrap().unwrap();
-        assert!(seen.approved && seen.by == "ops" && seen.note == "fine");
+        assert!(seen.approved && seen.by == "ops" && seen.note == "fine" && seen.key == "k1");
         assert!(ctx.decision("r2").unwrap().is_none());
         assert!(matches!(ctx.decision(""), Err(HostError::Denied(_))));
         assert!(matches!(
@@ -293,6 +301,9 @@ mod tests {
         // Without a book nothing is ever decided, and nothing can be.
         let none = ApprovalBook::none();
         assert_eq!(none.decision(Path::new("/w"), "r").unwrap(), None);
-        assert!(none.decide(Path::new("/w"), "r", true, "ops", "").is_err());
+        assert!(
+            none.decide(Path::new("/w"), "r", "k", true, "ops", "")
+                .is_err()
+        );
     }
 }

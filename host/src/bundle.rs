@@ -74,7 +74,8 @@ impl Bundle {
         let (name_f, rest) = h.split_at_mut(100);
         put(name_f, name.as_bytes());
         let (mode_f, rest) = rest.split_at_mut(8);
-        octal(mode_f, u64::from(mode & 0o7777));
+        // Permission bits only: never setuid, setgid or sticky.
+        octal(mode_f, u64::from(mode & 0o777));
         let (uid_f, rest) = rest.split_at_mut(8);
         octal(uid_f, 0);
         let (gid_f, rest) = rest.split_at_mut(8);
@@ -131,16 +132,9 @@ impl Bundle {
                 let record = pax_record("path", name);
                 self.header("pax-header", "", 0o644, record.len() as u64, b'x');
                 self.data(record.as_bytes());
-                // GNU tar takes the name from the pax record; this one is a fallback.
-                let fallback: String = name
-                    .chars()
-                    .rev()
-                    .take(90)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                self.header(&fallback, "", mode, data.len() as u64, b'0');
+                // GNU tar takes the name from the pax record; a tar without
+                // pax support gets a harmless name in the current directory.
+                self.header("cluster-slurm-long-name", "", mode, data.len() as u64, b'0');
             }
         }
         self.data(data);

@@ -135,8 +135,8 @@ fn pick_for_bundles(
 }
 
 /// Send `files` as tar streams unpacked by `tar -x` in `base_dir` (which
-/// exists by now), adding them to `moved`. A cluster without `tar` gets
-/// them over SFTP instead.
+/// exists by now), adding them to `moved`. Where `tar` is missing or fails,
+/// the same files go over SFTP instead.
 async fn send_bundles(
     conn: &Connection,
     session: &SftpSession,
@@ -177,8 +177,9 @@ async fn send_bundles(
                 moved.bytes += bytes;
                 moved.sent.extend(sent);
             }
-            // No tar on this cluster: the same files one by one.
-            Some(127) => {
+            // No (usable) tar on this cluster: the same files one by one
+            // (SFTP rewrites whatever tar left half done).
+            _ => {
                 let plan = UploadPlan {
                     base_dir: base_dir.to_string(),
                     files: chunk.iter().map(|(job, _)| job.clone()).collect(),
@@ -189,13 +190,6 @@ async fn send_bundles(
                 moved.files += one_by_one.files;
                 moved.bytes += one_by_one.bytes;
                 moved.sent.extend(one_by_one.sent);
-            }
-            _ => {
-                return Err(SshError::Remote(format!(
-                    "unpacking {} files in {base_dir} failed: {}",
-                    chunk.len(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
             }
         }
     }

@@ -168,12 +168,7 @@ impl Grants {
 
     /// Never let a download write `path` (compared by resolved location).
     pub fn protect(&mut self, path: &Path) {
-        let resolved = path
-            .parent()
-            .and_then(|d| d.canonicalize().ok())
-            .zip(path.file_name())
-            .map_or_else(|| path.to_path_buf(), |(d, n)| d.join(n));
-        self.protected.push(resolved);
+        self.protected.push(resolved_place(path));
     }
 
     pub fn profile(&self, label: &str) -> Result<&ProfileGrant, Refusal> {
@@ -315,13 +310,8 @@ impl Grants {
             ))
         })?;
         let target = base.join(&rel);
-        if self.protected.iter().any(|p| {
-            target
-                .parent()
-                .and_then(|d| d.canonicalize().ok())
-                .zip(target.file_name())
-                .is_some_and(|(d, n)| *p == d.join(n) || p.starts_with(d.join(n)))
-        }) {
+        let placed = resolved_place(&target);
+        if self.protected.iter().any(|p| p.starts_with(&placed)) {
             return Err(denied(format!(
                 "{what} {raw:?} is one of the host's own records (the audit log or the approval decisions) or holds one; refusing to write it"
             )));
@@ -360,8 +350,20 @@ impl Grants {
         )))
     }
 
+    /// A download's destination: inside the workspace, never through a
+    /// symlink, and never in the run store (the ledger and the rendered
+    /// scripts are the guest's record, written only through `run-store`).
     pub fn local_destination(&self, raw: &str) -> Result<PathBuf, Refusal> {
-        self.destination_under(&self.workspace, raw, "local path")
+        let target = self.destination_under(&self.workspace, raw, "local path")?;
+        let store = resolved_place(&self.runs_dir());
+        let placed = resolved_place(&target);
+        if placed.starts_with(&store) || store.starts_with(&placed) {
+            return Err(denied(format!(
+                "local path {raw:?} is (or holds) the run store {:?}; download elsewhere",
+                self.runs_dir_display
+            )));
+        }
+        Ok(target)
     }
 
     pub fn runs_dir(&self) -> PathBuf {
@@ -370,6 +372,26 @@ impl Grants {
 
     pub fn store_path(&self, raw: &str) -> Result<PathBuf, Refusal> {
         self.destination_under(&self.runs_dir(), raw, "run store path")
+    }
+}
+
+/// Where `path` is, made absolute and with its nearest existing ancestor
+/// resolved (symlinks and all); the rest need not exist yet.
+pub fn resolved_place(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = path.as_path();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path,
+        }
     }
 }
 
@@ -436,6 +458,43 @@ mod tests {
         ] {
             assert!(Grants::from_config(&bad, ws.path()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn downloads_never_write_the_run_store_or_the_hosts_records() {
+        let ws = tempfile::tempdir().unwrap();
+        let mut g = grants(ws.path());
+        for into in [
+            ".openclaw/cluster-runs/runs.json",
+            ".openclaw/cluster-runs",
+            ".openclaw",
+        ] {
+            let e = g.local_destination(into).unwrap_err();
+            assert!(
+                matches!(&e, Refusal::Denied(m) if m.contains("run store")),
+                "{into}: {e:?}"
+            );
+        }
+        // A protected file whose directory does not exist yet.
+        g.protect(&ws.path().join("state/approvals.jsonl"));
+        for into in ["state/approvals.jsonl", "state"] {
+            let e = g.local_destination(into).unwrap_err();
+            assert!(
+                matches!(&e, Refusal::Denied(m) if m.contains("host's own records")),
+                "{into}: {e:?}"
+            );
+        }
+        assert!(g.local_destination("state-other/x").is_ok());
+        assert!(
+            g.store_path("runs.json").is_ok(),
+            "the run store itself may write it"
+        );
+        // Relative names are placed from the current directory.
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(
+            resolved_place(Path::new("no-such-dir-here/x")),
+            cwd.join("no-such-dir-here/x")
+        );
     }
 
     #[test]

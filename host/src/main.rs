@@ -329,8 +329,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         .into_iter()
                         .flatten()
                     {
-                        out!("    {}", reason.as_str().unwrap_or_default());
+                        out!(
+                            "    above the limit: {}",
+                            reason.as_str().unwrap_or_default()
+                        );
                     }
+                    // Exactly what approving submits.
+                    out!(
+                        "    request: {}",
+                        run.pointer("/approval/request")
+                            .cloned()
+                            .unwrap_or_default()
+                    );
                 }
                 out!(
                     "decide with: cluster-slurm approve RUN_ID | cluster-slurm reject RUN_ID [--note TEXT]"
@@ -353,9 +363,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let by = std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
                 .unwrap_or_else(|_| "operator".to_string());
+            // The digest of the request as the guest reads it now: the
+            // decision covers exactly what the listing showed.
+            let key = run
+                .pointer("/approval/key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "run {run_id}: its held request is unreadable ({})",
+                        run.pointer("/approval/unreadable")
+                            .and_then(Value::as_str)
+                            .unwrap_or("no digest")
+                    )
+                })?;
             let entry = loaded
                 .approvals
-                .decide(&loaded.grants.workspace, run_id, approve, &by, note)
+                .decide(&loaded.grants.workspace, run_id, key, approve, &by, note)
                 .map_err(|e| {
                     anyhow::anyhow!("{}", cluster_slurm_host::bindings::host_error_parts(&e).1)
                 })?;

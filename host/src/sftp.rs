@@ -624,6 +624,7 @@ pub async fn plan_download(
         dirs: vec![local.to_path_buf()],
         ..DownloadPlan::default()
     };
+    // Filled below; then no file may land where another keeps its partial.
     let mut stack: Vec<(String, PathBuf)> = vec![(remote.to_string(), local.to_path_buf())];
     while let Some((rdir, ldir)) = stack.pop() {
         let rd = sftp
@@ -645,6 +646,18 @@ pub async fn plan_download(
                 FileType::File => plan.files.push(job(rpath, lpath, &entry.metadata())),
                 _ => plan.skipped += 1,
             }
+        }
+    }
+    let destinations: std::collections::HashSet<&Path> =
+        plan.files.iter().map(|f| f.local.as_path()).collect();
+    for f in &plan.files {
+        let partial = partial_path(&f.local)?;
+        if destinations.contains(partial.as_path()) {
+            return Err(SshError::Remote(format!(
+                "{remote} holds both {} and a file named like its partial download ({}); rename one on the cluster",
+                f.remote,
+                partial.display()
+            )));
         }
     }
     Ok(plan)
@@ -707,19 +720,19 @@ pub async fn download_planned(
             Start::Resume { offset, .. } => *offset,
             Start::Fresh | Start::Bundled => 0,
         };
+        if expected.is_some_and(|e| !e.contains_key(&job.remote)) {
+            return Err(SshError::Remote(format!(
+                "{}: the cluster could not hash it (unreadable, or gone), so it cannot be downloaded and checked",
+                job.remote
+            )));
+        }
         let mut fetched = download_file(sftp, job, start).await?;
         let mut resumed = resumed;
-        if let Some(want) = expected.map(|e| e.get(&job.remote)) {
-            let Some(want) = want else {
-                let _ = tokio::fs::remove_file(&fetched.partial).await;
-                return Err(SshError::Remote(format!(
-                    "{}: the cluster could not hash it, so the download cannot be checked",
-                    job.remote
-                )));
-            };
+        if let Some(want) = expected.and_then(|e| e.get(&job.remote)) {
             if *want != fetched.sha256 && resumed > 0 {
                 // The kept part was not a prefix of this file after all.
                 stats.bytes += fetched.bytes;
+                drop(fetched);
                 fetched = download_file(sftp, job, Start::Fresh).await?;
                 resumed = 0;
             }
@@ -772,6 +785,8 @@ struct Fetched {
     bytes: u64,
     /// SHA-256 of the whole partial file.
     sha256: String,
+    /// Holds the partial file's lock until this is dropped (after the rename).
+    _lock: std::fs::File,
 }
 
 /// Fetch one file into its partial path (from `offset` on when resuming).
@@ -803,7 +818,7 @@ async fn download_file(
     options
         .write(true)
         .create(true)
-        .truncate(offset == 0)
+        .truncate(false)
         .mode((job.mode & 0o777) | 0o600)
         // Never write through a symlink planted at the partial path.
         .custom_flags(libc::O_NOFOLLOW);
@@ -813,13 +828,26 @@ async fn download_file(
         .map_err(|e| local_err("creating", &partial, e))?
         .into_std()
         .await;
-    // Two downloads to one destination would write one partial file at once.
-    if file.try_lock().is_err() {
-        return Err(SshError::LocalIo(format!(
-            "{}: another download to this destination is in progress",
-            local.display()
-        )));
+    // Two downloads to one destination would write one partial file at once:
+    // the lock is taken before anything is cut, and held until the rename.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(SshError::LocalIo(format!(
+                "{}: another download to this destination is in progress",
+                local.display()
+            )));
+        }
+        // A file system without locks: go on unguarded.
+        Err(std::fs::TryLockError::Error(_)) => {}
     }
+    if offset == 0 {
+        file.set_len(0)
+            .map_err(|e| local_err("truncating", &partial, e))?;
+    }
+    let guard = file
+        .try_clone()
+        .map_err(|e| local_err("opening", &partial, e))?;
     let mut dst = tokio::fs::File::from_std(file);
     let result: Result<u64, SshError> = async {
         if offset > 0 {
@@ -851,6 +879,7 @@ async fn download_file(
         partial,
         bytes: result?,
         sha256: hex(&digest.finalize()),
+        _lock: guard,
     })
 }
 

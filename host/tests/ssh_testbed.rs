@@ -1134,6 +1134,11 @@ async fn many_small_files_travel_in_bundles() {
     std::fs::write(tree.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
     std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(tree.join("big.bin"), vec![3u8; 3 << 20]).unwrap();
+    // 20 MiB of files at the size limit: more than one bundle.
+    std::fs::create_dir_all(tree.join("limit")).unwrap();
+    for i in 0..20u8 {
+        std::fs::write(tree.join(format!("limit/m{i}")), vec![i; 1 << 20]).unwrap();
+    }
     let root = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
     let profile = ProfileGrant {
         label: "tb".into(),
@@ -1148,7 +1153,7 @@ async fn many_small_files_travel_in_bundles() {
         .unwrap();
     assert_eq!(
         (moved.files, moved.bundled, moved.verified),
-        (302, 301, 302),
+        (322, 321, 322),
         "{moved:?}"
     );
     for i in [0, 1, 150, 299] {
@@ -1159,6 +1164,10 @@ async fn many_small_files_travel_in_bundles() {
             "{rel}"
         );
     }
+    assert_eq!(
+        std::fs::read(format!("{remote}/limit/m19")).unwrap(),
+        vec![19u8; 1 << 20]
+    );
     let mode = std::fs::metadata(format!("{remote}/run.sh"))
         .unwrap()
         .permissions()
@@ -1171,8 +1180,84 @@ async fn many_small_files_travel_in_bundles() {
         .unwrap();
     assert_eq!(
         (again.unchanged, again.bytes, again.bundled),
-        (302, 0, 0),
+        (322, 0, 0),
         "{again:?}"
+    );
+    let _ = std::fs::remove_dir_all(&remote);
+}
+
+/// The partial file of a download: a foreign one that is not a prefix is
+/// replaced by a whole fetch; one another download holds is left alone; a
+/// tree that has a file named like another's partial is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_partials_are_guarded() {
+    use cluster_slurm_host::grants::ProfileGrant;
+    use cluster_slurm_host::sftp::partial_path;
+    use cluster_slurm_host::transport::{SshTransport, Transport};
+
+    let cfg = testbed();
+    let root = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
+    let profile = ProfileGrant {
+        label: "tb".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: root.into(),
+    };
+    let remote = format!("{root}/partials-{}", std::process::id());
+    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::write(format!("{remote}/data.txt"), "the real contents\n").unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let dest = local.path().join("data.txt");
+    let partial = partial_path(&dest).unwrap();
+    let transport = SshTransport::new(Some(cfg));
+    let file = format!("{remote}/data.txt");
+
+    // Not a prefix: resumed, found wrong by the hash, fetched again whole.
+    std::fs::write(&partial, "WRONG").unwrap();
+    let moved = transport
+        .download(&profile, file.clone(), dest.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "the real contents\n"
+    );
+    assert_eq!((moved.verified, moved.resumed_bytes), (1, 0), "{moved:?}");
+    assert!(!partial.exists());
+
+    // Another download holds the partial file: refused, its bytes untouched.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&partial, "the real").unwrap();
+    let holder = std::fs::File::open(&partial).unwrap();
+    holder.lock().unwrap();
+    let e = transport
+        .download(&profile, file.clone(), dest.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SshError::LocalIo(m) if m.contains("in progress")),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&partial).unwrap(), "the real");
+    drop(holder);
+    let moved = transport
+        .download(&profile, file.clone(), dest.clone())
+        .await
+        .unwrap();
+    assert_eq!(moved.resumed_bytes, 8, "{moved:?}");
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "the real contents\n"
+    );
+
+    // A tree with a file named like another file's partial: refused.
+    std::fs::write(format!("{remote}/.data.txt.cluster-slurm-part"), "x").unwrap();
+    let e = transport
+        .download(&profile, remote.clone(), local.path().join("tree"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SshError::Remote(m) if m.contains("partial download")),
+        "{e:?}"
     );
     let _ = std::fs::remove_dir_all(&remote);
 }

@@ -9,8 +9,12 @@ import * as err from "./host-error.js";
 
 const MAX_RUN_ID = 256;
 
-/** `$XDG_STATE_HOME/cluster-slurm/approvals.jsonl`, else under ~/.local/state. */
+/**
+ * `CLUSTER_SLURM_APPROVALS` if set, else `$XDG_STATE_HOME/cluster-slurm/approvals.jsonl`,
+ * else under ~/.local/state (as the native host).
+ */
 export function defaultPath() {
+  if (process.env.CLUSTER_SLURM_APPROVALS) return path.resolve(process.env.CLUSTER_SLURM_APPROVALS);
   const state = process.env.XDG_STATE_HOME || path.join(process.env.HOME || os.homedir(), ".local/state");
   return path.join(state, "cluster-slurm", "approvals.jsonl");
 }
@@ -49,6 +53,7 @@ export function lookup(file, workspace, runId) {
         by: entry.by,
         atMs: BigInt(entry.atMs),
         note: typeof entry.note === "string" ? entry.note : "",
+        key: typeof entry.key === "string" ? entry.key : "",
       };
     }
   }

@@ -224,7 +224,7 @@ export class Grants {
     if (rel === null) throw denied(`${what} ${show(raw)} must be a relative path without '..'`);
     const target = path.join(base, rel);
     const placed = resolvedPlace(target);
-    if (this.protected.some((p) => p === placed || p.startsWith(placed + path.sep))) {
+    if (this.protected.some((p) => within(p, placed))) {
       throw denied(`${what} ${show(raw)} is one of the host's own records (the audit log or the approval decisions) or holds one; refusing to write it`);
     }
     let meta = null;
@@ -265,8 +265,19 @@ export class Grants {
     this.protected.push(resolvedPlace(file));
   }
 
+  /**
+   * A download's destination: inside the workspace, never through a symlink,
+   * and never in the run store (the ledger and the rendered scripts are the
+   * guest's record, written only through `run-store`).
+   */
   localDestination(raw) {
-    return this.destinationUnder(this.workspace, raw, "local path");
+    const target = this.destinationUnder(this.workspace, raw, "local path");
+    const store = resolvedPlace(this.runsDir());
+    const placed = resolvedPlace(target);
+    if (within(placed, store) || within(store, placed)) {
+      throw denied(`local path ${show(raw)} is (or holds) the run store ${show(this.runsDirDisplay)}; download elsewhere`);
+    }
+    return target;
   }
 
   runsDir() {
@@ -278,12 +289,23 @@ export class Grants {
   }
 }
 
-/** `file` with its directory resolved (the file itself need not exist). */
+/**
+ * Where `file` is, made absolute and with its nearest existing ancestor
+ * resolved (symlinks and all); the rest need not exist yet (grants.rs
+ * `resolved_place`).
+ */
 function resolvedPlace(file) {
-  try {
-    return path.join(fs.realpathSync(path.dirname(file)), path.basename(file));
-  } catch {
-    return file;
+  const rest = [];
+  let at = path.resolve(file);
+  for (;;) {
+    try {
+      return path.join(fs.realpathSync(at), ...rest.reverse());
+    } catch {
+      const parent = path.dirname(at);
+      if (parent === at) return path.resolve(file);
+      rest.push(path.basename(at));
+      at = parent;
+    }
   }
 }
 

@@ -18,10 +18,10 @@ test("a decision is found by workspace and run; the first one counts", (t) => {
   fs.writeFileSync(
     file,
     line({ workspace: "/w/two", runId: "r1", decision: "rejected", by: "ops", atMs: 1, note: "" }) +
-      line({ workspace: "/w/one", runId: "r1", decision: "approved", by: "ops", atMs: 1771426900000, note: "ok" }) +
+      line({ workspace: "/w/one", runId: "r1", decision: "approved", by: "ops", atMs: 1771426900000, note: "ok", key: "k1" }) +
       line({ workspace: "/w/one", runId: "r1", decision: "rejected", by: "late", atMs: 2 }),
   );
-  assert.deepEqual(lookup(file, "/w/one", "r1"), { approved: true, by: "ops", atMs: 1771426900000n, note: "ok" });
+  assert.deepEqual(lookup(file, "/w/one", "r1"), { approved: true, by: "ops", atMs: 1771426900000n, note: "ok", key: "k1" });
   assert.equal(lookup(file, "/w/two", "r1").approved, false);
   assert.equal(lookup(file, "/w/one", "r2"), undefined);
 });
@@ -40,4 +40,15 @@ test("downloads may not overwrite the decisions, even inside the workspace", (t)
   grants.protect(path.join(ws, "approvals.jsonl"));
   assertRefusal(thrown(() => grants.localDestination("approvals.jsonl")), "denied", /host's own records/);
   assert.ok(grants.localDestination("results.json").endsWith("results.json"));
+  // Also where its directory does not exist yet.
+  grants.protect(path.join(ws, "state", "approvals.jsonl"));
+  assertRefusal(thrown(() => grants.localDestination("state/approvals.jsonl")), "denied", /host's own records/);
+  assertRefusal(thrown(() => grants.localDestination("state")), "denied", /host's own records/);
+});
+
+test("downloads may not write into the run store", (t) => {
+  const grants = grantsFor(tempDir(t));
+  for (const into of [".openclaw/cluster-runs/runs.json", ".openclaw/cluster-runs", ".openclaw"]) {
+    assertRefusal(thrown(() => grants.localDestination(into)), "denied", /run store/);
+  }
 });

@@ -106,6 +106,13 @@ impl Tool<'_> {
         if let Some(run) = self.pending_run(key)? {
             return Ok(self.held_answer(&run, selection, true));
         }
+        // A decision covers one request: a run that held one never holds another.
+        if let Some(run) = existing.as_ref().filter(|r| r.approval.is_some()) {
+            return Err(invalid(format!(
+                "run {} already held another request for approval; a different request needs a new run (omit runId)",
+                run.run_id
+            )));
+        }
         let mut run = match existing {
             Some(run) => run,
             None => {
@@ -160,8 +167,79 @@ impl Tool<'_> {
             .is_some_and(|a| a.state != APPROVAL_APPROVED || run.last_job_id.is_none())
     }
 
-    /// `check_workload` of a held run: the decision if there is one; an
-    /// approved run is submitted now.
+    /// Whether an operator approved exactly the request `key` for `run`:
+    /// asked of the host every time (the ledger is only a cache; the agent
+    /// can write the workspace).
+    pub(super) fn operator_approved(
+        &mut self,
+        run: Option<&RunRecord>,
+        key: &str,
+    ) -> Result<bool, ToolError> {
+        let Some(run) = run.filter(|r| r.approval.is_some()) else {
+            return Ok(false);
+        };
+        Ok(self
+            .host
+            .approval(&run.run_id)?
+            .is_some_and(|d| d.approved && d.key == key))
+    }
+
+    /// What a held run's stored request amounts to, derived from the request
+    /// itself: its digest and the limits it is above. This, not the ledger's
+    /// copy, is what the operator is shown and what a decision covers.
+    pub(super) fn assess(&self, run: &RunRecord) -> Result<Assessment, ToolError> {
+        let Some(approval) = &run.approval else {
+            return Err(invalid(format!(
+                "run {} was never held for approval",
+                run.run_id
+            )));
+        };
+        let mut raw = approval.request.clone();
+        if let Value::Object(map) = &mut raw {
+            map.insert("action".into(), json!("run_workload"));
+            map.insert("runId".into(), json!(run.run_id));
+        }
+        let request = Request::parse(&raw)
+            .map_err(|e| invalid(format!("the held request is unreadable: {e}")))?;
+        let (workload, _) = self.workload_of(&request)?;
+        let primary = request
+            .cluster
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or(&run.cluster_id)
+            .to_string();
+        let profile = self.profile(&primary)?.clone();
+        let header = gated_header(&profile, &workload)?;
+        Ok(Assessment {
+            key: super::submit::request_key(&primary, request.prefix.as_deref(), &workload),
+            reasons: approval_reasons(&profile.policy.approval, &header),
+            request,
+        })
+    }
+
+    /// A held run as `list_runs` shows it (and `cluster-slurm approvals`
+    /// to the operator): reasons and digest derived from the stored request,
+    /// and the request itself, which is exactly what approval submits.
+    pub(super) fn approval_listing(&self, run: &RunRecord, a: &Approval) -> Value {
+        let mut listing = approval_json(a);
+        if let Value::Object(map) = &mut listing {
+            match self.assess(run) {
+                Ok(assessed) => {
+                    map.insert("reasons".into(), json!(assessed.reasons));
+                    map.insert("key".into(), json!(assessed.key));
+                }
+                Err(e) => {
+                    map.insert("unreadable".into(), json!(e.to_string()));
+                }
+            }
+            map.insert("request".into(), a.request.clone());
+        }
+        listing
+    }
+
+    /// `check_workload` of a held run: the operator's decision if there is
+    /// one; an approved run is submitted now.
     pub(super) fn approval_status(&mut self, mut run: RunRecord) -> Result<Value, ToolError> {
         let Some(mut approval) = run.approval.clone() else {
             return Err(invalid(format!(
@@ -169,49 +247,41 @@ impl Tool<'_> {
                 run.run_id
             )));
         };
-        if approval.state == APPROVAL_PENDING {
-            match self.host.approval(&run.run_id)? {
-                None => {
-                    return Ok(json!({
-                        "mode": "check_workload",
-                        "runId": run.run_id,
-                        "cluster": run.cluster_id,
-                        "jobId": Value::Null,
-                        "state": "PENDING_APPROVAL",
-                        "done": false,
-                        "approval": approval_json(&approval),
-                        "next": how_to_decide(&run.run_id),
-                    }));
-                }
-                Some(decision) => {
-                    record(&mut approval, &decision);
-                    run.approval = Some(approval.clone());
-                    run.updated_at = iso_timestamp(self.host.now_ms());
-                    self.save_run(&run)?;
-                }
-            }
-        }
-        if approval.state == APPROVAL_REJECTED {
-            return Ok(json!({
+        let answer = |run: &RunRecord, approval: &Approval, state: &str, next: &str| {
+            json!({
                 "mode": "check_workload",
                 "runId": run.run_id,
                 "cluster": run.cluster_id,
                 "jobId": Value::Null,
-                "state": "REJECTED",
-                "done": true,
-                "approval": approval_json(&approval),
-                "next": "The operator rejected this request; nothing was submitted. Change it (e.g. ask for less) or talk to the operator.",
-            }));
+                "state": state,
+                "done": state != "PENDING_APPROVAL",
+                "approval": approval_json(approval),
+                "next": next,
+            })
+        };
+        if approval.state == APPROVAL_REJECTED {
+            return Ok(answer(&run, &approval, "REJECTED", REJECTED_NEXT));
         }
-        // Approved: submit the request as it was held, in this run.
-        let mut request = approval.request.clone();
-        if let Value::Object(map) = &mut request {
-            map.insert("action".into(), json!("run_workload"));
-            map.insert("runId".into(), json!(run.run_id));
+        let Some(decision) = self.host.approval(&run.run_id)? else {
+            return Ok(answer(
+                &run,
+                &approval,
+                "PENDING_APPROVAL",
+                &how_to_decide(&run.run_id),
+            ));
+        };
+        let assessed = self.assess(&run)?;
+        // Approved, but not this request (it was changed after the
+        // decision): not submitted, and final like a rejection.
+        let approved = decision.approved && decision.key == assessed.key;
+        record(&mut approval, &decision, approved);
+        run.approval = Some(approval.clone());
+        run.updated_at = iso_timestamp(self.host.now_ms());
+        self.save_run(&run)?;
+        if !approved {
+            return Ok(answer(&run, &approval, "REJECTED", REJECTED_NEXT));
         }
-        let request = Request::parse(&request)
-            .map_err(|e| invalid(format!("the held request is unreadable: {e}")))?;
-        let submitted = self.run_workload(&request)?;
+        let submitted = self.run_workload(&assessed.request)?;
         Ok(json!({
             "mode": "check_workload",
             "runId": run.run_id,
@@ -226,8 +296,17 @@ impl Tool<'_> {
     }
 }
 
-fn record(approval: &mut Approval, decision: &Decision) {
-    approval.state = if decision.approved {
+const REJECTED_NEXT: &str = "The operator rejected this request (or it changed after the decision); nothing was submitted. Change it (e.g. ask for less) in a new run, or talk to the operator.";
+
+/// See [`Tool::assess`].
+pub(super) struct Assessment {
+    pub key: String,
+    pub reasons: Vec<String>,
+    pub request: Request,
+}
+
+fn record(approval: &mut Approval, decision: &Decision, approved: bool) {
+    approval.state = if approved {
         APPROVAL_APPROVED
     } else {
         APPROVAL_REJECTED
@@ -236,6 +315,10 @@ fn record(approval: &mut Approval, decision: &Decision) {
     approval.decided_by = Some(decision.by.clone());
     approval.decided_at = Some(iso_timestamp(decision.at_ms));
     approval.note = Some(decision.note.clone()).filter(|n| !n.is_empty());
+    if decision.approved && !approved {
+        approval.note =
+            Some("approved for another request than the one now held; not submitted".to_string());
+    }
 }
 
 /// The header a request would be submitted with on `profile`, for the gate.

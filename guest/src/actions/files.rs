@@ -173,6 +173,7 @@ impl Tool<'_> {
             .iter()
             .take(limit)
             .map(|r| {
+                let approval = r.approval.as_ref().map(|a| self.approval_listing(r, a));
                 json!({
                     "runId": r.run_id,
                     "clusterId": r.cluster_id,
@@ -183,10 +184,7 @@ impl Tool<'_> {
                     "remoteRunDir": r.remote_run_dir,
                     "fallbackRunId": r.fallback_run_id,
                     "fallbackFromRunId": r.fallback_from_run_id,
-                    "approval": r.approval.as_ref().map(|a| json!({
-                        "state": a.state, "reasons": a.reasons, "requestedAt": a.requested_at,
-                        "decidedBy": a.decided_by, "decidedAt": a.decided_at, "note": a.note,
-                    })),
+                    "approval": approval,
                 })
             })
             .collect();

@@ -8,8 +8,8 @@ use crate::config::{Policy, Preset, Profile};
 use crate::header::Header;
 use crate::host::ToolError;
 use crate::ledger::{
-    APPROVAL_APPROVED, JobRecord, LogPatterns, RunRecord, Submission, digest, iso_timestamp,
-    new_run_id, run_timestamp, sanitize_run_id,
+    JobRecord, LogPatterns, RunRecord, Submission, digest, iso_timestamp, new_run_id,
+    run_timestamp, sanitize_run_id,
 };
 use crate::paths::{basename, file_name, remote_join, remote_under, workspace_relative};
 use crate::request::Request;
@@ -91,10 +91,14 @@ impl Workload {
     }
 }
 
-/// True when an operator approved `run` for the request with this `key`.
-fn approved_for(run: Option<&RunRecord>, key: &str) -> bool {
-    run.and_then(|r| r.approval.as_ref())
-        .is_some_and(|a| a.state == APPROVAL_APPROVED && a.key == key)
+/// The digest that tells requests apart: the profile, the prefix and the
+/// workload as asked for (retries and approvals are matched by it).
+pub(super) fn request_key(primary: &str, prefix: Option<&str>, workload: &Workload) -> String {
+    digest(&format!(
+        "{primary}\n{}\n{}",
+        prefix.unwrap_or(""),
+        workload.to_json()
+    ))
 }
 
 /// What one submission produced.
@@ -803,11 +807,7 @@ impl Tool<'_> {
         // answer: a timeout, a dropped connection, a crash) gets that run
         // back; an attempt whose outcome is unknown is settled with the
         // cluster before anything is submitted again.
-        let key = digest(&format!(
-            "{primary}\n{}\n{}",
-            req.prefix.as_deref().unwrap_or(""),
-            workload.to_json()
-        ));
+        let key = request_key(&primary, req.prefix.as_deref(), &workload);
         let previous = match &existing {
             Some(run) => run
                 .submission
@@ -843,12 +843,12 @@ impl Tool<'_> {
         };
 
         // Above the profile's approval limits: held for an operator, unless
-        // this is the run an operator approved for exactly this request.
+        // an operator approved exactly this request for this run.
         let profile = self.profile(&primary)?.clone();
-        if profile.policy.approval.any() && !approved_for(existing.as_ref(), &key) {
+        if profile.policy.approval.any() {
             let header = gated_header(&profile, &workload)?;
             let reasons = approval_reasons(&profile.policy.approval, &header);
-            if !reasons.is_empty() {
+            if !reasons.is_empty() && !self.operator_approved(existing.as_ref(), &key)? {
                 return self.hold_for_approval(
                     req, &profile, &header, &workload, existing, &key, reasons, &selection,
                 );
@@ -959,7 +959,11 @@ impl Tool<'_> {
         )?;
         // The GPU fallback comes here directly: it may not skip the gate.
         let reasons = approval_reasons(&profile.policy.approval, &header);
-        if !reasons.is_empty() && !key.is_some_and(|k| approved_for(existing.as_ref(), k)) {
+        let approved = match key {
+            Some(k) if !reasons.is_empty() => self.operator_approved(existing.as_ref(), k)?,
+            _ => false,
+        };
+        if !reasons.is_empty() && !approved {
             return Err(ToolError::Policy(format!(
                 "profile {:?} needs an operator's approval for this request ({}); ask for it with run_workload and cluster {:?}",
                 profile.id,
