@@ -51,6 +51,11 @@ mcp-client:
     test -x target/mcp-client/bin/python || python3 -m venv target/mcp-client
     target/mcp-client/bin/python -c 'import mcp' 2>/dev/null || target/mcp-client/bin/pip install --quiet 'mcp==2.3.0'
 
+# The benchmark suite: our host against OpenSSH and the reference's way, on
+# the local testbed; writes BENCHMARKS.md (`just bench --quick` for a short run).
+bench *args: build
+    target/release/cluster-slurm-bench --config "$(tests/testbed/up.sh | tail -1)" {{args}}
+
 # Random and hostile input through the whole guest: 2,000,000 random cases
 # (4,000,000 calls) and the injection corpus; prints the counts.
 fuzz iterations="2000000":

@@ -49,16 +49,17 @@ rm -rf "$OUT.tmp"
 "$NODE" "$JCO" transpile "$GUEST" -o "$OUT.tmp" -q --name cluster_slurm \
   -I sync --async-mode jspi \
   --async-imports \
-    'openclaw:cluster-slurm/ssh-exec@0.3.0#exec' \
-    'openclaw:cluster-slurm/transfer@0.3.0#upload' \
-    'openclaw:cluster-slurm/transfer@0.3.0#download' \
-    'openclaw:cluster-slurm/run-store@0.3.0#read' \
-    'openclaw:cluster-slurm/run-store@0.3.0#write' \
-    'openclaw:cluster-slurm/run-store@0.3.0#lock' \
-    'openclaw:cluster-slurm/run-store@0.3.0#unlock' \
+    'openclaw:cluster-slurm/ssh-exec@0.4.0#exec' \
+    'openclaw:cluster-slurm/transfer@0.4.0#upload' \
+    'openclaw:cluster-slurm/transfer@0.4.0#upload-all' \
+    'openclaw:cluster-slurm/transfer@0.4.0#download' \
+    'openclaw:cluster-slurm/run-store@0.4.0#read' \
+    'openclaw:cluster-slurm/run-store@0.4.0#write' \
+    'openclaw:cluster-slurm/run-store@0.4.0#lock' \
+    'openclaw:cluster-slurm/run-store@0.4.0#unlock' \
   --async-exports \
-    'openclaw:cluster-slurm/tool@0.3.0#invoke' \
-    'openclaw:cluster-slurm/tool@0.3.0#check-config' >&2
+    'openclaw:cluster-slurm/tool@0.4.0#invoke' \
+    'openclaw:cluster-slurm/tool@0.4.0#check-config' >&2
 printf '{"type":"module"}\n' > "$OUT.tmp/package.json"
 rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
 

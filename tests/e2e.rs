@@ -208,9 +208,9 @@ fn component_imports_nothing_but_our_interfaces_and_basic_wasi() {
         .map(|v| v.as_str().unwrap())
         .collect();
     for ours in [
-        "openclaw:cluster-slurm/ssh-exec@0.3.0",
-        "openclaw:cluster-slurm/transfer@0.3.0",
-        "openclaw:cluster-slurm/run-store@0.3.0",
+        "openclaw:cluster-slurm/ssh-exec@0.4.0",
+        "openclaw:cluster-slurm/transfer@0.4.0",
+        "openclaw:cluster-slurm/run-store@0.4.0",
     ] {
         assert!(imports.contains(&ours), "{imports:?}");
     }
@@ -236,7 +236,7 @@ fn component_imports_nothing_but_our_interfaces_and_basic_wasi() {
     }
     assert_eq!(
         audit["exports"],
-        json!(["openclaw:cluster-slurm/tool@0.3.0"])
+        json!(["openclaw:cluster-slurm/tool@0.4.0"])
     );
     assert_eq!(audit["forbiddenImports"], json!([]));
     // Per profile: what the host grants and what the guest's policy allows.
@@ -291,7 +291,7 @@ fn audit_inspects_any_guest_file() {
     assert_eq!(audit["forbiddenImports"], json!([]));
     assert_eq!(
         audit["exports"],
-        json!(["openclaw:cluster-slurm/tool@0.3.0"])
+        json!(["openclaw:cluster-slurm/tool@0.4.0"])
     );
 }
 

@@ -194,11 +194,14 @@ fn every_host_call_is_in_the_audit_log() {
     assert_eq!(sbatch["args"], json!(["--parsable", "job.slurm"]));
     assert_eq!(sbatch["cwd"], submitted["remoteRunDir"]);
     assert_eq!(sbatch["exitCode"], 0);
+    // Inputs and script went up in one call, each item named.
     let upload = entries
         .iter()
-        .find(|e| e["call"] == "upload" && e["local"] == "a.py")
+        .find(|e| e["call"] == "upload-all")
         .unwrap();
-    assert_eq!(upload["bytes"], 17);
+    assert_eq!(upload["items"][0]["local"], "a.py", "{upload}");
+    assert_eq!(upload["files"], 2, "{upload}");
+    assert_eq!(upload["verified"], 2, "{upload}");
     assert_eq!(upload["cluster"], "local-cpu");
     assert!(
         entries

@@ -90,6 +90,28 @@ impl Host for WitHost {
         })
     }
 
+    fn upload_all(
+        &mut self,
+        cluster: &str,
+        items: &[(String, String)],
+    ) -> Result<Vec<TransferStats>, HostError> {
+        let items: Vec<transfer::UploadItem> = items
+            .iter()
+            .map(|(local, remote)| transfer::UploadItem {
+                local_path: local.clone(),
+                remote_path: remote.clone(),
+            })
+            .collect();
+        let stats = transfer::upload_all(cluster, &items).map_err(from_wit)?;
+        Ok(stats
+            .into_iter()
+            .map(|s| TransferStats {
+                files: s.files,
+                bytes: s.bytes,
+            })
+            .collect())
+    }
+
     fn download(
         &mut self,
         cluster: &str,

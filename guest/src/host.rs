@@ -138,6 +138,12 @@ pub trait Host {
         local_path: &str,
         remote_path: &str,
     ) -> Result<TransferStats, HostError>;
+    /// Several uploads in one go (`(local, remote)` pairs); stats per item.
+    fn upload_all(
+        &mut self,
+        cluster: &str,
+        items: &[(String, String)],
+    ) -> Result<Vec<TransferStats>, HostError>;
     fn download(
         &mut self,
         cluster: &str,

@@ -32,7 +32,9 @@ set -euo pipefail
 __cs_marks="${SLURM_SUBMIT_DIR:-.}/.cluster-slurm"
 __cs_job="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}"
 __cs_job="${__cs_job:-${SLURM_JOB_ID:-unknown}}"
-mkdir -p "$__cs_marks" 2>/dev/null || true
+# The job's own mark, as it starts: `reconcile` finds it after a crash
+# between sbatch and the ledger, whatever squeue and sacct still know.
+mkdir -p "$__cs_marks/job-${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-unknown}}" 2>/dev/null || true
 trap 'echo "$?" > "$__cs_marks/exit-$__cs_job" 2>/dev/null || true' EXIT
 
 {% if env %}

@@ -81,6 +81,18 @@ impl Host for FakeHost {
             }),
         }
     }
+    fn upload_all(
+        &mut self,
+        cluster: &str,
+        items: &[(String, String)],
+    ) -> Result<Vec<TransferStats>, HostError> {
+        self.calls
+            .push(format!("upload-all {cluster} ({} items)", items.len()));
+        items
+            .iter()
+            .map(|(local, remote)| self.upload(cluster, local, remote))
+            .collect()
+    }
     fn download(
         &mut self,
         cluster: &str,
@@ -170,16 +182,16 @@ fn natural_flow_run_check_logs_download() {
     assert!(run_id.starts_with("demo-20260218-"), "{run_id}");
     let dir = format!("/scratch/u/runs/{run_id}");
     assert_eq!(run["remoteRunDir"], dir);
-    // Inputs keep their workspace-relative layout; the script goes last.
+    // One transfer for inputs (their workspace-relative layout kept) and
+    // the script, then sbatch: two round trips to the cluster in all.
     assert_eq!(
         host.calls,
         vec![
+            "upload-all cpu (3 items)".to_string(),
             format!("upload cpu analyse.py -> {dir}/analyse.py"),
             format!("upload cpu data/in.csv -> {dir}/data/in.csv"),
             format!("upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> {dir}/job.slurm"),
             "exec sbatch --parsable job.slurm".to_string(),
-            // SLURM's answer, kept beside the job for retries.
-            format!("exec mkdir -p {dir}/.cluster-slurm/job-4242"),
         ]
     );
     assert_eq!(host.execs[0].cwd.as_deref(), Some(dir.as_str()));
@@ -1167,12 +1179,12 @@ fn remote_dir_is_where_the_whole_run_lives() {
     assert_eq!(
         host.calls,
         vec![
+            "upload-all cpu (2 items)".to_string(),
             "upload cpu a.py -> /scratch/u/runs/projects/p1/a.py".to_string(),
             format!(
                 "upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> /scratch/u/runs/projects/p1/job.slurm"
             ),
             "exec sbatch --parsable job.slurm".to_string(),
-            "exec mkdir -p /scratch/u/runs/projects/p1/.cluster-slurm/job-3".to_string(),
         ]
     );
     assert_eq!(

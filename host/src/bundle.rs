@@ -55,6 +55,18 @@ fn pax_record(key: &str, value: &str) -> String {
     format!("{len}{body}")
 }
 
+/// Only relative names without `..` (nor empty parts) go in.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\0')
+        || name.split('/').any(|part| part.is_empty() || part == "..")
+    {
+        return Err(format!("{name:?} cannot go into a bundle"));
+    }
+    Ok(())
+}
+
 impl Bundle {
     pub fn new() -> Bundle {
         Bundle::default()
@@ -119,13 +131,7 @@ impl Bundle {
 
     /// Add a regular file named `name` (relative, `/`-separated).
     pub fn add(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), String> {
-        if name.is_empty()
-            || name.starts_with('/')
-            || name.contains('\0')
-            || name.split('/').any(|part| part.is_empty() || part == "..")
-        {
-            return Err(format!("{name:?} cannot go into a bundle"));
-        }
+        check_name(name)?;
         match ustar_split(name) {
             Some((prefix, short)) => self.header(short, prefix, mode, data.len() as u64, b'0'),
             None => {
@@ -139,6 +145,21 @@ impl Bundle {
         }
         self.data(data);
         self.files += 1;
+        Ok(())
+    }
+
+    /// Add a directory named `name` (relative, `/`-separated).
+    pub fn add_dir(&mut self, name: &str) -> Result<(), String> {
+        check_name(name)?;
+        match ustar_split(name) {
+            Some((prefix, short)) => self.header(short, prefix, 0o755, 0, b'5'),
+            None => {
+                let record = pax_record("path", name);
+                self.header("pax-header", "", 0o644, record.len() as u64, b'x');
+                self.data(record.as_bytes());
+                self.header("cluster-slurm-long-name", "", 0o755, 0, b'5');
+            }
+        }
         Ok(())
     }
 

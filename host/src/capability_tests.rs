@@ -200,6 +200,15 @@ async fn refused_transfers_never_reach_the_transport() {
         ctx.download("c", "r1/result.json", "/tmp/x").await,
         Err(HostError::Denied(_))
     ));
+    // One bad item of several: refused before any of them moves.
+    let items = [
+        ("input.txt".to_string(), "r1/input.txt".to_string()),
+        ("escape".to_string(), "r1/x".to_string()),
+    ];
+    assert!(matches!(
+        ctx.upload_all("c", &items).await,
+        Err(HostError::Denied(_))
+    ));
     assert!(rec.calls().is_empty(), "{:?}", rec.calls());
 
     ctx.upload("c", "input.txt", "r1/input.txt").await.unwrap();

@@ -25,7 +25,7 @@ use crate::verify;
 use russh_sftp::client::SftpSession;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Upload `local` to `remote` over `conn`, then check it on the cluster.
@@ -35,40 +35,123 @@ pub async fn upload(
     local: &Path,
     remote: &str,
 ) -> Result<(TransferStats, u32), SshError> {
-    let plan = sftp::plan_upload(local, remote).await?;
+    let mut all = upload_all(conn, &[(local.to_path_buf(), remote.to_string())]).await?;
+    all.pop()
+        .ok_or_else(|| SshError::LocalIo("nothing was uploaded".to_string()))
+}
+
+/// Upload each `(local, remote)` item over `conn`, checked on the cluster.
+/// Small files of every item travel together: one command makes the
+/// directories, unpacks them and hashes them. Larger files go over one SFTP
+/// session, skipped when unchanged and resumed when cut off, then checked.
+/// Returns, per item, its figures and how many of its files were checked.
+pub async fn upload_all(
+    conn: &Connection,
+    items: &[(PathBuf, String)],
+) -> Result<Vec<(TransferStats, u32)>, SshError> {
+    let mut plans = Vec::with_capacity(items.len());
+    for (local, remote) in items {
+        plans.push(sftp::plan_upload(local, remote).await?);
+    }
+    let mut stats: Vec<TransferStats> = plans
+        .iter()
+        .map(|p| TransferStats {
+            skipped: p.skipped,
+            ..TransferStats::default()
+        })
+        .collect();
+    let mut checked = vec![0u32; plans.len()];
+
+    // Small files: bundled, whatever is on the cluster (asking first would
+    // cost more than sending them).
+    let small: Vec<(usize, &FileJob)> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.files.iter().map(move |f| (i, f)))
+        .filter(|(_, f)| f.size <= BUNDLE_FILE_MAX)
+        .collect();
+    let leftovers = if small.is_empty() {
+        Vec::new()
+    } else {
+        send_bundles(conn, &plans, &small, &mut stats, &mut checked).await?
+    };
+
+    // The rest over SFTP: larger files, and small ones no bundle could carry.
+    let sftp_plans: Vec<UploadPlan> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| UploadPlan {
+            files: p
+                .files
+                .iter()
+                .filter(|f| f.size > BUNDLE_FILE_MAX || leftovers.contains(&(i, f.remote.clone())))
+                .cloned()
+                .collect(),
+            skipped: 0,
+            ..p.clone()
+        })
+        .collect();
+    if sftp_plans.iter().all(|p| p.files.is_empty()) {
+        return Ok(stats.into_iter().zip(checked).collect());
+    }
     let session = conn.open_sftp().await?;
     let moved = async {
-        let there = sftp::remote_sizes(&session, &plan).await?;
-        let reusable: Vec<&str> = plan
-            .files
-            .iter()
-            .filter(|f| there.get(&f.remote).is_some_and(|&r| may_reuse(r, f.size)))
-            .map(|f| f.remote.as_str())
-            .collect();
-        let theirs = if reusable.is_empty() {
-            HashMap::new()
-        } else {
-            verify::remote_hashes(conn, &reusable).await?.0
-        };
-        let mut starts = Vec::with_capacity(plan.files.len());
-        for job in &plan.files {
-            let held = there.get(&job.remote).copied();
-            let start = match (held, theirs.get(&job.remote)) {
-                (Some(len), Some(hash)) => reuse(&job.local, job.size, len, hash).await?,
-                _ => Start::Fresh,
-            };
-            starts.push(start);
+        let mut moved = Vec::with_capacity(sftp_plans.len());
+        for plan in &sftp_plans {
+            if plan.files.is_empty() {
+                moved.push(TransferStats::default());
+                continue;
+            }
+            let starts = sftp_starts(conn, &session, plan).await?;
+            moved.push(sftp::upload_planned(&session, plan, starts).await?);
         }
-        let (starts, bundled) = pick_for_bundles(&plan, starts);
-        let mut moved = sftp::upload_planned(&session, &plan, starts).await?;
-        send_bundles(conn, &session, &plan.base_dir, &bundled, &mut moved).await?;
         Ok::<_, SshError>(moved)
     }
     .await;
     let _ = session.close().await;
-    let moved = moved?;
-    let checked = verify::check_upload(conn, &moved.sent).await? + moved.unchanged;
-    Ok((moved, checked))
+    for (i, m) in moved?.into_iter().enumerate() {
+        let verified = verify::check_upload(conn, &m.sent).await? + m.unchanged;
+        if let (Some(s), Some(c)) = (stats.get_mut(i), checked.get_mut(i)) {
+            s.files += m.files;
+            s.bytes += m.bytes;
+            s.unchanged += m.unchanged;
+            s.resumed_bytes += m.resumed_bytes;
+            s.sent.extend(m.sent);
+            *c += verified;
+        }
+    }
+    Ok(stats.into_iter().zip(checked).collect())
+}
+
+/// How to send each file of `plan`: skip what the cluster already holds,
+/// resume what an interrupted upload left, else whole.
+async fn sftp_starts(
+    conn: &Connection,
+    session: &SftpSession,
+    plan: &UploadPlan,
+) -> Result<Vec<Start>, SshError> {
+    let there = sftp::remote_sizes(session, plan).await?;
+    let reusable: Vec<&str> = plan
+        .files
+        .iter()
+        .filter(|f| there.get(&f.remote).is_some_and(|&r| may_reuse(r, f.size)))
+        .map(|f| f.remote.as_str())
+        .collect();
+    let theirs = if reusable.is_empty() {
+        HashMap::new()
+    } else {
+        verify::remote_hashes(conn, &reusable).await?.0
+    };
+    let mut starts = Vec::with_capacity(plan.files.len());
+    for job in &plan.files {
+        let held = there.get(&job.remote).copied();
+        let start = match (held, theirs.get(&job.remote)) {
+            (Some(len), Some(hash)) => reuse(&job.local, job.size, len, hash).await?,
+            _ => Start::Fresh,
+        };
+        starts.push(start);
+    }
+    Ok(starts)
 }
 
 /// Download `remote` to `local` over `conn`, each file checked against the
@@ -94,106 +177,159 @@ pub async fn download(
     moved
 }
 
-/// Files up to this size travel in bundles when there are several.
+/// Files up to this size travel in bundles.
 const BUNDLE_FILE_MAX: u64 = 1 << 20;
 /// The most a bundle holds in memory before it is sent.
 const BUNDLE_BYTES: usize = 16 << 20;
 const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Mark the small files that are to be sent whole as bundled, when there
-/// are at least two of them; returns them (with their names in the bundle).
-fn pick_for_bundles(
-    plan: &UploadPlan,
-    mut starts: Vec<Start>,
-) -> (Vec<Start>, Vec<(FileJob, String)>) {
-    let prefix = format!("{}/", plan.base_dir.trim_end_matches('/'));
-    let small: Vec<usize> = plan
-        .files
-        .iter()
-        .zip(&starts)
-        .enumerate()
-        .filter(|(_, (job, start))| {
-            matches!(start, Start::Fresh)
-                && job.size <= BUNDLE_FILE_MAX
-                && job.remote.starts_with(&prefix)
-        })
-        .map(|(i, _)| i)
-        .collect();
-    if plan.single_file || small.len() < 2 {
-        return (starts, Vec::new());
+/// The deepest directory that holds every path in `paths` (`/`-separated;
+/// absolute paths keep their leading `/`).
+fn common_dir<'a>(paths: impl Iterator<Item = &'a str>) -> String {
+    let mut common: Option<Vec<&str>> = None;
+    for path in paths {
+        let parts: Vec<&str> = path.split('/').collect();
+        let dir = parts
+            .get(..parts.len().saturating_sub(1))
+            .unwrap_or_default();
+        common = Some(match common {
+            None => dir.to_vec(),
+            Some(c) => c
+                .iter()
+                .zip(dir)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| *a)
+                .collect(),
+        });
     }
-    let mut bundled = Vec::with_capacity(small.len());
-    for i in small {
-        if let (Some(job), Some(start)) = (plan.files.get(i), starts.get_mut(i))
-            && let Some(name) = job.remote.strip_prefix(&prefix)
-        {
-            *start = Start::Bundled;
-            bundled.push((job.clone(), name.to_string()));
-        }
+    let parts = common.unwrap_or_default();
+    match parts.as_slice() {
+        [] => ".".to_string(),
+        [""] => "/".to_string(),
+        _ => parts.join("/"),
     }
-    (starts, bundled)
 }
 
-/// Send `files` as tar streams unpacked by `tar -x` in `base_dir` (which
-/// exists by now), adding them to `moved`. Where `tar` is missing or fails,
-/// the same files go over SFTP instead.
+/// `path` relative to the directory `base` (which holds it).
+fn relative_to<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    match base {
+        "." => Some(path),
+        "/" => path.strip_prefix('/'),
+        _ => path
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('/')),
+    }
+}
+
+/// Send the `small` files of `plans` as tar streams: each is one command
+/// that makes the directories, unpacks the stream and hashes what it wrote.
+/// Files whose hash comes back equal are done (added to `stats` and
+/// `checked`); the others — tar missing or failing, a name no stream can
+/// carry — are returned as `(item, remote path)` for SFTP.
 async fn send_bundles(
     conn: &Connection,
-    session: &SftpSession,
-    base_dir: &str,
-    files: &[(FileJob, String)],
-    moved: &mut TransferStats,
-) -> Result<(), SshError> {
-    let mut rest = files;
+    plans: &[UploadPlan],
+    small: &[(usize, &FileJob)],
+    stats: &mut [TransferStats],
+    checked: &mut [u32],
+) -> Result<Vec<(usize, String)>, SshError> {
+    // Every directory the items need, and every small file, under one base.
+    let dirs: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| std::iter::once(p.base_dir.as_str()).chain(p.dirs.iter().map(String::as_str)))
+        .filter(|d| !d.is_empty())
+        .collect();
+    let base = common_dir(
+        small
+            .iter()
+            .map(|(_, f)| f.remote.as_str())
+            .chain(dirs.iter().copied()),
+    );
+    let mut leftovers = Vec::new();
+    let mut rest = small;
+    let mut first = true;
     while !rest.is_empty() {
         let mut bundle = Bundle::new();
-        let mut sent = Vec::new();
-        let mut bytes = 0u64;
+        if first {
+            for dir in &dirs {
+                if let Some(name) = relative_to(dir, &base).filter(|n| !n.is_empty()) {
+                    // A directory the stream cannot name is made by SFTP later.
+                    let _ = bundle.add_dir(name);
+                }
+            }
+        }
+        let mut carried: Vec<(usize, &FileJob, String, u64)> = Vec::new();
         let mut taken = 0;
-        for (job, name) in rest {
-            if !bundle.is_empty() && bundle.len() + job.size as usize > BUNDLE_BYTES {
+        for (i, job) in rest {
+            if !carried.is_empty() && bundle.len() + job.size as usize > BUNDLE_BYTES {
                 break;
             }
+            taken += 1;
+            let Some(name) = relative_to(&job.remote, &base) else {
+                leftovers.push((*i, job.remote.clone()));
+                continue;
+            };
             let data = tokio::fs::read(&job.local)
                 .await
                 .map_err(|e| SshError::LocalIo(format!("reading {}: {e}", job.local.display())))?;
-            bundle
-                .add(name, job.mode, &data)
-                .map_err(SshError::LocalIo)?;
-            bytes += data.len() as u64;
-            sent.push((job.remote.clone(), format!("{:x}", Sha256::digest(&data))));
-            taken += 1;
-        }
-        let (chunk, later) = rest.split_at(taken.min(rest.len()));
-        rest = later;
-        let command = format!("tar -x -f - -C {}", quote_word(base_dir));
-        let out = conn
-            .exec(&command, Some(&bundle.finish()), BUNDLE_TIMEOUT, 64 << 10)
-            .await?;
-        match out.exit_code {
-            Some(0) => {
-                moved.files += sent.len() as u32;
-                moved.bundled += sent.len() as u32;
-                moved.bytes += bytes;
-                moved.sent.extend(sent);
+            if bundle.add(name, job.mode, &data).is_err() {
+                leftovers.push((*i, job.remote.clone()));
+                continue;
             }
-            // No (usable) tar on this cluster: the same files one by one
-            // (SFTP rewrites whatever tar left half done).
-            _ => {
-                let plan = UploadPlan {
-                    base_dir: base_dir.to_string(),
-                    files: chunk.iter().map(|(job, _)| job.clone()).collect(),
-                    ..UploadPlan::default()
-                };
-                let starts = plan.files.iter().map(|_| Start::Fresh).collect();
-                let one_by_one = sftp::upload_planned(session, &plan, starts).await?;
-                moved.files += one_by_one.files;
-                moved.bytes += one_by_one.bytes;
-                moved.sent.extend(one_by_one.sent);
+            carried.push((
+                *i,
+                job,
+                format!("{:x}", Sha256::digest(&data)),
+                data.len() as u64,
+            ));
+        }
+        rest = rest.get(taken..).unwrap_or_default();
+        let paths: Vec<&str> = carried
+            .iter()
+            .map(|(_, job, _, _)| job.remote.as_str())
+            .collect();
+        let words: Vec<String> = paths.iter().map(|p| verify::path_word(p)).collect();
+        let hash_inline = words.iter().map(|w| w.len() + 1).sum::<usize>() <= verify::COMMAND_BYTES;
+        let mut command = format!(
+            "mkdir -p -- {b} && tar -x -f - -C {b}",
+            b = quote_word(&base)
+        );
+        if hash_inline && !words.is_empty() {
+            let plain = paths.iter().all(|p| !p.contains(['\n', '\\']));
+            command.push_str(&format!(
+                " && {{ {}; }}",
+                verify::hash_command(&words, plain)
+            ));
+        }
+        let out = conn
+            .exec(&command, Some(&bundle.finish()), BUNDLE_TIMEOUT, 16 << 20)
+            .await?;
+        let theirs = if hash_inline {
+            verify::parse_sha256sum(&String::from_utf8_lossy(&out.stdout))
+        } else if out.exit_code == Some(0) {
+            verify::remote_hashes(conn, &paths).await?.0
+        } else {
+            HashMap::new()
+        };
+        first = false;
+        for (i, job, mine, bytes) in carried {
+            let printed = verify::printed_name(&job.remote);
+            match theirs.get(&printed).or_else(|| theirs.get(&job.remote)) {
+                Some(hash) if *hash == mine => {
+                    if let (Some(s), Some(c)) = (stats.get_mut(i), checked.get_mut(i)) {
+                        s.files += 1;
+                        s.bundled += 1;
+                        s.bytes += bytes;
+                        s.sent.push((job.remote.clone(), mine));
+                        *c += 1;
+                    }
+                }
+                // Not there, or not intact: sent again over SFTP (and checked there).
+                _ => leftovers.push((i, job.remote.clone())),
             }
         }
     }
-    Ok(())
+    Ok(leftovers)
 }
 
 /// A destination file of `held` bytes may be the source file of `size`

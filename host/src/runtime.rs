@@ -382,7 +382,7 @@ mod tests {
         assert!(
             interfaces(&engine, &c)
                 .exports
-                .contains(&"openclaw:cluster-slurm/tool@0.3.0".to_string())
+                .contains(&"openclaw:cluster-slurm/tool@0.4.0".to_string())
         );
         assert_eq!(std::fs::read(&image).unwrap(), original);
 
@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn forbidden_imports_are_named() {
         let imports = vec![
-            "openclaw:cluster-slurm/ssh-exec@0.3.0".to_string(),
+            "openclaw:cluster-slurm/ssh-exec@0.4.0".to_string(),
             "wasi:cli/stdout@0.2.6".to_string(),
             "wasi:filesystem/types@0.2.6".to_string(),
             "wasi:sockets/tcp@0.2.6".to_string(),

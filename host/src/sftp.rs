@@ -208,8 +208,6 @@ pub enum Start {
     /// send the rest; `prefix` is the SHA-256 state after those bytes, so the
     /// final hash still covers the whole file.
     Resume { offset: u64, prefix: Sha256 },
-    /// Sent another way (in a bundle, see [`crate::bundle`]): not here.
-    Bundled,
 }
 
 /// One regular file of a transfer.
@@ -224,7 +222,7 @@ pub struct FileJob {
 }
 
 /// Everything an upload will create, found by walking the local source once.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct UploadPlan {
     /// Created with `mkdir -p` first: the destination directory, or a single
     /// file's parent.
@@ -394,7 +392,6 @@ pub async fn upload_planned(
                 stats.unchanged += 1;
                 continue;
             }
-            Start::Bundled => continue,
             Start::Resume { offset, .. } => *offset,
             Start::Fresh => 0,
         };
@@ -718,7 +715,7 @@ pub async fn download_planned(
                 continue;
             }
             Start::Resume { offset, .. } => *offset,
-            Start::Fresh | Start::Bundled => 0,
+            Start::Fresh => 0,
         };
         if expected.is_some_and(|e| !e.contains_key(&job.remote)) {
             return Err(SshError::Remote(format!(

@@ -8,7 +8,7 @@
 
 use crate::audit::AuditLog;
 use crate::bindings::HostError;
-use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats};
+use crate::bindings::openclaw::cluster_slurm::transfer::{self, TransferStats, UploadItem};
 use crate::grants::{Grants, sftp_path};
 use crate::transport::{Moved, SharedTransport};
 use serde_json::json;
@@ -56,6 +56,23 @@ impl TransferCtx {
         Ok(self.transport.upload(profile, local, remote).await?)
     }
 
+    /// Every item is checked before anything moves.
+    pub async fn upload_all(
+        &self,
+        cluster: &str,
+        items: &[(String, String)],
+    ) -> Result<Vec<Moved>, HostError> {
+        let profile = self.grants.profile(cluster)?;
+        let mut checked = Vec::with_capacity(items.len());
+        for (local, remote) in items {
+            checked.push((
+                self.grants.local_source(local)?,
+                sftp_path(&self.grants.remote_path(profile, remote)?),
+            ));
+        }
+        Ok(self.transport.upload_all(profile, checked).await?)
+    }
+
     pub async fn download(
         &self,
         cluster: &str,
@@ -89,6 +106,53 @@ impl transfer::Host for TransferView<'_> {
         answer.map(|moved| TransferStats {
             files: moved.files,
             bytes: moved.bytes,
+        })
+    }
+
+    async fn upload_all(
+        &mut self,
+        cluster: String,
+        items: Vec<UploadItem>,
+    ) -> Result<Vec<TransferStats>, HostError> {
+        let pairs: Vec<(String, String)> = items
+            .into_iter()
+            .map(|i| (i.local_path, i.remote_path))
+            .collect();
+        let call = self.ctx.audit.call(
+            "upload-all",
+            [
+                ("cluster", json!(cluster)),
+                (
+                    "items",
+                    json!(
+                        pairs
+                            .iter()
+                            .map(|(l, r)| json!({"local": l, "remote": r}))
+                            .collect::<Vec<_>>()
+                    ),
+                ),
+            ],
+        );
+        let answer = self.ctx.upload_all(&cluster, &pairs).await;
+        let total = answer.as_ref().map(|all| {
+            all.iter().fold(Moved::default(), |acc, m| Moved {
+                files: acc.files + m.files,
+                bytes: acc.bytes + m.bytes,
+                verified: acc.verified + m.verified,
+                unchanged: acc.unchanged + m.unchanged,
+                resumed_bytes: acc.resumed_bytes + m.resumed_bytes,
+                changing: acc.changing + m.changing,
+                bundled: acc.bundled + m.bundled,
+            })
+        });
+        call.end(&total.map_err(Clone::clone), moved_details);
+        answer.map(|all| {
+            all.into_iter()
+                .map(|m| TransferStats {
+                    files: m.files,
+                    bytes: m.bytes,
+                })
+                .collect()
         })
     }
 

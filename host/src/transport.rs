@@ -56,6 +56,22 @@ pub trait Transport: Send + Sync {
         remote: String,
         local: PathBuf,
     ) -> BoxFuture<'a, Result<Moved, SshError>>;
+
+    /// Several uploads in one go; one `Moved` per item. By default one
+    /// after another.
+    fn upload_all<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        items: Vec<(PathBuf, String)>,
+    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
+        Box::pin(async move {
+            let mut moved = Vec::with_capacity(items.len());
+            for (local, remote) in items {
+                moved.push(self.upload(profile, local, remote).await?);
+            }
+            Ok(moved)
+        })
+    }
 }
 
 /// Transfers can be large; a stalled one is caught by SFTP's per-request
@@ -138,6 +154,26 @@ impl Transport for SshTransport {
         local: PathBuf,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
         Box::pin(self.copy(profile, Copy::Down { remote, local }))
+    }
+
+    fn upload_all<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        items: Vec<(PathBuf, String)>,
+    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
+        Box::pin(async move {
+            let conn = self.connection(profile).await?;
+            let work = crate::copy::upload_all(&conn, &items);
+            let all = tokio::time::timeout(TRANSFER_TIMEOUT, work)
+                .await
+                .map_err(|_| {
+                    SshError::Timeout(format!("upload of {} items did not finish", items.len()))
+                })??;
+            Ok(all
+                .iter()
+                .map(|(stats, verified)| Moved::of(stats, *verified))
+                .collect())
+        })
     }
 }
 

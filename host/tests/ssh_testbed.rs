@@ -1052,9 +1052,12 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
     let local = tempfile::tempdir().unwrap();
     let tree = local.path().join("inputs");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
-    for (name, body) in [("a.txt", "alpha"), ("sub/b.txt", "beta"), ("empty", "")] {
+    for (name, body) in [("a.txt", "alpha"), ("empty", "")] {
         std::fs::write(tree.join(name), body).unwrap();
     }
+    // Above the bundle limit: what the cluster already holds is not sent again.
+    let big = vec![5u8; 2 << 20];
+    std::fs::write(tree.join("sub/b.bin"), &big).unwrap();
     let root = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
     let profile = ProfileGrant {
         label: "tb".into(),
@@ -1068,23 +1071,39 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
         .upload(&profile, tree.clone(), remote.clone())
         .await
         .unwrap();
-    assert_eq!((first.files, first.unchanged, first.bytes), (3, 0, 9));
+    let big_len = big.len() as u64;
+    assert_eq!(
+        (first.files, first.unchanged, first.bytes),
+        (3, 0, 5 + big_len)
+    );
     let second = transport
         .upload(&profile, tree.clone(), remote.clone())
         .await
         .unwrap();
-    assert_eq!((second.files, second.unchanged, second.bytes), (3, 3, 0));
+    // The large file is skipped; small ones ride along in the bundle
+    // (cheaper than asking the cluster about them first).
+    assert_eq!(
+        (second.files, second.unchanged, second.bundled, second.bytes),
+        (3, 1, 2, 5),
+        "{second:?}"
+    );
     assert_eq!(second.verified, 3);
     // Same length, other content: found by its hash, sent again.
-    std::fs::write(tree.join("sub/b.txt"), "BETA").unwrap();
+    let mut edited = big.clone();
+    edited[1000] = 6;
+    std::fs::write(tree.join("sub/b.bin"), &edited).unwrap();
     let third = transport
         .upload(&profile, tree.clone(), remote.clone())
         .await
         .unwrap();
-    assert_eq!((third.unchanged, third.bytes), (2, 4), "{third:?}");
     assert_eq!(
-        std::fs::read_to_string(format!("{remote}/sub/b.txt")).unwrap(),
-        "BETA"
+        (third.unchanged, third.bytes),
+        (0, 5 + big_len),
+        "{third:?}"
+    );
+    assert_eq!(
+        std::fs::read(format!("{remote}/sub/b.bin")).unwrap(),
+        edited
     );
 
     let back = local.path().join("back");
@@ -1173,14 +1192,14 @@ async fn many_small_files_travel_in_bundles() {
         .permissions()
         .mode();
     assert!(mode & 0o100 != 0, "{mode:o}");
-    // Again: nothing to send.
     let again = transport
         .upload(&profile, tree, remote.clone())
         .await
         .unwrap();
+    // Again: the large file is not sent; the small ones ride in bundles.
     assert_eq!(
-        (again.unchanged, again.bytes, again.bundled),
-        (322, 0, 0),
+        (again.unchanged, again.bundled, again.verified),
+        (1, 321, 322),
         "{again:?}"
     );
     let _ = std::fs::remove_dir_all(&remote);

@@ -26,7 +26,7 @@ export function newGuest(host) {
     // jco's instantiation mode reads the import object under unversioned keys.
     "openclaw:cluster-slurm/types": {},
     "openclaw:cluster-slurm/ssh-exec": { exec: host.exec },
-    "openclaw:cluster-slurm/transfer": { upload: host.upload, download: host.download },
+    "openclaw:cluster-slurm/transfer": { upload: host.upload, uploadAll: host.uploadAll, download: host.download },
     "openclaw:cluster-slurm/run-store": {
       read: host.read, write: host.write, lock: host.lock, unlock: host.unlock, location: host.location,
     },
@@ -37,7 +37,7 @@ export function newGuest(host) {
 
 /** Imports for describe() and check-config, which never reach them. */
 const NO_HOST = Object.fromEntries(
-  ["exec", "upload", "download", "read", "write", "lock", "unlock", "lookup"].map((f) => [f, async () => {
+  ["exec", "upload", "uploadAll", "download", "read", "write", "lock", "unlock", "lookup"].map((f) => [f, async () => {
     throw { tag: "denied", val: `${f} is not available here` };
   }]),
 );

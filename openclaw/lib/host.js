@@ -40,6 +40,19 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
       const local = grants.localSource(localPath);
       return transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
     },
+    async uploadAll(cluster, items) {
+      const profile = grants.profile(cluster);
+      // Every item is checked before anything moves.
+      const checked = items.map(({ localPath, remotePath }) => ({
+        local: grants.localSource(localPath),
+        remote: sftpPath(grants.remotePath(profile, remotePath)),
+      }));
+      const stats = [];
+      for (const { local, remote } of checked) {
+        stats.push(await transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal }));
+      }
+      return stats;
+    },
     async download(cluster, remotePath, localPath) {
       const profile = grants.profile(cluster);
       const remote = sftpPath(grants.remotePath(profile, remotePath));

@@ -69,7 +69,20 @@ test("rs refused_transfers_never_reach_the_transport", async (t) => {
   await refused(host.download("c", "/home/u/.ssh/id_rsa", "k"), "denied");
   await refused(host.download("c", "r1/result.json", "escape/result.json"), "denied");
   await refused(host.download("c", "r1/result.json", "/tmp/x"), "denied");
+  // One bad item of several: refused before any of them moves.
+  await refused(
+    host.uploadAll("c", [
+      { localPath: "input.txt", remotePath: "r1/input.txt" },
+      { localPath: "input.txt", remotePath: "/etc/cron.d/x" },
+    ]),
+    "denied",
+  );
   assert.deepEqual(client.calls, []);
+
+  const all = await host.uploadAll("c", [{ localPath: "input.txt", remotePath: "r1/copy.txt" }]);
+  assert.equal(all.length, 1);
+  assert.equal(client.calls.length, 1);
+  client.calls.length = 0;
 
   await host.upload("c", "input.txt", "r1/input.txt");
   // The checked, canonical local path and the normalised remote one.

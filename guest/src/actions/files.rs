@@ -56,14 +56,18 @@ impl Tool<'_> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
         let remote_dir = self.remote_dir_for(req, run.as_ref(), &profile, "default")?;
-        let mut uploaded = Vec::new();
-        for local in &locals {
-            // Inputs keep their workspace-relative layout (the reference
-            // flattened them to basenames, so equal names overwrote each other).
-            let remote = remote_join(&remote_dir, local);
-            let stats = self.host.upload(&profile.id, local, &remote)?;
-            uploaded.push(json!({"localPath": local, "remotePath": remote, "files": stats.files, "bytes": stats.bytes}));
-        }
+        // Inputs keep their workspace-relative layout (the reference
+        // flattened them to basenames, so equal names overwrote each other).
+        let items: Vec<(String, String)> = locals
+            .iter()
+            .map(|local| (local.clone(), remote_join(&remote_dir, local)))
+            .collect();
+        let stats = self.host.upload_all(&profile.id, &items)?;
+        let uploaded: Vec<Value> = items
+            .iter()
+            .zip(stats)
+            .map(|((local, remote), s)| json!({"localPath": local, "remotePath": remote, "files": s.files, "bytes": s.bytes}))
+            .collect();
         Ok(json!({
             "cluster": profile.id,
             "runId": run.map(|r| r.run_id),

