@@ -195,10 +195,7 @@ fn every_host_call_is_in_the_audit_log() {
     assert_eq!(sbatch["cwd"], submitted["remoteRunDir"]);
     assert_eq!(sbatch["exitCode"], 0);
     // Inputs and script went up in one call, each item named.
-    let upload = entries
-        .iter()
-        .find(|e| e["call"] == "upload-all")
-        .unwrap();
+    let upload = entries.iter().find(|e| e["call"] == "upload-all").unwrap();
     assert_eq!(upload["items"][0]["local"], "a.py", "{upload}");
     assert_eq!(upload["files"], 2, "{upload}");
     assert_eq!(upload["verified"], 2, "{upload}");

@@ -216,9 +216,10 @@ async fn run_workload(env: &Env, net: &Net, audit: &Path) -> Result<Vec<Samples>
         json!({"action": "run_workload", "prefix": tag, "command": "python3 job.py data.csv",
                "localPaths": ["job.py", "data.csv"], "newRun": true})
     };
-    // Not timed: the warm host's first call opens its connection.
+    // Not timed: the warm host's first call opens its connection. Its audit
+    // lines are left out of the breakdown.
     warm.call(&request("warmup")).await?;
-    let _ = std::fs::remove_file(audit);
+    let skip = std::fs::read_to_string(audit).map_or(0, |t| t.lines().count());
     let mut reference = Samples::new("reference: a fresh ssh/scp process per step");
     let mut master = Samples::new("reference over an OpenSSH ControlMaster");
     let mut cli = Samples::new("ours: CLI, one process per call");
@@ -243,6 +244,13 @@ async fn run_workload(env: &Env, net: &Net, audit: &Path) -> Result<Vec<Samples>
         hot.push(t);
     }
     multiplexed.stop_master();
+    let timed_lines: String = std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .skip(skip)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(audit, timed_lines)?;
     Ok(vec![reference, master, cli, hot])
 }
 
@@ -259,7 +267,7 @@ fn where_the_time_goes(audit: &Path, runs: usize) -> Vec<(String, f64, f64)> {
             Some(p) => format!("{call} {p}"),
             None => call.to_string(),
         };
-        let ms = e.get("ms").and_then(Value::as_f64).unwrap_or(0.0);
+        let ms = e.get("us").and_then(Value::as_f64).unwrap_or(0.0) / 1000.0;
         let slot = totals.entry(name).or_default();
         slot.0 += 1.0;
         slot.1 += ms;
@@ -423,7 +431,7 @@ fn held_jobs(n: usize, ssh: &OpenSsh) -> Result<Vec<String>> {
 }
 
 /// Status of 1, 100 and 1,000 jobs through the warm host: remote calls and time.
-async fn statuses(env: &Env) -> Result<Vec<(usize, f64, Samples)>> {
+async fn statuses(env: &Env, nets: &[&Net]) -> Result<Vec<(usize, f64, Samples)>> {
     let ssh = OpenSsh {
         config: env.tb.join("ssh/ssh_config"),
         target: "slurm-testbed".into(),
@@ -431,35 +439,40 @@ async fn statuses(env: &Env) -> Result<Vec<(usize, f64, Samples)>> {
     };
     let ids = held_jobs(1000, &ssh)?;
     let (ws, _) = workload_files(env)?;
-    let warm = Warm::new(
-        &env.config,
-        env.config_path.parent().unwrap_or(Path::new("/")),
-        &ws,
-        &env.wasm,
-        None,
-    )?;
-    warm.call(&json!({"action": "list_clusters"})).await?;
     let mut rows = Vec::new();
     let result = async {
-        for n in [1usize, 100, 1000] {
-            let mut samples = Samples::new(format!("{n} jobs"));
-            let before = warm.transport.calls();
-            for _ in 0..env.reps {
-                let request =
-                    json!({"action": "job_status", "jobIds": ids.get(..n).unwrap_or_default()});
-                let (out, t) = timed(warm.call(&request)).await;
-                let out = out?;
-                let known = out
-                    .get("statuses")
-                    .and_then(Value::as_array)
-                    .map_or(1, Vec::len);
-                if known != n {
-                    bail!("asked for {n} statuses, got {known}");
+        for net in nets {
+            let warm = Warm::new(
+                &net.config,
+                net.config_path.parent().unwrap_or(Path::new("/")),
+                &ws,
+                &env.wasm,
+                None,
+            )?;
+            warm.call(&json!({"action": "list_clusters", "cluster": "local-cpu"}))
+                .await?;
+            warm.call(&json!({"action": "job_status", "jobId": ids.first()}))
+                .await?;
+            for n in [1usize, 100, 1000] {
+                let mut samples = Samples::new(format!("{n} jobs, {}", net.name));
+                let before = warm.transport.calls();
+                for _ in 0..env.reps {
+                    let request =
+                        json!({"action": "job_status", "jobIds": ids.get(..n).unwrap_or_default()});
+                    let (out, t) = timed(warm.call(&request)).await;
+                    let out = out?;
+                    let known = out
+                        .get("statuses")
+                        .and_then(Value::as_array)
+                        .map_or(1, Vec::len);
+                    if known != n {
+                        bail!("asked for {n} statuses, got {known}");
+                    }
+                    samples.push(t);
                 }
-                samples.push(t);
+                let calls = (warm.transport.calls() - before) as f64 / env.reps as f64;
+                rows.push((n, calls, samples));
             }
-            let calls = (warm.transport.calls() - before) as f64 / env.reps as f64;
-            rows.push((n, calls, samples));
         }
         Ok::<_, anyhow::Error>(())
     }
@@ -471,34 +484,64 @@ async fn statuses(env: &Env) -> Result<Vec<(usize, f64, Samples)>> {
     Ok(rows)
 }
 
-/// Per action, warm: instantiate the guest and invoke it (no cluster calls).
+/// Microseconds the host spent in the guest's capability calls, per audit
+/// line after the first `skip` lines.
+fn host_us(audit: &Path, skip: usize) -> (usize, f64) {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let us = lines
+        .iter()
+        .skip(skip)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e.get("us").and_then(Value::as_f64))
+        .sum();
+    (lines.len(), us)
+}
+
+/// Per action, warm: instantiate the guest and invoke it (no cluster
+/// calls). Rows with local files also give the time the host spent on them
+/// (from the audit log), and the guest's own share.
 async fn guest_overhead(env: &Env) -> Result<Vec<Samples>> {
     let (ws, _) = workload_files(env)?;
+    let audit = env.work.join("audit-guest.jsonl");
     let warm = Warm::new(
         &env.config,
         env.config_path.parent().unwrap_or(Path::new("/")),
         &ws,
         &env.wasm,
-        None,
+        Some(&audit),
     )?;
     let n = if env.quick { 50 } else { 300 };
     let mut out = Vec::new();
     for (label, request) in [
         ("list_clusters", json!({"action": "list_clusters"})),
-        ("list_runs (ledger read)", json!({"action": "list_runs"})),
         (
-            "render_job (ledger + script write)",
-            json!({"action": "render_job", "runId": "bench-render", "command": "python3 job.py"}),
+            "list_runs (reads the ledger)",
+            json!({"action": "list_runs"}),
+        ),
+        (
+            "render_job (writes the script and the ledger, fsync'ed)",
+            json!({"action": "render_job", "command": "python3 job.py"}),
         ),
     ] {
         warm.call(&request).await?;
+        let (before, _) = host_us(&audit, 0);
         let mut s = Samples::new(label);
         for _ in 0..n {
             let (r, t) = timed(warm.call(&request)).await;
             r?;
             s.push(t);
         }
+        let (_, us) = host_us(&audit, before);
+        let host_ms = us / 1000.0 / n as f64;
+        let mut guest = Samples::new(format!(
+            "{label}: the guest's share (less {host_ms:.2} ms of host file calls)"
+        ));
+        guest.ms = s.ms.iter().map(|m| (m - host_ms).max(0.0)).collect();
         out.push(s);
+        if host_ms > 0.0 {
+            out.push(guest);
+        }
     }
     let mut describe = Samples::new("describe (instantiate only)");
     for _ in 0..n {
@@ -507,6 +550,13 @@ async fn guest_overhead(env: &Env) -> Result<Vec<Samples>> {
         describe.push(t);
     }
     out.push(describe);
+    let mut check = Samples::new("check-config (instantiate + read the config)");
+    for _ in 0..n {
+        let (r, t) = timed(warm.runtime.check_config(&warm.plugin)).await;
+        r??;
+        check.push(t);
+    }
+    out.push(check);
     Ok(out)
 }
 
@@ -600,6 +650,26 @@ async fn main() -> Result<()> {
     let say = |s: &str| eprintln!("[bench] {s}");
     let mut report = report::Report::new(&env);
 
+    // `--only SECTION`: one section, printed, for working on it.
+    if let Some(only) = arg_value(&std::env::args().collect::<Vec<_>>(), "--only") {
+        let rows: Vec<Samples> = match only.as_str() {
+            "guest" => guest_overhead(&env).await?,
+            "status" => statuses(&env, &[&env.loopback()])
+                .await?
+                .into_iter()
+                .map(|(n, calls, mut s)| {
+                    s.label = format!("{n} jobs, {calls:.1} remote calls");
+                    s
+                })
+                .collect(),
+            "many" => transfers(&env).await?.4,
+            other => bail!("--only {other}: one of guest, status, many"),
+        };
+        for s in rows {
+            println!("{:70} {:.3} ms", s.label, s.median());
+        }
+        return Ok(());
+    }
     say("1/6 run_workload on loopback");
     let audit_lan = env.work.join("audit-loopback.jsonl");
     let lan = run_workload(&env, &env.loopback(), &audit_lan).await?;
@@ -622,8 +692,11 @@ async fn main() -> Result<()> {
     report.transfers(big_len, &up, &down, small_n, &many);
 
     say("4/6 status of 1, 100, 1000 jobs");
-    let rows = statuses(&env).await?;
+    let wan_proxy = DelayProxy::start("127.0.0.1:2222".parse()?, Duration::from_millis(25)).await?;
+    let wan = env.through(&wan_proxy, "wan-status")?;
+    let rows = statuses(&env, &[&env.loopback(), &wan]).await?;
     report.statuses(&rows);
+    drop(wan_proxy);
 
     say("5/6 guest overhead, cold start, memory");
     let overhead = guest_overhead(&env).await?;

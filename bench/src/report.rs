@@ -167,35 +167,46 @@ impl Report {
     pub fn statuses(&mut self, rows: &[(usize, f64, Samples)]) {
         let _ = writeln!(
             self.sections,
-            "## Status of many jobs\n\n`job_status` with 1, 100 and 1,000 job ids (held jobs), warm host.\n\n| jobs | remote calls per status call | median (ms) | raw (ms) |\n|---:|---:|---:|---|"
+            "## Status of many jobs\n\n`job_status` with 1, 100 and 1,000 job ids (held jobs), warm host, on loopback and at 50 ms round trip.\n\n| jobs | remote calls per status call | median (ms) | raw (ms) |\n|---|---:|---:|---|"
         );
-        for (n, calls, s) in rows {
+        for (_, calls, s) in rows {
             let _ = writeln!(
                 self.sections,
-                "| {n} | {calls:.1} | {:.1} | {} |",
+                "| {} | {calls:.1} | {:.1} | {} |",
+                s.label,
                 s.median(),
                 s.raw()
             );
         }
         self.sections.push('\n');
-        let one = rows.first();
-        let thousand = rows.last();
-        if let (Some((_, c1, t1)), Some((_, c1000, t1000))) = (one, thousand) {
-            self.verdict(
-                "status of 1,000 jobs: a constant number of remote calls".to_string(),
-                format!("{c1:.1} calls for 1 job, {c1000:.1} for 1,000"),
-                (c1 - c1000).abs() < f64::EPSILON,
-            );
-            self.verdict(
-                "status of 1,000 jobs: under 3× the time of one".to_string(),
-                format!(
-                    "{:.1} vs {:.1} ms ({:.2}×)",
-                    t1000.median(),
-                    t1.median(),
-                    t1000.median() / t1.median()
-                ),
-                t1000.median() < 3.0 * t1.median(),
-            );
+        for net in ["loopback", "wan-status"] {
+            let of = |n: usize| {
+                rows.iter()
+                    .find(|(k, _, s)| *k == n && s.label.ends_with(net))
+                    .cloned()
+            };
+            let shown = if net == "loopback" {
+                "loopback"
+            } else {
+                "50 ms RTT"
+            };
+            if let (Some((_, c1, t1)), Some((_, c1000, t1000))) = (of(1), of(1000)) {
+                self.verdict(
+                    format!("status of 1,000 jobs ({shown}): a constant number of remote calls"),
+                    format!("{c1:.1} calls for 1 job, {c1000:.1} for 1,000"),
+                    (c1 - c1000).abs() < f64::EPSILON,
+                );
+                self.verdict(
+                    format!("status of 1,000 jobs ({shown}): under 3× the time of one"),
+                    format!(
+                        "{:.1} vs {:.1} ms ({:.2}×)",
+                        t1000.median(),
+                        t1.median(),
+                        t1000.median() / t1.median()
+                    ),
+                    t1000.median() < 3.0 * t1.median(),
+                );
+            }
         }
     }
 
@@ -215,10 +226,20 @@ impl Report {
             rss_describe / 1024,
             rss_run / 1024
         );
-        let worst = overhead.iter().map(Samples::median).fold(0.0_f64, f64::max);
+        // The guest's own time: rows without host file calls, and the
+        // "guest's share" rows of those with them.
+        let worst = overhead
+            .iter()
+            .filter(|s| {
+                !overhead
+                    .iter()
+                    .any(|o| o.label != s.label && o.label.starts_with(&format!("{}:", s.label)))
+            })
+            .map(Samples::median)
+            .fold(0.0_f64, f64::max);
         self.verdict(
             "guest overhead under 1 ms per action (warm)".to_string(),
-            format!("at most {worst:.2} ms (median per action)"),
+            format!("at most {worst:.2} ms (median per action, host file calls excluded)"),
             worst < 1.0,
         );
     }
@@ -267,7 +288,7 @@ impl Report {
             version("uname", &["-r"]),
             version("rustc", &["-V"]),
             version("ssh", &["-V"]),
-            version("sbatch", &["-V"]),
+            version("dpkg-query", &["-W", "-f=${Version}", "slurm-client"]),
             version("target/release/cluster-slurm", &["--version"]),
         );
         let _ = writeln!(

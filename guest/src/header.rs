@@ -5,7 +5,6 @@
 //! or an early end of SLURM's directive parsing) into the header.
 
 use crate::fields::{FieldError, FieldResult, Fields};
-use regex_lite::Regex;
 use serde::Serialize;
 
 /// Header fields, in the order their directives are written.
@@ -133,9 +132,9 @@ pub fn time_minutes(time: &str) -> Option<u64> {
 }
 
 fn check(grammar: &Grammar, path: String, value: String) -> FieldResult<String> {
-    let re = Regex::new(grammar.pattern).map_err(|e| FieldError {
+    let re = crate::patterns::fixed(grammar.pattern, false).ok_or_else(|| FieldError {
         path: path.clone(),
-        message: format!("internal grammar error: {e}"),
+        message: "internal grammar error".to_string(),
     })?;
     if re.is_match(&value) {
         Ok(value)

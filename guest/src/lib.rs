@@ -13,6 +13,7 @@ pub mod header;
 pub mod host;
 pub mod ledger;
 pub mod paths;
+pub mod patterns;
 pub mod policy;
 pub mod request;
 pub mod routing;

@@ -7,7 +7,6 @@
 
 use crate::request::Request;
 use crate::script::uses_module_command;
-use regex_lite::RegexBuilder;
 
 const CUSTOM_ENV_MUTATIONS: &[(&str, &str)] = &[
     ("source activate", r"^\s*source\s+activate\b"),
@@ -34,10 +33,7 @@ const CUSTOM_ENV_MUTATIONS: &[(&str, &str)] = &[
 
 fn env_mutation(line: &str) -> Option<&'static str> {
     CUSTOM_ENV_MUTATIONS.iter().find_map(|(label, pattern)| {
-        RegexBuilder::new(pattern)
-            .case_insensitive(true)
-            .build()
-            .ok()
+        crate::patterns::fixed(pattern, true)
             .filter(|re| re.is_match(line))
             .map(|_| *label)
     })

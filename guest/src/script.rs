@@ -14,7 +14,6 @@ use crate::config::DEFAULT_MODULE_INIT_SCRIPTS;
 use crate::header::Header;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, UndefinedBehavior, context};
-use regex_lite::Regex;
 
 const TEMPLATE: &str = r#"{% if login_shell %}
 #!/bin/bash -l
@@ -108,13 +107,13 @@ pub fn shell_word(value: &str) -> String {
 }
 
 pub fn uses_module_command(line: &str) -> bool {
-    Regex::new(r"(?i)^\s*(module|ml)\b")
+    crate::patterns::fixed(r"^\s*(module|ml)\b", true)
         .map(|re| line.lines().any(|l| re.is_match(l)))
         .unwrap_or(false)
 }
 
 pub fn check_env_name(name: &str) -> Result<(), String> {
-    let ok = Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    let ok = crate::patterns::fixed(r"^[A-Za-z_][A-Za-z0-9_]*$", false)
         .map(|re| re.is_match(name))
         .unwrap_or(false);
     if ok {

@@ -1,7 +1,6 @@
 //! Reading what SLURM prints: `sbatch --parsable`, `squeue`, `sacct`; job
 //! states; log file patterns; hints for missing Python packages.
 
-use regex_lite::Regex;
 use serde::Serialize;
 
 /// The squeue format the status check asks for: id, state, elapsed, limit,
@@ -40,7 +39,7 @@ pub fn parse_parsable_job_id(stdout: &str) -> Option<String> {
 /// Job ids as the agent may pass them: digits, or array forms `123_4`.
 pub fn check_job_id(id: &str) -> Result<String, String> {
     let id = id.trim();
-    let ok = Regex::new(r"^\d{1,12}(_\d{1,9})?$")
+    let ok = crate::patterns::fixed(r"^\d{1,12}(_\d{1,9})?$", false)
         .map(|re| re.is_match(id))
         .unwrap_or(false);
     if ok {
@@ -291,9 +290,12 @@ pub fn missing_package_hint(log: &str, cluster: &str, python: &str) -> Option<Mi
         r#"ModuleNotFoundError:\s+No module named ['"]([^'"]+)['"]"#,
         r#"ImportError:\s+No module named ['"]?([A-Za-z0-9_.-]+)['"]?"#,
     ];
-    let safe = Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$").ok()?;
+    let safe = crate::patterns::fixed(
+        r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        false,
+    )?;
     let module = patterns.iter().find_map(|p| {
-        let re = Regex::new(p).ok()?;
+        let re = crate::patterns::fixed(p, false)?;
         let name = re.captures(log)?.get(1)?.as_str().to_string();
         // Remote log text is untrusted: only a plain dotted identifier may
         // end up inside a suggested shell command.

@@ -4,7 +4,7 @@
 //! user's state directory, outside every workspace).
 //!
 //! ```json
-//! {"time":"2026-11-21T09:40:01.123Z","pid":4242,"call":"exec","cluster":"hpc","program":"sbatch","args":["--parsable","job.slurm"],"cwd":"/scratch/u/runs/r1","outcome":"ok","exitCode":0,"ms":183}
+//! {"time":"2026-11-21T09:40:01.123Z","pid":4242,"call":"exec","cluster":"hpc","program":"sbatch","args":["--parsable","job.slurm"],"cwd":"/scratch/u/runs/r1","outcome":"ok","exitCode":0,"ms":183,"us":183402}
 //! ```
 //!
 //! Each line is one `write` on a file opened for appending, so lines from
@@ -94,7 +94,9 @@ impl AuditLog {
         entry.insert("pid".into(), json!(std::process::id()));
         entry.insert("call".into(), json!(call));
         entry.append(&mut fields);
-        entry.insert("ms".into(), json!(started.elapsed().as_millis() as u64));
+        let took = started.elapsed();
+        entry.insert("ms".into(), json!(took.as_millis() as u64));
+        entry.insert("us".into(), json!(took.as_micros() as u64));
         let mut line = Value::Object(entry).to_string();
         line.push('\n');
         let Ok(mut guard) = self.file.lock() else {

@@ -43,11 +43,13 @@ pub fn parse_sha256sum(stdout: &str) -> HashMap<String, String> {
 /// instructions: several times faster than coreutils on large files), else
 /// `sha256sum`. Names with a line break or a backslash always go to
 /// `sha256sum`, whose escaping of them we read back.
+/// The list appears once (`set --`), so a command stays within the
+/// 128 KiB a single argument may have.
 pub fn hash_command(words: &[String], plain_names: bool) -> String {
     let list = words.join(" ");
     if plain_names {
         format!(
-            "if command -v openssl >/dev/null 2>&1; then exec openssl dgst -sha256 -r {list}; else exec sha256sum -- {list}; fi"
+            "set -- {list}; if command -v openssl >/dev/null 2>&1; then exec openssl dgst -sha256 -r \"$@\"; else exec sha256sum -- \"$@\"; fi"
         )
     } else {
         format!("sha256sum -- {list}")
@@ -147,8 +149,10 @@ mod tests {
         let words = vec![path_word("a b"), path_word("-x")];
         assert_eq!(words, ["'a b'", "./-x"]);
         let c = hash_command(&words, true);
-        assert!(c.contains("exec openssl dgst -sha256 -r 'a b' ./-x"), "{c}");
-        assert!(c.contains("else exec sha256sum -- 'a b' ./-x"), "{c}");
+        assert!(c.starts_with("set -- 'a b' ./-x;"), "{c}");
+        assert!(c.contains("exec openssl dgst -sha256 -r \"$@\""), "{c}");
+        assert!(c.contains("else exec sha256sum -- \"$@\""), "{c}");
+        assert_eq!(c.matches("./-x").count(), 1, "the list is there once: {c}");
         assert_eq!(hash_command(&words, false), "sha256sum -- 'a b' ./-x");
         // openssl's -r output is read like sha256sum's binary mode.
         let m = parse_sha256sum(

@@ -1131,7 +1131,8 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
 }
 
 /// Many small files travel as tar bundles (one command each, not an SFTP
-/// open/write/close per file); large ones over SFTP; all are checked.
+/// open/write/close per file); large ones over SFTP; all are checked — with
+/// more paths than one command line could hash at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_travel_in_bundles() {
     use cluster_slurm_host::grants::ProfileGrant;
@@ -1141,7 +1142,7 @@ async fn many_small_files_travel_in_bundles() {
     let cfg = testbed();
     let local = tempfile::tempdir().unwrap();
     let tree = local.path().join("inputs");
-    for i in 0..300 {
+    for i in 0..1500 {
         let dir = tree.join(format!("part{}", i % 7));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
@@ -1172,10 +1173,10 @@ async fn many_small_files_travel_in_bundles() {
         .unwrap();
     assert_eq!(
         (moved.files, moved.bundled, moved.verified),
-        (322, 321, 322),
+        (1522, 1521, 1522),
         "{moved:?}"
     );
-    for i in [0, 1, 150, 299] {
+    for i in [0, 1, 150, 1499] {
         let rel = format!("part{}/f{i}.txt", i % 7);
         assert_eq!(
             std::fs::read(format!("{remote}/{rel}")).unwrap(),
@@ -1199,7 +1200,7 @@ async fn many_small_files_travel_in_bundles() {
     // Again: the large file is not sent; the small ones ride in bundles.
     assert_eq!(
         (again.unchanged, again.bundled, again.verified),
-        (1, 321, 322),
+        (1, 1521, 1522),
         "{again:?}"
     );
     let _ = std::fs::remove_dir_all(&remote);

@@ -27,14 +27,55 @@ fn belongs(row_id: &str, id: &str) -> bool {
 }
 
 /// The status of one job (or array) from the rows both tools returned.
+/// Rows by the job id before any `_task` suffix, so each job finds its own
+/// rows without scanning every row (a status call may ask for 1,000 jobs).
+struct Rows<'a, R> {
+    by_base: std::collections::HashMap<&'a str, Vec<&'a R>>,
+}
+
+impl<'a, R> Rows<'a, R> {
+    fn index(rows: &'a [R], id_of: fn(&R) -> &str) -> Rows<'a, R> {
+        let mut by_base: std::collections::HashMap<&'a str, Vec<&'a R>> =
+            std::collections::HashMap::new();
+        for row in rows {
+            let id = id_of(row);
+            let base = id.split_once('_').map_or(id, |(b, _)| b);
+            by_base.entry(base).or_default().push(row);
+        }
+        Rows { by_base }
+    }
+
+    /// The rows that belong to `id` (the job, or all tasks of an array).
+    fn of(&self, id: &str, id_of: fn(&R) -> &str) -> Vec<&'a R> {
+        let base = id.split_once('_').map_or(id, |(b, _)| b);
+        self.by_base
+            .get(base)
+            .map(|rows| {
+                rows.iter()
+                    .copied()
+                    .filter(|r| belongs(id_of(r), id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn squeue_id(r: &SqueueRow) -> &str {
+    &r.job_id
+}
+
+fn sacct_id(r: &SacctRow) -> &str {
+    &r.job_id
+}
+
 fn status_of(
     id: &str,
-    squeue: &[SqueueRow],
-    sacct: &[SacctRow],
+    squeue: &Rows<'_, SqueueRow>,
+    sacct: &Rows<'_, SacctRow>,
     notes: &Map<String, Value>,
 ) -> Value {
-    let q: Vec<&SqueueRow> = squeue.iter().filter(|r| belongs(&r.job_id, id)).collect();
-    let a: Vec<&SacctRow> = sacct.iter().filter(|r| belongs(&r.job_id, id)).collect();
+    let q: Vec<&SqueueRow> = squeue.of(id, squeue_id);
+    let a: Vec<&SacctRow> = sacct.of(id, sacct_id);
     let is_array = q.iter().any(|r| r.job_id != id) || a.iter().any(|r| r.job_id != id);
     let (q, a) = if is_array {
         // Right after an array ends, sacct may show one placeholder row under
@@ -197,11 +238,11 @@ impl Tool<'_> {
             notes.insert("squeueError".into(), json!(squeue.failure_text()));
             Vec::new()
         };
+        let queued = Rows::index(&q_rows, squeue_id);
         let need_sacct: Vec<String> = ids
             .iter()
             .filter(|id| {
-                let rows: Vec<&SqueueRow> =
-                    q_rows.iter().filter(|r| belongs(&r.job_id, id)).collect();
+                let rows: Vec<&SqueueRow> = queued.of(id, squeue_id);
                 rows.is_empty() || rows.iter().all(|r| slurm::is_terminal(&r.state))
             })
             .cloned()
@@ -220,9 +261,10 @@ impl Tool<'_> {
                 notes.insert("sacctError".into(), json!(sacct.failure_text()));
             }
         }
+        let accounted = Rows::index(&a_rows, sacct_id);
         Ok(ids
             .iter()
-            .map(|id| status_of(id, &q_rows, &a_rows, &notes))
+            .map(|id| status_of(id, &queued, &accounted, &notes))
             .collect())
     }
 
@@ -558,7 +600,7 @@ impl Tool<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{belongs, status_of};
+    use super::{Rows, belongs, sacct_id, squeue_id, status_of};
     use crate::slurm::{parse_sacct_rows, parse_squeue_rows};
 
     #[test]
@@ -569,7 +611,12 @@ mod tests {
             "131_0|COMPLETED|0:01|10:00|1|c1\n131_1|COMPLETED|0:01|10:00|1|c1\n131_2|COMPLETED|0:01|10:00|1|c1\n131_3|COMPLETED|0:01|10:00|1|c1\n",
         );
         let a = parse_sacct_rows("131|COMPLETED|0:0|00:00:01||c1\n");
-        let s = status_of("131", &q, &a, &serde_json::Map::new());
+        let s = status_of(
+            "131",
+            &Rows::index(&q, squeue_id),
+            &Rows::index(&a, sacct_id),
+            &serde_json::Map::new(),
+        );
         assert_eq!(s["tasks"]["count"], 4, "{s}");
         assert_eq!(s["state"], "COMPLETED");
     }
