@@ -502,7 +502,10 @@ fn host_us(audit: &Path, skip: usize) -> (usize, f64) {
 /// calls). Rows with local files also give the time the host spent on them
 /// (from the audit log), and the guest's own share.
 async fn guest_overhead(env: &Env) -> Result<Vec<Samples>> {
-    let (ws, _) = workload_files(env)?;
+    // A workspace of its own: a ledger of a few runs, not the dozens the
+    // other sections leave (reading the ledger grows with it).
+    let ws = env.work.join("overhead");
+    std::fs::create_dir_all(&ws)?;
     let audit = env.work.join("audit-guest.jsonl");
     let warm = Warm::new(
         &env.config,
@@ -520,7 +523,7 @@ async fn guest_overhead(env: &Env) -> Result<Vec<Samples>> {
             json!({"action": "list_runs"}),
         ),
         (
-            "render_job (writes the script and the ledger, fsync'ed)",
+            "render_job (renders the script and writes it, fsync'ed)",
             json!({"action": "render_job", "command": "python3 job.py"}),
         ),
     ] {
@@ -663,6 +666,41 @@ async fn main() -> Result<()> {
                 })
                 .collect(),
             "many" => transfers(&env).await?.4,
+            "wanprobe" => {
+                let proxy =
+                    DelayProxy::start("127.0.0.1:2222".parse()?, Duration::from_millis(25)).await?;
+                let net = env.through(&proxy, "probe")?;
+                let params =
+                    cluster_slurm_host::ssh_config::resolve(&net.target, Some(&net.ssh_config))?;
+                let conn = cluster_slurm_host::ssh::Connection::connect(
+                    &params,
+                    Some(&net.ssh_config),
+                    &Default::default(),
+                )
+                .await?;
+                let mut out = Vec::new();
+                let data = vec![1u8; 4096];
+                for (label, cmd, stdin) in [
+                    ("true", "true", None),
+                    ("cat, 4 KiB stdin", "cat > /dev/null", Some(&data[..])),
+                    (
+                        "cat; echo, 4 KiB stdin",
+                        "cat > /dev/null; echo done",
+                        Some(&data[..]),
+                    ),
+                    ("echo", "echo done", None),
+                ] {
+                    let mut s = Samples::new(label);
+                    for _ in 0..5 {
+                        let (r, t) =
+                            timed(conn.exec(cmd, stdin, Duration::from_secs(30), 1 << 20)).await;
+                        r?;
+                        s.push(t);
+                    }
+                    out.push(s);
+                }
+                out
+            }
             other => bail!("--only {other}: one of guest, status, many"),
         };
         for s in rows {

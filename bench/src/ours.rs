@@ -63,6 +63,15 @@ impl Transport for Counting {
         self.transfers.fetch_add(1, Ordering::Relaxed);
         self.inner.download(profile, remote, local)
     }
+
+    fn upload_all<'a>(
+        &'a self,
+        profile: &'a ProfileGrant,
+        items: Vec<(PathBuf, String)>,
+    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
+        self.transfers.fetch_add(1, Ordering::Relaxed);
+        self.inner.upload_all(profile, items)
+    }
 }
 
 /// A warm host in this process.
