@@ -223,7 +223,7 @@ async fn run_workload(env: &Env, net: &Net, audit: &Path) -> Result<Vec<Samples>
     let mut reference = Samples::new("reference: a fresh ssh/scp process per step");
     let mut master = Samples::new("reference over an OpenSSH ControlMaster");
     let mut cli = Samples::new("ours: CLI, one process per call");
-    let mut hot = Samples::new("ours: warm host (MCP server, OpenClaw)");
+    let mut hot = Samples::new("ours: warm host (one process, as `cluster-slurm mcp`)");
     for rep in 0..env.reps {
         let dir = format!("{}/bench-ref-{}-{rep}", env.run_root, net.name);
         let (job, t) = timed(async { fresh.reference_run_workload(&dir, &inputs, &script) }).await;
@@ -502,8 +502,8 @@ fn host_us(audit: &Path, skip: usize) -> (usize, f64) {
 /// calls). Rows with local files also give the time the host spent on them
 /// (from the audit log), and the guest's own share.
 async fn guest_overhead(env: &Env) -> Result<Vec<Samples>> {
-    // A workspace of its own: a ledger of a few runs, not the dozens the
-    // other sections leave (reading the ledger grows with it).
+    // A workspace of its own, with an empty ledger, not the dozens of runs
+    // the other sections leave (reading the ledger grows with it).
     let ws = env.work.join("overhead");
     std::fs::create_dir_all(&ws)?;
     let audit = env.work.join("audit-guest.jsonl");

@@ -163,5 +163,8 @@ pub fn peak_rss_kib(bin: &Path, args: &[&str]) -> Result<i64> {
     if waited != pid {
         bail!("wait4 failed: {}", std::io::Error::last_os_error());
     }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{} {args:?} failed (status {status})", bin.display());
+    }
     Ok(usage.ru_maxrss)
 }

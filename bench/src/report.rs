@@ -236,7 +236,10 @@ impl Report {
                     .any(|o| o.label != s.label && o.label.starts_with(&format!("{}:", s.label)))
             })
             .map(Samples::median)
-            .fold(0.0_f64, f64::max);
+            .fold(
+                0.0_f64,
+                |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+            );
         self.verdict(
             "guest overhead under 1 ms per action (warm)".to_string(),
             format!("at most {worst:.2} ms (median per action, host file calls excluded)"),

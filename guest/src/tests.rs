@@ -1886,3 +1886,43 @@ fn a_ledger_that_claims_approval_is_not_believed() {
     assert!(!matches!(&e, Ok(v) if v["jobId"].is_string()), "{e:?}");
     assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
 }
+
+#[test]
+fn an_input_may_not_take_the_job_scripts_place() {
+    let mut host = FakeHost::default();
+    let e = call(
+        &mut host,
+        json!({"action": "run_workload", "command": "bash job.slurm", "localPaths": ["job.slurm"]}),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, ToolError::InvalidRequest(m) if m.contains("job script")),
+        "{e:?}"
+    );
+    assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+}
+
+#[test]
+fn submit_arguments_may_not_move_the_job_out_of_its_run_directory() {
+    for moved in ["--chdir=/tmp", "-D", "-D/tmp", "--chdir"] {
+        let mut host = FakeHost::default();
+        let mut args = vec![moved.to_string()];
+        if moved == "-D" || moved == "--chdir" {
+            args.push("/tmp".to_string());
+        }
+        let e = call(
+            &mut host,
+            json!({"action": "run_workload", "command": "true", "submitArgs": args}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ToolError::Policy(m) if m.contains("run directory")),
+            "{moved}: {e:?}"
+        );
+        assert!(
+            !host.calls.iter().any(|c| c.starts_with("exec sbatch")),
+            "{:?}",
+            host.calls
+        );
+    }
+}

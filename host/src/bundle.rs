@@ -4,7 +4,9 @@
 //! SFTP open/write/close per file.
 //!
 //! Only regular files with relative, `..`-free names from our own plan go
-//! in, so the archive cannot place anything outside its directory.
+//! in (no directory entries: the directories are made by `mkdir -p`), so
+//! the archive cannot place anything outside its directory nor replace or
+//! re-permission a directory.
 
 const BLOCK: usize = 512;
 
@@ -145,21 +147,6 @@ impl Bundle {
         }
         self.data(data);
         self.files += 1;
-        Ok(())
-    }
-
-    /// Add a directory named `name` (relative, `/`-separated).
-    pub fn add_dir(&mut self, name: &str) -> Result<(), String> {
-        check_name(name)?;
-        match ustar_split(name) {
-            Some((prefix, short)) => self.header(short, prefix, 0o755, 0, b'5'),
-            None => {
-                let record = pax_record("path", name);
-                self.header("pax-header", "", 0o644, record.len() as u64, b'x');
-                self.data(record.as_bytes());
-                self.header("cluster-slurm-long-name", "", 0o755, 0, b'5');
-            }
-        }
         Ok(())
     }
 

@@ -209,6 +209,21 @@ async fn refused_transfers_never_reach_the_transport() {
         ctx.upload_all("c", &items).await,
         Err(HostError::Denied(_))
     ));
+    // Two items onto one place, or one inside another: refused.
+    for clash in [
+        [("input.txt", "r1/job.slurm"), ("input.txt", "r1/job.slurm")],
+        [("input.txt", "r1/data"), ("input.txt", "r1/data/x")],
+        [("input.txt", "r1/data/x"), ("input.txt", "r1/data")],
+    ] {
+        let items: Vec<(String, String)> = clash
+            .iter()
+            .map(|(l, r)| (l.to_string(), r.to_string()))
+            .collect();
+        assert!(
+            matches!(ctx.upload_all("c", &items).await, Err(HostError::Denied(m)) if m.contains("two items")),
+            "{items:?}"
+        );
+    }
     assert!(rec.calls().is_empty(), "{:?}", rec.calls());
 
     ctx.upload("c", "input.txt", "r1/input.txt").await.unwrap();
@@ -220,6 +235,13 @@ async fn refused_transfers_never_reach_the_transport() {
             real.display()
         )]
     );
+    // Neighbours are not nested (data-2 is not inside data).
+    let neighbours = [
+        ("input.txt".to_string(), "r1/data".to_string()),
+        ("input.txt".to_string(), "r1/data-2".to_string()),
+    ];
+    assert!(ctx.upload_all("c", &neighbours).await.is_ok());
+    assert_eq!(rec.calls().len(), 3);
 }
 
 #[tokio::test]

@@ -1,16 +1,17 @@
 //! Transfers that resume, skip what is already there, and are checked end to
 //! end: the decisions around [`crate::sftp`]'s byte moving.
 //!
-//! Upload: the local tree is walked once; when the destination exists, the
-//! sizes already there are listed over SFTP and the cluster hashes the files
-//! that could be reused (one `sha256sum` per 96 KiB of paths). A file with
-//! the same size and hash is skipped; a shorter one whose hash equals the
-//! hash of the local file's first bytes (an interrupted upload) is resumed at
-//! its end; anything else is sent whole. Afterwards every file sent is
-//! compared with `sha256sum` on the cluster ([`crate::verify::check_upload`]).
-//! A destination that does not exist yet costs one SFTP request and no command.
-//! Small files sent whole travel together as tar streams ([`crate::bundle`],
-//! unpacked by `tar -x` on the cluster): one round trip for many files.
+//! Upload (`upload_all`, several items at once): the local trees are walked
+//! once. Files of up to 1 MiB travel in tar streams ([`crate::bundle`]),
+//! each one command that makes every directory (`mkdir -p`), unpacks the
+//! stream (files only) and hashes what it wrote; a file that does not come
+//! back intact goes again over SFTP. Larger files go over one SFTP session:
+//! when the destination exists, its sizes are listed and the cluster hashes
+//! the files that could be reused; a file with the same size and hash is
+//! skipped, a shorter one whose hash equals the hash of the local file's
+//! first bytes (an interrupted upload) is resumed at its end, anything else
+//! is sent whole; then each is compared with the cluster's hash
+//! ([`crate::verify::check_upload`]).
 //!
 //! Download: the remote tree is listed and hashed on the cluster first. A local
 //! file with the same size and hash is skipped; the partial file an
@@ -70,13 +71,19 @@ pub async fn upload_all(
         .flat_map(|(i, p)| p.files.iter().map(move |f| (i, f)))
         .filter(|(_, f)| f.size <= BUNDLE_FILE_MAX)
         .collect();
-    let leftovers = if small.is_empty() {
-        Vec::new()
+    let leftovers: std::collections::HashSet<(usize, String)> = if small.is_empty() {
+        Default::default()
     } else {
-        send_bundles(conn, &plans, &small, &mut stats, &mut checked).await?
+        send_bundles(conn, &plans, &small, &mut stats, &mut checked)
+            .await?
+            .into_iter()
+            .collect()
     };
+    // The bundles' command made every directory, if one of them arrived.
+    let dirs_made = stats.iter().any(|s| s.bundled > 0);
 
-    // The rest over SFTP: larger files, and small ones no bundle could carry.
+    // The rest over SFTP: larger files, small ones no bundle could carry,
+    // and (when no bundle went) the directories.
     let sftp_plans: Vec<UploadPlan> = plans
         .iter()
         .enumerate()
@@ -91,14 +98,15 @@ pub async fn upload_all(
             ..p.clone()
         })
         .collect();
-    if sftp_plans.iter().all(|p| p.files.is_empty()) {
+    let needs_sftp = |p: &UploadPlan| !p.files.is_empty() || !dirs_made;
+    if !sftp_plans.iter().any(needs_sftp) {
         return Ok(stats.into_iter().zip(checked).collect());
     }
     let session = conn.open_sftp().await?;
     let moved = async {
         let mut moved = Vec::with_capacity(sftp_plans.len());
         for plan in &sftp_plans {
-            if plan.files.is_empty() {
+            if !needs_sftp(plan) {
                 moved.push(TransferStats::default());
                 continue;
             }
@@ -245,19 +253,22 @@ async fn send_bundles(
             .map(|(_, f)| f.remote.as_str())
             .chain(dirs.iter().copied()),
     );
+    // The directories are made by `mkdir -p` (which follows a symlinked
+    // root and leaves existing directories as they are); the stream holds
+    // files only, so tar never replaces or re-permissions a directory.
+    let mut make_dirs = format!("mkdir -p -- {}", quote_word(&base));
+    for dir in &dirs {
+        make_dirs.push(' ');
+        make_dirs.push_str(&verify::path_word(dir));
+    }
+    if make_dirs.len() > verify::COMMAND_BYTES {
+        // Too many to name in one command: made over SFTP, one by one.
+        return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
+    }
     let mut leftovers = Vec::new();
     let mut rest = small;
-    let mut first = true;
     while !rest.is_empty() {
         let mut bundle = Bundle::new();
-        if first {
-            for dir in &dirs {
-                if let Some(name) = relative_to(dir, &base).filter(|n| !n.is_empty()) {
-                    // A directory the stream cannot name is made by SFTP later.
-                    let _ = bundle.add_dir(name);
-                }
-            }
-        }
         let mut carried: Vec<(usize, &FileJob, String, u64)> = Vec::new();
         let mut taken = 0;
         for (i, job) in rest {
@@ -289,10 +300,11 @@ async fn send_bundles(
             .map(|(_, job, _, _)| job.remote.as_str())
             .collect();
         let words: Vec<String> = paths.iter().map(|p| verify::path_word(p)).collect();
-        let hash_inline = words.iter().map(|w| w.len() + 1).sum::<usize>() <= verify::COMMAND_BYTES;
+        let hash_inline = make_dirs.len() + words.iter().map(|w| w.len() + 1).sum::<usize>()
+            <= verify::COMMAND_BYTES;
         let mut command = format!(
-            "mkdir -p -- {b} && tar -x -f - -C {b}",
-            b = quote_word(&base)
+            "{make_dirs} && tar -x --no-overwrite-dir -f - -C {}",
+            quote_word(&base)
         );
         if hash_inline && !words.is_empty() {
             let plain = paths.iter().all(|p| !p.contains(['\n', '\\']));
@@ -311,7 +323,6 @@ async fn send_bundles(
         } else {
             HashMap::new()
         };
-        first = false;
         for (i, job, mine, bytes) in carried {
             let printed = verify::printed_name(&job.remote);
             match theirs.get(&printed).or_else(|| theirs.get(&job.remote)) {

@@ -70,6 +70,7 @@ impl TransferCtx {
                 sftp_path(&self.grants.remote_path(profile, remote)?),
             ));
         }
+        distinct_destinations(checked.iter().map(|(_, r)| r.as_str()))?;
         Ok(self.transport.upload_all(profile, checked).await?)
     }
 
@@ -177,6 +178,36 @@ impl transfer::Host for TransferView<'_> {
             bytes: moved.bytes,
         })
     }
+}
+
+/// No two items of one transfer may write the same place, nor one inside
+/// another's: which would win is an accident of how they travel (an input
+/// could take the job script's place).
+fn distinct_destinations<'a>(remotes: impl Iterator<Item = &'a str>) -> Result<(), HostError> {
+    let all: Vec<&str> = remotes.collect();
+    let mut seen = std::collections::HashSet::new();
+    for remote in &all {
+        if !seen.insert(*remote) {
+            return Err(clash(remote, remote));
+        }
+    }
+    for remote in &all {
+        // Every ancestor of this destination: none may be another item's.
+        let mut at = *remote;
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if seen.contains(parent) {
+                return Err(clash(remote, parent));
+            }
+            at = parent;
+        }
+    }
+    Ok(())
+}
+
+fn clash(a: &str, b: &str) -> HostError {
+    HostError::Denied(format!(
+        "two items of one upload would write {a} (also {b}); each needs a place of its own"
+    ))
 }
 
 /// What the audit log records about a finished transfer.

@@ -16,8 +16,10 @@ const HASH_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Output per command: 64 hex digits, two spaces and the path per line.
 const OUTPUT_CAP: usize = 16 << 20;
 
-/// `sha256sum` output as path → hash. Names with a backslash or a line
-/// break come out escaped (a leading `\`); they are unescaped here.
+/// `sha256sum` (or `openssl dgst -sha256 -r`) output as path → hash: 64 hex
+/// digits, then `"  "` or `" *"`, then the name (which may itself hold
+/// spaces). Names with a backslash or a line break come out escaped (a
+/// leading `\`, and `\\`/`\n` in the name); they are unescaped here.
 pub fn parse_sha256sum(stdout: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for line in stdout.lines() {
@@ -25,11 +27,16 @@ pub fn parse_sha256sum(stdout: &str) -> HashMap<String, String> {
             Some(rest) => (true, rest),
             None => (false, line),
         };
-        let Some((hash, path)) = line.split_once("  ").or_else(|| line.split_once(" *")) else {
+        let (Some(hash), Some(sep), Some(path)) =
+            (line.get(..64), line.get(64..66), line.get(66..))
+        else {
             continue;
         };
+        if !hash.bytes().all(|b| b.is_ascii_hexdigit()) || !matches!(sep, "  " | " *") {
+            continue;
+        }
         let path = if escaped {
-            path.replace("\\n", "\n").replace("\\\\", "\\")
+            unescape(path)
         } else {
             path.to_string()
         };
@@ -38,18 +45,32 @@ pub fn parse_sha256sum(stdout: &str) -> HashMap<String, String> {
     out
 }
 
-/// The command that hashes `words` (already quoted) on the cluster:
-/// `openssl dgst` where the cluster has it (it uses the CPU's SHA
-/// instructions: several times faster than coreutils on large files), else
-/// `sha256sum`. Names with a line break or a backslash always go to
-/// `sha256sum`, whose escaping of them we read back.
+/// sha256sum's escaping undone: `\\` is a backslash, `\n` a line break.
+fn unescape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 /// The list appears once (`set --`), so a command stays within the
 /// 128 KiB a single argument may have.
 pub fn hash_command(words: &[String], plain_names: bool) -> String {
     let list = words.join(" ");
     if plain_names {
+        // openssl only when it works here (a broken one on PATH must not
+        // fail every check).
         format!(
-            "set -- {list}; if command -v openssl >/dev/null 2>&1; then exec openssl dgst -sha256 -r \"$@\"; else exec sha256sum -- \"$@\"; fi"
+            "set -- {list}; if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then openssl dgst -sha256 -r \"$@\"; else sha256sum -- \"$@\"; fi"
         )
     } else {
         format!("sha256sum -- {list}")
@@ -150,8 +171,8 @@ mod tests {
         assert_eq!(words, ["'a b'", "./-x"]);
         let c = hash_command(&words, true);
         assert!(c.starts_with("set -- 'a b' ./-x;"), "{c}");
-        assert!(c.contains("exec openssl dgst -sha256 -r \"$@\""), "{c}");
-        assert!(c.contains("else exec sha256sum -- \"$@\""), "{c}");
+        assert!(c.contains("then openssl dgst -sha256 -r \"$@\""), "{c}");
+        assert!(c.contains("else sha256sum -- \"$@\""), "{c}");
         assert_eq!(c.matches("./-x").count(), 1, "the list is there once: {c}");
         assert_eq!(hash_command(&words, false), "sha256sum -- 'a b' ./-x");
         // openssl's -r output is read like sha256sum's binary mode.
@@ -171,5 +192,12 @@ mod tests {
             Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         );
         assert!(m.contains_key("runs/x\ny\\z"), "{m:?}");
+        // Two spaces inside a name (openssl's ` *` form too), and a
+        // backslash followed by an `n` in a name.
+        let m = parse_sha256sum(
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 *a  b\n\\e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  c\\\\nd\n",
+        );
+        assert!(m.contains_key("a  b"), "{m:?}");
+        assert!(m.contains_key("c\\nd"), "{m:?}");
     }
 }

@@ -1154,6 +1154,7 @@ async fn many_small_files_travel_in_bundles() {
     std::fs::write(tree.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
     std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(tree.join("big.bin"), vec![3u8; 3 << 20]).unwrap();
+    std::fs::create_dir_all(tree.join("empty/inside")).unwrap();
     // 20 MiB of files at the size limit: more than one bundle.
     std::fs::create_dir_all(tree.join("limit")).unwrap();
     for i in 0..20u8 {
@@ -1188,6 +1189,7 @@ async fn many_small_files_travel_in_bundles() {
         std::fs::read(format!("{remote}/limit/m19")).unwrap(),
         vec![19u8; 1 << 20]
     );
+    assert!(std::path::Path::new(&format!("{remote}/empty/inside")).is_dir());
     let mode = std::fs::metadata(format!("{remote}/run.sh"))
         .unwrap()
         .permissions()

@@ -47,6 +47,18 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
         local: grants.localSource(localPath),
         remote: sftpPath(grants.remotePath(profile, remotePath)),
       }));
+      // No two items onto one place, nor one inside another (transfer.rs).
+      const seen = new Set();
+      for (const { remote } of checked) {
+        if (seen.has(remote)) throw err.denied(`two items of one upload would write ${remote} (also ${remote}); each needs a place of its own`);
+        seen.add(remote);
+      }
+      for (const { remote } of checked) {
+        for (let at = remote; at.includes("/"); ) {
+          at = at.slice(0, at.lastIndexOf("/"));
+          if (seen.has(at)) throw err.denied(`two items of one upload would write ${remote} (also ${at}); each needs a place of its own`);
+        }
+      }
       const stats = [];
       for (const { local, remote } of checked) {
         stats.push(await transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal }));

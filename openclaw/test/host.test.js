@@ -77,6 +77,13 @@ test("rs refused_transfers_never_reach_the_transport", async (t) => {
     ]),
     "denied",
   );
+  await refused(
+    host.uploadAll("c", [
+      { localPath: "input.txt", remotePath: "r1/data" },
+      { localPath: "input.txt", remotePath: "r1/data/x" },
+    ]),
+    "denied",
+  );
   assert.deepEqual(client.calls, []);
 
   const all = await host.uploadAll("c", [{ localPath: "input.txt", remotePath: "r1/copy.txt" }]);

@@ -91,6 +91,27 @@ impl Workload {
     }
 }
 
+/// The job works in its run directory: retries find an interrupted
+/// submission by it, and logs are looked for there. `-D`/`--chdir` would
+/// move it.
+pub(super) fn stays_in_run_dir(
+    profile: &Profile,
+    args: &[String],
+    remote_dir: &str,
+) -> Result<(), ToolError> {
+    let moving = args
+        .iter()
+        .chain(profile.submit_args.iter())
+        .find(|a| a.starts_with("--chdir") || a.starts_with("-D"));
+    match moving {
+        Some(arg) => Err(ToolError::Policy(format!(
+            "sbatch argument {arg:?} would move the job out of its run directory {remote_dir}; drop it (profile {:?} submitArgs or the call's)",
+            profile.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The digest that tells requests apart: the profile, the prefix and the
 /// workload as asked for (retries and approvals are matched by it).
 pub(super) fn request_key(primary: &str, prefix: Option<&str>, workload: &Workload) -> String {
@@ -461,6 +482,7 @@ impl Tool<'_> {
         let mut args = vec!["--parsable".to_string()];
         args.extend(profile.submit_args.iter().cloned());
         args.extend(submit_args.iter().cloned());
+        stays_in_run_dir(profile, &args, remote_dir)?;
         args.push(script_name.to_string());
         let what = format!(
             "sbatch failed on cluster {:?} (check the header values and partition, or try dryRun: true to see why without submitting)",
@@ -971,6 +993,7 @@ impl Tool<'_> {
                 profile.id
             )));
         }
+        stays_in_run_dir(&profile, &workload.submit_args, &profile.remote_root)?;
         let script = self.render_for(&profile, &header, workload, None)?;
         let wanted_dir = match &workload.remote_dir {
             Some(d) => Some(
@@ -1026,6 +1049,15 @@ impl Tool<'_> {
 
         // Inputs and the script in one transfer: one round trip for small files.
         let remote_script = remote_join(&remote_dir, &workload.script_name);
+        if let Some(path) = workload.local_paths.iter().find(|p| {
+            let remote = remote_join(&remote_dir, p);
+            remote == remote_script || remote_script.starts_with(&format!("{remote}/"))
+        }) {
+            return Err(invalid(format!(
+                "localPaths entry {path:?} would land on the job script {} ({}); rename it, or set scriptName",
+                workload.script_name, remote_script
+            )));
+        }
         let mut items: Vec<(String, String)> = workload
             .local_paths
             .iter()
