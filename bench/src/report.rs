@@ -72,40 +72,25 @@ impl Report {
         }
         self.sections.push('\n');
         let fifth = reference.median() / 5.0;
+        for (who, s) in [("warm host", &warm), ("CLI process per call", &cli)] {
+            self.verdict(
+                format!("run_workload ({net}), {who}: ≤ 1/5 of the reference ({fifth:.1} ms)"),
+                format!(
+                    "{:.1} ms ({:.2}×)",
+                    s.median(),
+                    s.median() / reference.median()
+                ),
+                s.median() <= fifth,
+            );
+        }
         if net == "loopback" {
             self.verdict(
-                format!("run_workload ({net}), warm host: ≤ 1/5 of the reference ({fifth:.1} ms)"),
                 format!(
-                    "{:.1} ms ({:.2}×)",
-                    warm.median(),
-                    warm.median() / reference.median()
+                    "run_workload ({net}), warm host: no slower than the ControlMaster sequence ({:.1} ms)",
+                    master.median()
                 ),
-                warm.median() <= fifth,
-            );
-            self.verdict(
-                format!("run_workload ({net}), CLI process per call: ≤ 1/5 of the reference ({fifth:.1} ms)"),
-                format!("{:.1} ms ({:.2}×)", cli.median(), cli.median() / reference.median()),
-                cli.median() <= fifth,
-            );
-            self.verdict(
-                format!("run_workload ({net}), warm host: no slower than the ControlMaster sequence ({:.1} ms)", master.median()),
                 format!("{:.1} ms", warm.median()),
                 warm.median() <= master.median(),
-            );
-        } else {
-            self.verdict(
-                format!("run_workload ({net}), warm host: ≤ 1/5 of the reference ({fifth:.1} ms)"),
-                format!(
-                    "{:.1} ms ({:.2}×)",
-                    warm.median(),
-                    warm.median() / reference.median()
-                ),
-                warm.median() <= fifth,
-            );
-            self.verdict(
-                format!("run_workload ({net}), CLI process per call: ≤ 1/5 of the reference ({fifth:.1} ms)"),
-                format!("{:.1} ms ({:.2}×)", cli.median(), cli.median() / reference.median()),
-                cli.median() <= fifth,
             );
         }
     }
