@@ -87,6 +87,27 @@ impl Transport for Recording {
             })
         })
     }
+    fn upload_all<'a>(
+        &'a self,
+        p: &'a ProfileGrant,
+        items: Vec<(PathBuf, String)>,
+    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
+        let mut calls = self.calls.lock().unwrap();
+        for (local, remote) in &items {
+            calls.push(format!("upload {} {} {remote}", p.label, local.display()));
+        }
+        let n = items.len();
+        Box::pin(async move {
+            Ok(vec![
+                Moved {
+                    files: 1,
+                    bytes: 1,
+                    ..Moved::default()
+                };
+                n
+            ])
+        })
+    }
 }
 
 fn setup() -> (tempfile::TempDir, Arc<Grants>, Arc<Recording>) {

@@ -117,8 +117,13 @@ pub async fn upload_all(
     }
     .await;
     let _ = session.close().await;
-    for (i, m) in moved?.into_iter().enumerate() {
-        let verified = verify::check_upload(conn, &m.sent).await? + m.unchanged;
+    let moved = moved?;
+    // One check for every file SFTP sent, whatever item it belongs to: it
+    // fails on the first difference, so when it passes each file was checked.
+    let sent: Vec<(String, String)> = moved.iter().flat_map(|m| m.sent.iter().cloned()).collect();
+    verify::check_upload(conn, &sent).await?;
+    for (i, m) in moved.into_iter().enumerate() {
+        let verified = m.sent.len() as u32 + m.unchanged;
         if let (Some(s), Some(c)) = (stats.get_mut(i), checked.get_mut(i)) {
             s.files += m.files;
             s.bytes += m.bytes;

@@ -210,6 +210,18 @@ pub enum Start {
     Resume { offset: u64, prefix: Sha256 },
 }
 
+impl Start {
+    /// Bytes the destination keeps from before, or None when the whole file
+    /// is there already (nothing to send).
+    fn kept(&self) -> Option<u64> {
+        match self {
+            Start::Unchanged => None,
+            Start::Resume { offset, .. } => Some(*offset),
+            Start::Fresh => Some(0),
+        }
+    }
+}
+
 /// One regular file of a transfer.
 #[derive(Debug, Clone)]
 pub struct FileJob {
@@ -387,13 +399,9 @@ pub async fn upload_planned(
         ..TransferStats::default()
     };
     for (job, start) in plan.files.iter().zip(starts) {
-        let resumed = match &start {
-            Start::Unchanged => {
-                stats.unchanged += 1;
-                continue;
-            }
-            Start::Resume { offset, .. } => *offset,
-            Start::Fresh => 0,
+        let Some(resumed) = start.kept() else {
+            stats.unchanged += 1;
+            continue;
         };
         let (sent, sha256) = upload_file(sftp, job, start).await?;
         stats.bytes += sent;
@@ -709,13 +717,9 @@ pub async fn download_planned(
         if plan.single_file {
             local_create_parents(&job.local).await?;
         }
-        let resumed = match &start {
-            Start::Unchanged => {
-                stats.unchanged += 1;
-                continue;
-            }
-            Start::Resume { offset, .. } => *offset,
-            Start::Fresh => 0,
+        let Some(resumed) = start.kept() else {
+            stats.unchanged += 1;
+            continue;
         };
         if expected.is_some_and(|e| !e.contains_key(&job.remote)) {
             return Err(SshError::Remote(format!(
@@ -870,6 +874,10 @@ async fn download_file(
     }
     .await;
     let _ = src.shutdown().await;
+    // Also when the fetch broke off: tokio finishes a write in the
+    // background after it returns, and the partial file must hold every byte
+    // received before anyone (the next download, resuming) looks at it.
+    let _ = dst.flush().await;
     drop(dst);
     // An interrupted fetch keeps its partial file: the next download resumes it.
     Ok(Fetched {

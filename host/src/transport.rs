@@ -57,21 +57,14 @@ pub trait Transport: Send + Sync {
         local: PathBuf,
     ) -> BoxFuture<'a, Result<Moved, SshError>>;
 
-    /// Several uploads in one go; one `Moved` per item. By default one
-    /// after another.
+    /// Several uploads in one go; one `Moved` per item. No default: a
+    /// wrapper that fell back to one upload per item would silently lose
+    /// the single round trip this exists for.
     fn upload_all<'a>(
         &'a self,
         profile: &'a ProfileGrant,
         items: Vec<(PathBuf, String)>,
-    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
-        Box::pin(async move {
-            let mut moved = Vec::with_capacity(items.len());
-            for (local, remote) in items {
-                moved.push(self.upload(profile, local, remote).await?);
-            }
-            Ok(moved)
-        })
-    }
+    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>>;
 }
 
 /// Transfers can be large; a stalled one is caught by SFTP's per-request

@@ -31,6 +31,7 @@ fn belongs(row_id: &str, id: &str) -> bool {
 /// rows without scanning every row (a status call may ask for 1,000 jobs).
 struct Rows<'a, R> {
     by_base: std::collections::HashMap<&'a str, Vec<&'a R>>,
+    id_of: fn(&R) -> &str,
 }
 
 impl<'a, R> Rows<'a, R> {
@@ -42,18 +43,18 @@ impl<'a, R> Rows<'a, R> {
             let base = id.split_once('_').map_or(id, |(b, _)| b);
             by_base.entry(base).or_default().push(row);
         }
-        Rows { by_base }
+        Rows { by_base, id_of }
     }
 
     /// The rows that belong to `id` (the job, or all tasks of an array).
-    fn of(&self, id: &str, id_of: fn(&R) -> &str) -> Vec<&'a R> {
+    fn of(&self, id: &str) -> Vec<&'a R> {
         let base = id.split_once('_').map_or(id, |(b, _)| b);
         self.by_base
             .get(base)
             .map(|rows| {
                 rows.iter()
                     .copied()
-                    .filter(|r| belongs(id_of(r), id))
+                    .filter(|r| belongs((self.id_of)(r), id))
                     .collect()
             })
             .unwrap_or_default()
@@ -74,8 +75,8 @@ fn status_of(
     sacct: &Rows<'_, SacctRow>,
     notes: &Map<String, Value>,
 ) -> Value {
-    let q: Vec<&SqueueRow> = squeue.of(id, squeue_id);
-    let a: Vec<&SacctRow> = sacct.of(id, sacct_id);
+    let q: Vec<&SqueueRow> = squeue.of(id);
+    let a: Vec<&SacctRow> = sacct.of(id);
     let is_array = q.iter().any(|r| r.job_id != id) || a.iter().any(|r| r.job_id != id);
     let (q, a) = if is_array {
         // Right after an array ends, sacct may show one placeholder row under
@@ -242,7 +243,7 @@ impl Tool<'_> {
         let need_sacct: Vec<String> = ids
             .iter()
             .filter(|id| {
-                let rows: Vec<&SqueueRow> = queued.of(id, squeue_id);
+                let rows: Vec<&SqueueRow> = queued.of(id);
                 rows.is_empty() || rows.iter().all(|r| slurm::is_terminal(&r.state))
             })
             .cloned()
