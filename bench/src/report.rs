@@ -149,15 +149,15 @@ impl Report {
         );
     }
 
-    pub fn statuses(&mut self, rows: &[(usize, f64, Samples)]) {
+    pub fn statuses(&mut self, rows: &[(usize, f64, f64, Samples)]) {
         let _ = writeln!(
             self.sections,
-            "## Status of many jobs\n\n`job_status` with 1, 100 and 1,000 job ids (held jobs), warm host, on loopback and at 50 ms round trip.\n\n| jobs | remote calls per status call | median (ms) | raw (ms) |\n|---|---:|---:|---|"
+            "## Status of many jobs\n\n`job_status` with 1, 100 and 1,000 job ids (held jobs), warm host, on loopback and at 50 ms round trip.\n\n| jobs | remote calls per status call | median (ms) | of which in the remote calls (mean ms) | raw (ms) |\n|---|---:|---:|---:|---|"
         );
-        for (_, calls, s) in rows {
+        for (_, calls, remote, s) in rows {
             let _ = writeln!(
                 self.sections,
-                "| {} | {calls:.1} | {:.1} | {} |",
+                "| {} | {calls:.1} | {:.1} | {remote:.1} | {} |",
                 s.label,
                 s.median(),
                 s.raw()
@@ -167,7 +167,7 @@ impl Report {
         for net in ["loopback", "wan-status"] {
             let of = |n: usize| {
                 rows.iter()
-                    .find(|(k, _, s)| *k == n && s.label.ends_with(net))
+                    .find(|(k, _, _, s)| *k == n && s.label.ends_with(net))
                     .cloned()
             };
             let shown = if net == "loopback" {
@@ -175,7 +175,7 @@ impl Report {
             } else {
                 "50 ms RTT"
             };
-            if let (Some((_, c1, t1)), Some((_, c1000, t1000))) = (of(1), of(1000)) {
+            if let (Some((_, c1, _, t1)), Some((_, c1000, _, t1000))) = (of(1), of(1000)) {
                 self.verdict(
                     format!("status of 1,000 jobs ({shown}): a constant number of remote calls"),
                     format!("{c1:.1} calls for 1 job, {c1000:.1} for 1,000"),

@@ -187,6 +187,8 @@ impl<'a> Fields<'a> {
             }
         };
         let mut out: Vec<String> = Vec::new();
+        // A set beside the list: lists may be long (1,000 job ids).
+        let mut seen = std::collections::HashSet::new();
         for (i, item) in items.iter().enumerate() {
             let Value::String(s) = item else {
                 return Err(FieldError {
@@ -195,7 +197,7 @@ impl<'a> Fields<'a> {
                 });
             };
             let t = s.trim();
-            if t.is_empty() || (dedupe && out.iter().any(|o| o == t)) {
+            if t.is_empty() || (dedupe && !seen.insert(t)) {
                 continue;
             }
             out.push(t.to_string());

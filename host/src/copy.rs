@@ -4,20 +4,23 @@
 //! Upload (`upload_all`, several items at once): the local trees are walked
 //! once. Files of up to 1 MiB travel in tar streams ([`crate::bundle`]),
 //! each one command that makes every directory (`mkdir -p`), unpacks the
-//! stream (files only) and hashes what it wrote; a file that does not come
-//! back intact goes again over SFTP. Larger files go over one SFTP session:
-//! when the destination exists, its sizes are listed and the cluster hashes
-//! the files that could be reused; a file with the same size and hash is
-//! skipped, a shorter one whose hash equals the hash of the local file's
-//! first bytes (an interrupted upload) is resumed at its end, anything else
-//! is sent whole; then each is compared with the cluster's hash
-//! ([`crate::verify::check_upload`]).
+//! stream (files only) and hashes what it wrote (by names relative to the
+//! stream's base, so thousands fit one command); two streams are in flight
+//! at a time. A file that does not come back intact goes again over SFTP.
+//! Larger files go over one SFTP session: when the destination exists, its
+//! sizes are listed and the cluster hashes the files that could be reused;
+//! a file with the same size and hash is skipped, a shorter one whose hash
+//! equals the hash of the local file's first bytes (an interrupted upload)
+//! is resumed at its end, anything else is sent whole; then each is
+//! compared with the cluster's hash ([`crate::verify::check_upload`]).
 //!
-//! Download: the remote tree is listed and hashed on the cluster first. A local
-//! file with the same size and hash is skipped; the partial file an
-//! interrupted download left behind is resumed (its bytes are trusted only
-//! until the final hash: a mismatch fetches the file again whole); every file
-//! is hashed while it arrives and compared before it replaces anything.
+//! Download: the remote tree is listed. Files that a local file of the same
+//! size may already be are hashed on the cluster first, and skipped when the
+//! hashes agree; the others are hashed on the cluster while they are fetched
+//! (both only read the file). The partial file an interrupted download left
+//! behind is resumed (its bytes are trusted only until the final hash: a
+//! mismatch fetches the file again whole); every file is hashed while it
+//! arrives and compared before it replaces anything.
 
 use crate::bundle::Bundle;
 use crate::sftp::{self, FileJob, Start, TransferStats, UploadPlan};
@@ -177,13 +180,42 @@ pub async fn download(
     let session = conn.open_sftp().await?;
     let moved = async {
         let plan = sftp::plan_download(&session, remote, local).await?;
-        let paths: Vec<&str> = plan.files.iter().map(|f| f.remote.as_str()).collect();
-        let (theirs, _) = verify::remote_hashes(conn, &paths).await?;
+        // Hashed before anything moves: the files a local file of the same
+        // size may already be (skipped when the hashes agree).
+        let mut maybe_there = Vec::new();
+        for job in &plan.files {
+            if regular_len(&job.local).await == Some(job.size) {
+                maybe_there.push(job.remote.as_str());
+            }
+        }
+        let known = if maybe_there.is_empty() {
+            HashMap::new()
+        } else {
+            verify::remote_hashes(conn, &maybe_there).await?.0
+        };
         let mut starts = Vec::with_capacity(plan.files.len());
         for job in &plan.files {
-            starts.push(download_start(job, theirs.get(&job.remote)).await?);
+            starts.push(download_start(job, known.get(&job.remote)).await?);
         }
-        sftp::download_planned(&session, &plan, starts, Some(&theirs)).await
+        // The others are hashed on the cluster while they are fetched.
+        let later: Vec<String> = plan
+            .files
+            .iter()
+            .zip(&starts)
+            .filter(|(job, start)| {
+                !matches!(start, Start::Unchanged) && !known.contains_key(&job.remote)
+            })
+            .map(|(job, _)| job.remote.clone())
+            .collect();
+        let pending = (!later.is_empty()).then(|| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let paths: Vec<&str> = later.iter().map(String::as_str).collect();
+                Ok(verify::remote_hashes(&conn, &paths).await?.0)
+            })
+        });
+        let mut expected = sftp::Expected::new(known, pending);
+        sftp::download_planned(&session, &plan, starts, Some(&mut expected)).await
     }
     .await;
     let _ = session.close().await;
@@ -235,10 +267,13 @@ fn relative_to<'a>(path: &'a str, base: &str) -> Option<&'a str> {
 }
 
 /// Send the `small` files of `plans` as tar streams: each is one command
-/// that makes the directories, unpacks the stream and hashes what it wrote.
-/// Files whose hash comes back equal are done (added to `stats` and
-/// `checked`); the others — tar missing or failing, a name no stream can
-/// carry — are returned as `(item, remote path)` for SFTP.
+/// that makes the directories, unpacks the stream and hashes what it wrote
+/// (names relative to the common base, so thousands fit one command). Two
+/// streams are in flight at a time: the next is read from disk while one
+/// unpacks, and the cluster's two tar processes share its cores. Files whose
+/// hash comes back equal are done (added to `stats` and `checked`); the
+/// others — tar missing or failing, a name no stream can carry — are
+/// returned as `(item, remote path)` for SFTP.
 async fn send_bundles(
     conn: &Connection,
     plans: &[UploadPlan],
@@ -266,86 +301,143 @@ async fn send_bundles(
         make_dirs.push(' ');
         make_dirs.push_str(&verify::path_word(dir));
     }
-    if make_dirs.len() > verify::COMMAND_BYTES {
+    let Some(room) = verify::COMMAND_BYTES.checked_sub(make_dirs.len() + base.len() + 400) else {
         // Too many to name in one command: made over SFTP, one by one.
         return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
-    }
+    };
+    let jobs: std::sync::Arc<Vec<(usize, FileJob)>> =
+        std::sync::Arc::new(small.iter().map(|(i, f)| (*i, (*f).clone())).collect());
     let mut leftovers = Vec::new();
-    let mut rest = small;
-    while !rest.is_empty() {
-        let mut bundle = Bundle::new();
-        let mut carried: Vec<(usize, &FileJob, String, u64)> = Vec::new();
-        let mut taken = 0;
-        for (i, job) in rest {
-            if !carried.is_empty() && bundle.len() + job.size as usize > BUNDLE_BYTES {
-                break;
-            }
-            taken += 1;
-            let Some(name) = relative_to(&job.remote, &base) else {
-                leftovers.push((*i, job.remote.clone()));
-                continue;
-            };
-            let data = tokio::fs::read(&job.local)
-                .await
-                .map_err(|e| SshError::LocalIo(format!("reading {}: {e}", job.local.display())))?;
-            if bundle.add(name, job.mode, &data).is_err() {
-                leftovers.push((*i, job.remote.clone()));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut next = 0;
+    loop {
+        if next < jobs.len() && in_flight.len() < BUNDLES_IN_FLIGHT {
+            let (jobs_now, base_now) = (jobs.clone(), base.clone());
+            let batch =
+                tokio::task::spawn_blocking(move || build_batch(&jobs_now, next, &base_now, room))
+                    .await
+                    .map_err(|e| SshError::LocalIo(format!("building a bundle stopped: {e}")))??;
+            next = batch.end;
+            leftovers.extend(batch.leftovers);
+            if batch.carried.is_empty() {
                 continue;
             }
-            carried.push((
-                *i,
-                job,
-                format!("{:x}", Sha256::digest(&data)),
-                data.len() as u64,
-            ));
+            let plain = batch.carried.iter().all(|c| !c.name.contains(['\n', '\\']));
+            let words: Vec<String> = batch
+                .carried
+                .iter()
+                .map(|c| verify::path_word(&c.name))
+                .collect();
+            let command = format!(
+                "{make_dirs} && tar -x --no-overwrite-dir -f - -C {base} && cd -- {base} && {{ {}; }}",
+                verify::hash_command(&words, plain),
+                base = quote_word(&base),
+            );
+            let conn = conn.clone();
+            in_flight.spawn(async move {
+                let out = conn
+                    .exec(&command, Some(&batch.bytes), BUNDLE_TIMEOUT, 16 << 20)
+                    .await;
+                (out, batch.carried)
+            });
+            continue;
         }
-        rest = rest.get(taken..).unwrap_or_default();
-        let paths: Vec<&str> = carried
-            .iter()
-            .map(|(_, job, _, _)| job.remote.as_str())
-            .collect();
-        let words: Vec<String> = paths.iter().map(|p| verify::path_word(p)).collect();
-        let hash_inline = make_dirs.len() + words.iter().map(|w| w.len() + 1).sum::<usize>()
-            <= verify::COMMAND_BYTES;
-        let mut command = format!(
-            "{make_dirs} && tar -x --no-overwrite-dir -f - -C {}",
-            quote_word(&base)
-        );
-        if hash_inline && !words.is_empty() {
-            let plain = paths.iter().all(|p| !p.contains(['\n', '\\']));
-            command.push_str(&format!(
-                " && {{ {}; }}",
-                verify::hash_command(&words, plain)
-            ));
-        }
-        let out = conn
-            .exec(&command, Some(&bundle.finish()), BUNDLE_TIMEOUT, 16 << 20)
-            .await?;
-        let theirs = if hash_inline {
-            verify::parse_sha256sum(&String::from_utf8_lossy(&out.stdout))
-        } else if out.exit_code == Some(0) {
-            verify::remote_hashes(conn, &paths).await?.0
-        } else {
-            HashMap::new()
+        let Some(done) = in_flight.join_next().await else {
+            break;
         };
-        for (i, job, mine, bytes) in carried {
-            let printed = verify::printed_name(&job.remote);
-            match theirs.get(&printed).or_else(|| theirs.get(&job.remote)) {
-                Some(hash) if *hash == mine => {
-                    if let (Some(s), Some(c)) = (stats.get_mut(i), checked.get_mut(i)) {
+        let (out, carried) =
+            done.map_err(|e| SshError::LocalIo(format!("sending a bundle stopped: {e}")))?;
+        let theirs = verify::parse_sha256sum(&String::from_utf8_lossy(&out?.stdout));
+        for c in carried {
+            match theirs.get(&verify::printed_name(&c.name)) {
+                Some(hash) if *hash == c.sha256 => {
+                    if let (Some(s), Some(n)) = (stats.get_mut(c.item), checked.get_mut(c.item)) {
                         s.files += 1;
                         s.bundled += 1;
-                        s.bytes += bytes;
-                        s.sent.push((job.remote.clone(), mine));
-                        *c += 1;
+                        s.bytes += c.bytes;
+                        s.sent.push((c.remote, c.sha256));
+                        *n += 1;
                     }
                 }
                 // Not there, or not intact: sent again over SFTP (and checked there).
-                _ => leftovers.push((i, job.remote.clone())),
+                _ => leftovers.push((c.item, c.remote)),
             }
         }
     }
     Ok(leftovers)
+}
+
+/// Tar streams unpacking on the cluster at once.
+const BUNDLES_IN_FLIGHT: usize = 2;
+
+/// A file in a tar stream.
+struct Carried {
+    item: usize,
+    remote: String,
+    /// Its name in the stream: the path relative to the base.
+    name: String,
+    sha256: String,
+    bytes: u64,
+}
+
+/// One tar stream, built from `jobs[start..end]`.
+struct Batch {
+    bytes: Vec<u8>,
+    carried: Vec<Carried>,
+    /// Files no stream can carry (a name tar cannot hold).
+    leftovers: Vec<(usize, String)>,
+    end: usize,
+}
+
+/// Read the files of `jobs` from `start` on into one tar stream, until it
+/// holds `BUNDLE_BYTES` or its names would not fit `room` bytes of command
+/// (the cluster hashes each by name). Blocking: run off the async threads.
+fn build_batch(
+    jobs: &[(usize, FileJob)],
+    start: usize,
+    base: &str,
+    room: usize,
+) -> Result<Batch, SshError> {
+    let mut bundle = Bundle::new();
+    let mut batch = Batch {
+        bytes: Vec::new(),
+        carried: Vec::new(),
+        leftovers: Vec::new(),
+        end: start,
+    };
+    let mut names_len = 0;
+    for (item, job) in jobs.iter().skip(start) {
+        let word_len = |n: &str| verify::path_word(n).len() + 1;
+        // A name too long for any command goes over SFTP; it ends no stream.
+        let name = relative_to(&job.remote, base).filter(|n| word_len(n) <= room);
+        let names_after = names_len + name.map_or(0, word_len);
+        if !batch.carried.is_empty()
+            && (bundle.len() + job.size as usize > BUNDLE_BYTES || names_after > room)
+        {
+            break;
+        }
+        batch.end += 1;
+        let Some(name) = name else {
+            batch.leftovers.push((*item, job.remote.clone()));
+            continue;
+        };
+        let data = std::fs::read(&job.local)
+            .map_err(|e| SshError::LocalIo(format!("reading {}: {e}", job.local.display())))?;
+        if bundle.add(name, job.mode, &data).is_err() {
+            batch.leftovers.push((*item, job.remote.clone()));
+            continue;
+        }
+        names_len = names_after;
+        batch.carried.push(Carried {
+            item: *item,
+            remote: job.remote.clone(),
+            name: name.to_string(),
+            sha256: format!("{:x}", Sha256::digest(&data)),
+            bytes: data.len() as u64,
+        });
+    }
+    batch.bytes = bundle.finish();
+    Ok(batch)
 }
 
 /// A destination file of `held` bytes may be the source file of `size`
@@ -444,6 +536,68 @@ mod tests {
             reuse(&empty, 0, 0, &hash(b"")).await.unwrap(),
             Start::Unchanged
         ));
+    }
+
+    #[test]
+    fn bundles_end_where_their_names_would_not_fit_one_command() {
+        let d = tempfile::tempdir().unwrap();
+        let jobs: Vec<(usize, FileJob)> = (0..5)
+            .map(|i| {
+                let local = d.path().join(format!("f{i}"));
+                std::fs::write(&local, format!("file {i}")).unwrap();
+                let name = if i == 3 {
+                    "x".repeat(60)
+                } else {
+                    format!("f{i}")
+                };
+                let job = FileJob {
+                    local,
+                    remote: format!("/r/base/{name}"),
+                    size: 6,
+                    mode: 0o644,
+                    mtime: None,
+                };
+                (i % 2, job)
+            })
+            .collect();
+        // Room for two short names ("f0 f1 " is 6 bytes), not for the long one.
+        let first = build_batch(&jobs, 0, "/r/base", 6).unwrap();
+        let names: Vec<&str> = first.carried.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!((names, first.end), (vec!["f0", "f1"], 2));
+        assert_eq!(
+            first
+                .carried
+                .first()
+                .map(|c| (c.item, c.remote.as_str(), c.bytes)),
+            Some((0, "/r/base/f0", 6))
+        );
+        let sha = format!("{:x}", Sha256::digest(b"file 1"));
+        assert_eq!(first.carried.get(1).map(|c| &c.sha256), Some(&sha));
+        // The stream holds exactly those files: two headers, two padded
+        // contents and the two zero blocks of the end.
+        assert_eq!(first.bytes.len() % 512, 0);
+        assert!(first.bytes.windows(6).any(|w| w == b"file 1"));
+        assert!(!first.bytes.windows(6).any(|w| w == b"file 2"));
+        // The next stream starts at f2; the long name can never fit, so it
+        // is left for SFTP instead of ending every stream.
+        let second = build_batch(&jobs, first.end, "/r/base", 6).unwrap();
+        let names: Vec<&str> = second.carried.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!((names, second.end), (vec!["f2", "f4"], 5));
+        assert_eq!(
+            second.leftovers,
+            vec![(1, format!("/r/base/{}", "x".repeat(60)))]
+        );
+        // A file outside the base cannot go either.
+        let outside = vec![(
+            0,
+            FileJob {
+                remote: "/elsewhere/f".into(),
+                ..jobs[0].1.clone()
+            },
+        )];
+        let third = build_batch(&outside, 0, "/r/base", 100).unwrap();
+        assert!(third.carried.is_empty());
+        assert_eq!(third.leftovers, vec![(0, "/elsewhere/f".to_string())]);
     }
 
     #[tokio::test]

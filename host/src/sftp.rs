@@ -691,8 +691,50 @@ pub fn partial_path(local: &Path) -> Result<PathBuf, SshError> {
     Ok(local.with_file_name(format!(".{}.cluster-slurm-part", name.to_string_lossy())))
 }
 
+/// The cluster's SHA-256 of the files of a download (remote path → hash),
+/// some known before the download starts and the rest still being taken on
+/// the cluster while the bytes move: both only read the file, so the hash
+/// costs no time of its own unless the cluster is slower at hashing than the
+/// link is at carrying the file.
+#[derive(Default)]
+pub struct Expected {
+    known: HashMap<String, String>,
+    pending: Option<tokio::task::JoinHandle<Result<HashMap<String, String>, SshError>>>,
+}
+
+impl Expected {
+    pub fn new(
+        known: HashMap<String, String>,
+        pending: Option<tokio::task::JoinHandle<Result<HashMap<String, String>, SshError>>>,
+    ) -> Self {
+        Expected { known, pending }
+    }
+
+    /// The cluster's hash of `remote`, waiting for the pending hashes when it
+    /// is not known yet; None when the cluster could not hash it.
+    async fn get(&mut self, remote: &str) -> Result<Option<&String>, SshError> {
+        if !self.known.contains_key(remote)
+            && let Some(pending) = self.pending.take()
+        {
+            let more = pending
+                .await
+                .map_err(|e| SshError::Remote(format!("hashing on the cluster stopped: {e}")))??;
+            self.known.extend(more);
+        }
+        Ok(self.known.get(remote))
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        if let Some(pending) = &self.pending {
+            pending.abort();
+        }
+    }
+}
+
 /// Carry out `plan`; `starts` holds one decision per file. With `expected`
-/// (remote path → SHA-256 taken on the cluster), each file's hash is checked
+/// (the cluster's SHA-256 of each remote path), each file's hash is checked
 /// before it is renamed into place: a resumed file that does not match is
 /// fetched again whole; a file that changed on the cluster meanwhile (a job
 /// still writing it) is kept as read and counted in `changing`; any other
@@ -701,7 +743,7 @@ pub async fn download_planned(
     sftp: &SftpSession,
     plan: &DownloadPlan,
     starts: Vec<Start>,
-    expected: Option<&HashMap<String, String>>,
+    mut expected: Option<&mut Expected>,
 ) -> Result<TransferStats, SshError> {
     if let Some(root) = plan.dirs.first() {
         local_create_parents(root).await?;
@@ -721,23 +763,29 @@ pub async fn download_planned(
             stats.unchanged += 1;
             continue;
         };
-        if expected.is_some_and(|e| !e.contains_key(&job.remote)) {
-            return Err(SshError::Remote(format!(
-                "{}: the cluster could not hash it (unreadable, or gone), so it cannot be downloaded and checked",
-                job.remote
-            )));
-        }
         let mut fetched = download_file(sftp, job, start).await?;
         let mut resumed = resumed;
-        if let Some(want) = expected.and_then(|e| e.get(&job.remote)) {
-            if *want != fetched.sha256 && resumed > 0 {
+        let want = match expected.as_deref_mut() {
+            None => None,
+            Some(e) => match e.get(&job.remote).await? {
+                Some(want) => Some(want.clone()),
+                None => {
+                    return Err(SshError::Remote(format!(
+                        "{}: the cluster could not hash it (unreadable, or gone), so it cannot be checked; nothing was replaced",
+                        job.remote
+                    )));
+                }
+            },
+        };
+        if let Some(want) = want {
+            if want != fetched.sha256 && resumed > 0 {
                 // The kept part was not a prefix of this file after all.
                 stats.bytes += fetched.bytes;
                 drop(fetched);
                 fetched = download_file(sftp, job, Start::Fresh).await?;
                 resumed = 0;
             }
-            if *want != fetched.sha256 {
+            if want != fetched.sha256 {
                 if changed_since_listed(sftp, job).await {
                     stats.changing += 1;
                 } else {

@@ -437,9 +437,45 @@ fn join_paths(files: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// Host-key algorithm preference: types recorded for this host first.
+/// Cipher preference: AES-256-GCM first where the CPU has AES instructions
+/// (ring then encrypts several times faster than ChaCha20-Poly1305, which
+/// matters for large transfers on a busy login node; OpenSSH's sshd does the
+/// same in AES-NI), else russh's default order (ChaCha20-Poly1305 first).
+fn cipher_order() -> Vec<russh::cipher::Name> {
+    let default = russh::Preferred::default().cipher.to_vec();
+    if !aes_in_hardware() {
+        return default;
+    }
+    let (mut first, rest): (Vec<_>, Vec<_>) = default
+        .into_iter()
+        .partition(|c| *c == russh::cipher::AES_256_GCM);
+    first.extend(rest);
+    first
+}
+
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// Algorithm preference: host-key types recorded for this host first; the
+/// cipher order of [`cipher_order`].
 fn preferred_algorithms(lookup: &HostKeyLookup, files: &[PathBuf]) -> russh::Preferred {
-    let mut pref = russh::Preferred::default();
+    let mut pref = russh::Preferred {
+        cipher: Cow::Owned(cipher_order()),
+        ..russh::Preferred::default()
+    };
     let known: Vec<Algorithm> = matching_known_entries(lookup, files)
         .into_iter()
         .filter(|e| e.marker == Marker::None)
@@ -1689,6 +1725,24 @@ mod tests {
         assert!(pref.key.contains(&Algorithm::Ed25519));
         let pref = preferred_algorithms(&lookup("other", 22), &[]);
         assert_eq!(pref.key.first(), Some(&Algorithm::Ed25519));
+    }
+
+    #[test]
+    fn aes_gcm_is_preferred_only_where_the_cpu_has_aes() {
+        let order = cipher_order();
+        let default = russh::Preferred::default().cipher.to_vec();
+        let mut sorted = order.clone();
+        sorted.sort_by_key(|c| c.as_ref().to_string());
+        let mut expected = default.clone();
+        expected.sort_by_key(|c| c.as_ref().to_string());
+        assert_eq!(sorted, expected, "the same ciphers, only reordered");
+        if aes_in_hardware() {
+            assert_eq!(order.first(), Some(&russh::cipher::AES_256_GCM));
+        } else {
+            assert_eq!(order, default);
+        }
+        let pref = preferred_algorithms(&lookup("other", 22), &[]);
+        assert_eq!(pref.cipher.to_vec(), order);
     }
 
     #[test]

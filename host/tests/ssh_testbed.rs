@@ -1132,7 +1132,8 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
 
 /// Many small files travel as tar bundles (one command each, not an SFTP
 /// open/write/close per file); large ones over SFTP; all are checked — with
-/// more paths than one command line could hash at once.
+/// more names than one command line could hash at once (so several
+/// streams, two at a time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_travel_in_bundles() {
     use cluster_slurm_host::grants::ProfileGrant;
@@ -1142,14 +1143,12 @@ async fn many_small_files_travel_in_bundles() {
     let cfg = testbed();
     let local = tempfile::tempdir().unwrap();
     let tree = local.path().join("inputs");
+    // 1,500 names of 70+ bytes: more than one command's worth.
+    let name = |i: usize| format!("part{}/f{i}-{}.txt", i % 7, "n".repeat(60));
     for i in 0..1500 {
         let dir = tree.join(format!("part{}", i % 7));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(format!("f{i}.txt")),
-            format!("file {i}\n").repeat(i % 13),
-        )
-        .unwrap();
+        std::fs::write(tree.join(name(i)), format!("file {i}\n").repeat(i % 13)).unwrap();
     }
     std::fs::write(tree.join("run.sh"), "#!/bin/sh\necho ok\n").unwrap();
     std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1178,7 +1177,7 @@ async fn many_small_files_travel_in_bundles() {
         "{moved:?}"
     );
     for i in [0, 1, 150, 1499] {
-        let rel = format!("part{}/f{i}.txt", i % 7);
+        let rel = name(i);
         assert_eq!(
             std::fs::read(format!("{remote}/{rel}")).unwrap(),
             std::fs::read(tree.join(&rel)).unwrap(),

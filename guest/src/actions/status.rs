@@ -301,9 +301,11 @@ impl Tool<'_> {
 
     fn job_ids_of(req: &Request) -> Result<Vec<String>, ToolError> {
         let mut ids: Vec<String> = Vec::new();
+        // A set beside the list: a status call may name 1,000 jobs.
+        let mut seen = std::collections::HashSet::new();
         for raw in req.job_id.iter().chain(req.job_ids.iter()) {
             let id = slurm::check_job_id(raw).map_err(invalid)?;
-            if !ids.contains(&id) {
+            if seen.insert(id.clone()) {
                 ids.push(id);
             }
         }
