@@ -228,20 +228,31 @@ const BUNDLE_FILE_MAX: u64 = 1 << 20;
 const BUNDLE_BYTES: usize = 16 << 20;
 const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The deepest directory that holds every path in `paths` (`/`-separated;
-/// absolute paths keep their leading `/`).
-fn common_dir<'a>(paths: impl Iterator<Item = &'a str>) -> String {
+/// The deepest directory that holds every file of `files` and is or holds
+/// every directory of `dirs` (`/`-separated; absolute paths keep their
+/// leading `/`).
+fn common_dir<'a>(
+    files: impl Iterator<Item = &'a str>,
+    dirs: impl Iterator<Item = &'a str>,
+) -> String {
+    let components = |path: &'a str, is_dir: bool| -> Vec<&'a str> {
+        let mut parts: Vec<&str> = path.split('/').collect();
+        // A file's own name, or the empty part after a directory's final `/`.
+        if !is_dir || (parts.len() > 1 && parts.last() == Some(&"")) {
+            parts.pop();
+        }
+        parts
+    };
     let mut common: Option<Vec<&str>> = None;
-    for path in paths {
-        let parts: Vec<&str> = path.split('/').collect();
-        let dir = parts
-            .get(..parts.len().saturating_sub(1))
-            .unwrap_or_default();
+    let all = files
+        .map(|f| components(f, false))
+        .chain(dirs.map(|d| components(d, true)));
+    for dir in all {
         common = Some(match common {
-            None => dir.to_vec(),
+            None => dir,
             Some(c) => c
                 .iter()
-                .zip(dir)
+                .zip(&dir)
                 .take_while(|(a, b)| a == b)
                 .map(|(a, _)| *a)
                 .collect(),
@@ -288,10 +299,8 @@ async fn send_bundles(
         .filter(|d| !d.is_empty())
         .collect();
     let base = common_dir(
-        small
-            .iter()
-            .map(|(_, f)| f.remote.as_str())
-            .chain(dirs.iter().copied()),
+        small.iter().map(|(_, f)| f.remote.as_str()),
+        dirs.iter().copied(),
     );
     // The directories are made by `mkdir -p` (which follows a symlinked
     // root and leaves existing directories as they are); the stream holds
@@ -536,6 +545,40 @@ mod tests {
             reuse(&empty, 0, 0, &hash(b"")).await.unwrap(),
             Start::Unchanged
         ));
+    }
+
+    #[test]
+    fn a_bundle_is_based_in_the_deepest_directory_holding_everything() {
+        let base =
+            |files: &[&str], dirs: &[&str]| common_dir(files.iter().copied(), dirs.iter().copied());
+        // The upload's own directory, not its parent: names stay short.
+        assert_eq!(
+            base(
+                &["/r/up/d0/f0", "/r/up/d1/f1"],
+                &["/r/up", "/r/up/d0", "/r/up/d1"]
+            ),
+            "/r/up"
+        );
+        assert_eq!(base(&["/r/up/f"], &["/r/up/"]), "/r/up");
+        // A run: inputs and the script beside them.
+        assert_eq!(
+            base(
+                &["/r/run/inputs/a", "/r/run/job.sh"],
+                &["/r/run/inputs", "/r/run"]
+            ),
+            "/r/run"
+        );
+        assert_eq!(base(&["/a/f", "/b/g"], &[]), "/");
+        assert_eq!(base(&["runs/x/f", "runs/y/g"], &["runs/x"]), "runs");
+        assert_eq!(base(&["f"], &[]), ".");
+        for (path, base, rel) in [
+            ("/r/up/d0/f0", "/r/up", Some("d0/f0")),
+            ("/a/f", "/", Some("a/f")),
+            ("f", ".", Some("f")),
+            ("/r/upx/f", "/r/up", None),
+        ] {
+            assert_eq!(relative_to(path, base), rel, "{path} in {base}");
+        }
     }
 
     #[test]
