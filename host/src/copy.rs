@@ -125,14 +125,20 @@ pub async fn upload_all(
     // fails on the first difference, so when it passes each file was checked.
     let sent: Vec<(String, String)> = moved.iter().flat_map(|m| m.sent.iter().cloned()).collect();
     verify::check_upload(conn, &sent).await?;
+    let ranged: Vec<_> = moved
+        .iter()
+        .flat_map(|m| m.ranged.iter().cloned())
+        .collect();
+    verify::check_ranges(conn, &ranged).await?;
     for (i, m) in moved.into_iter().enumerate() {
-        let verified = m.sent.len() as u32 + m.unchanged;
+        let verified = (m.sent.len() + m.ranged.len()) as u32 + m.unchanged;
         if let (Some(s), Some(c)) = (stats.get_mut(i), checked.get_mut(i)) {
             s.files += m.files;
             s.bytes += m.bytes;
             s.unchanged += m.unchanged;
             s.resumed_bytes += m.resumed_bytes;
             s.sent.extend(m.sent);
+            s.ranged.extend(m.ranged);
             *c += verified;
         }
     }

@@ -1041,6 +1041,87 @@ async fn a_file_that_differs_on_the_cluster_fails_the_check() {
     let _ = std::fs::remove_file(&remote);
 }
 
+/// A large file sent whole is checked by ranges, hashed side by side on the
+/// cluster; a byte changed in one range afterwards is found, and the error
+/// names that range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_is_checked_by_ranges_and_a_damaged_range_is_named() {
+    use cluster_slurm_host::grants::ProfileGrant;
+    use cluster_slurm_host::sftp::{RANGED_MIN, RangeHash, hash_ranges};
+    use cluster_slurm_host::transport::{SshTransport, Transport};
+    use std::io::{Seek, SeekFrom, Write};
+
+    let cfg = testbed();
+    let local = tempfile::tempdir().unwrap();
+    let size = RANGED_MIN as usize + 12_345;
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 255) as u8).collect();
+    let file = local.path().join("large.bin");
+    std::fs::write(&file, &data).unwrap();
+    let root = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
+    let profile = ProfileGrant {
+        label: "tb".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: root.into(),
+    };
+    let remote = format!("{root}/ranged-{}.bin", std::process::id());
+    let moved = SshTransport::new(Some(cfg.clone()))
+        .upload(&profile, file.clone(), remote.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.files, moved.verified, moved.bytes),
+        (1, 1, size as u64),
+        "{moved:?}"
+    );
+    assert_eq!(std::fs::read(&remote).unwrap(), data);
+
+    // The third range damaged on the cluster, one byte.
+    let ranges: Vec<RangeHash> = hash_ranges(size as u64)
+        .into_iter()
+        .map(|(offset, len)| RangeHash {
+            offset,
+            len,
+            sha256: format!(
+                "{:x}",
+                Sha256::digest(&data[offset as usize..(offset + len) as usize])
+            ),
+        })
+        .collect();
+    let conn = connect_tb(&cfg).await;
+    assert_eq!(
+        cluster_slurm_host::verify::check_ranges(&conn, &[(remote.clone(), ranges.clone())])
+            .await
+            .unwrap(),
+        1
+    );
+    let third = &ranges[2];
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&remote)
+        .unwrap();
+    f.seek(SeekFrom::Start(third.offset + 7)).unwrap();
+    f.write_all(&[data[third.offset as usize + 7] ^ 0xff])
+        .unwrap();
+    drop(f);
+    let e = cluster_slurm_host::verify::check_ranges(&conn, &[(remote.clone(), ranges.clone())])
+        .await
+        .unwrap_err();
+    let named = format!("bytes {}..{}", third.offset, third.offset + third.len);
+    assert!(
+        matches!(&e, SshError::Remote(m) if m.contains(&named) && m.contains("differs")),
+        "{e:?}"
+    );
+    // Gone: said so, not "differs".
+    std::fs::remove_file(&remote).unwrap();
+    let e = cluster_slurm_host::verify::check_ranges(&conn, &[(remote.clone(), ranges)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SshError::Remote(m) if m.contains("could not hash") && m.contains("cannot read")),
+        "{e:?}"
+    );
+}
+
 /// A second upload or download of the same tree sends nothing; after one
 /// file changes, only that file moves (and is checked again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
