@@ -59,8 +59,10 @@ pub struct TransferStats {
     /// Downloads only: files that changed on the cluster while they were
     /// read (a job still writing them); kept as read, not verifiable.
     pub changing: u32,
-    /// For an upload, each file sent: its remote path and the SHA-256 (hex)
-    /// of the whole file as read while sending it, for [`crate::verify`].
+    /// For an upload, each file sent and hashed whole (all but the large
+    /// files sent whole, which are in `ranged`): its remote path and the
+    /// SHA-256 (hex) of the whole file as read while sending it, for
+    /// [`crate::verify::check_upload`].
     pub sent: Vec<(String, String)>,
     /// For an upload, each large file sent whole: its remote path and the
     /// SHA-256 of each of its ranges ([`hash_ranges`]), which the cluster
@@ -85,8 +87,7 @@ pub struct RangeHash {
 }
 
 /// `(offset, len)` of the ranges a file of `size` bytes is checked in: up
-/// to [`HASH_RANGES`], each a whole number of MiB (so `dd bs=1M skip=N` on
-/// the cluster starts at it) except the last.
+/// to [`HASH_RANGES`], each a whole number of MiB except the last.
 pub fn hash_ranges(size: u64) -> Vec<(u64, u64)> {
     let per = size.div_ceil(HASH_RANGES).div_ceil(MIB).max(1) * MIB;
     let mut out = Vec::new();
@@ -839,9 +840,12 @@ pub fn partial_path(local: &Path) -> Result<PathBuf, SshError> {
 
 /// The cluster's SHA-256 of the files of a download (remote path → hash),
 /// some known before the download starts and the rest still being taken on
-/// the cluster while the bytes move: both only read the file, so the hash
-/// costs no time of its own unless the cluster is slower at hashing than the
-/// link is at carrying the file.
+/// the cluster while the bytes move (both only read the files). The first
+/// file that needs a hash not known yet waits for all of them: for one
+/// large file the hash then costs nothing unless the cluster hashes slower
+/// than the link carries; with many files only the first fetch overlaps. A
+/// file the cluster cannot hash is reported after it was fetched (and not
+/// placed).
 #[derive(Default)]
 pub struct Expected {
     known: HashMap<String, String>,
@@ -860,10 +864,13 @@ impl Expected {
     /// is not known yet; None when the cluster could not hash it.
     async fn get(&mut self, remote: &str) -> Result<Option<&String>, SshError> {
         if !self.known.contains_key(remote)
-            && let Some(pending) = self.pending.take()
+            && let Some(pending) = self.pending.as_mut()
         {
-            let more = pending
-                .await
+            // Awaited in place: if this call is dropped meanwhile, the handle
+            // is still here for `drop` to abort.
+            let more = pending.await;
+            self.pending = None;
+            let more = more
                 .map_err(|e| SshError::Remote(format!("hashing on the cluster stopped: {e}")))??;
             self.known.extend(more);
         }

@@ -66,6 +66,13 @@ fn unescape(name: &str) -> String {
     out
 }
 
+/// `command` run from the home directory: a relative path means the same
+/// as over SFTP (which starts there), whatever directory a login shell's rc
+/// file moved to, and `cd` never searches `CDPATH`.
+pub fn at_home(command: &str) -> String {
+    format!("unset CDPATH; cd -- \"$HOME\" && {{ {command}; }}")
+}
+
 /// The list appears once (`set --`), so a command stays within the
 /// 128 KiB a single argument may have.
 pub fn hash_command(words: &[String], plain_names: bool) -> String {
@@ -121,7 +128,12 @@ pub async fn remote_hashes(
         rest = later;
         let plain = chunk.iter().all(|p| !p.contains(['\n', '\\']));
         let out = conn
-            .exec(&hash_command(&words, plain), None, HASH_TIMEOUT, OUTPUT_CAP)
+            .exec(
+                &at_home(&hash_command(&words, plain)),
+                None,
+                HASH_TIMEOUT,
+                OUTPUT_CAP,
+            )
             .await?;
         let found = parse_sha256sum(&String::from_utf8_lossy(&out.stdout));
         for path in chunk {
@@ -165,69 +177,88 @@ pub async fn check_upload(conn: &Connection, sent: &[(String, String)]) -> Resul
     Ok(checked)
 }
 
-/// The command that hashes each of `ranges` of the file at `path` at once
-/// (one `dd | hash` per range, in the background, then `wait`); each prints
-/// a line `<index> <hash> ...`.
-pub fn range_hash_command(path: &str, ranges: &[RangeHash]) -> String {
-    let mut command = format!(
-        "f={}; test -f \"$f\" && test -r \"$f\" || {{ echo \"cannot read $f\" >&2; exit 1; }}; \
-         if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then h() {{ openssl dgst -sha256 -r; }}; else h() {{ sha256sum; }}; fi;",
-        path_word(path)
-    );
-    let last = ranges.len().saturating_sub(1);
-    for (i, range) in ranges.iter().enumerate() {
-        // Every range but the last is whole MiB; the last is read to the end
-        // (so bytes past what was sent would show as a difference).
-        let skip = range.offset / (1 << 20);
-        let count = if i == last {
-            String::new()
-        } else {
-            format!(" count={}", range.len.div_ceil(1 << 20))
-        };
-        command.push_str(&format!(
-            " {{ echo \"{i} $(dd if=\"$f\" bs=1048576 skip={skip}{count} 2>/dev/null | h)\"; }} &"
-        ));
+/// Commands that hash the ranges of each file of `files` on the cluster:
+/// as many files per command as fit [`COMMAND_BYTES`], one file after the
+/// other, the ranges of a file side by side (one `head -c` per range, from
+/// an offset `dd` seeks to, then `wait`). Each range prints a line
+/// `<file> <range> <hash> ...`, indexes into `files`; a file that cannot be
+/// read is named on stderr.
+pub fn range_hash_commands(files: &[(String, Vec<RangeHash>)]) -> Vec<String> {
+    let preamble = "if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; else h() { sha256sum; }; fi";
+    let mut commands = Vec::new();
+    let mut command = String::new();
+    for (j, (path, ranges)) in files.iter().enumerate() {
+        let mut part = format!(
+            "f={}; if test -f \"$f\" && test -r \"$f\"; then",
+            path_word(path)
+        );
+        let last = ranges.len().saturating_sub(1);
+        for (i, range) in ranges.iter().enumerate() {
+            // dd only moves the shared offset (count=0); head then reads
+            // exactly the range (no short reads counted as blocks). The last range is read to the end, so
+            // bytes past what was sent show as a difference.
+            let read = if i == last {
+                "cat".to_string()
+            } else {
+                format!("head -c {}", range.len)
+            };
+            let seek = if range.offset == 0 {
+                String::new()
+            } else {
+                // One lseek of `offset` bytes (bs=1), nothing read.
+                format!("dd bs=1 skip={} count=0 2>/dev/null; ", range.offset)
+            };
+            part.push_str(&format!(
+                " {{ printf '%s\\n' \"{j} {i} $({{ {seek}{read}; }} < \"$f\" | h)\"; }} &"
+            ));
+        }
+        part.push_str(" wait; else printf 'cannot read %s\\n' \"$f\" >&2; fi;");
+        if !command.is_empty() && command.len() + part.len() > COMMAND_BYTES {
+            commands.push(at_home(&format!("{preamble}; {command} true")));
+            command.clear();
+        }
+        command.push(' ');
+        command.push_str(&part);
     }
-    command.push_str(" wait");
-    command
+    if !command.is_empty() {
+        commands.push(at_home(&format!("{preamble}; {command} true")));
+    }
+    commands
 }
 
-/// Output of [`range_hash_command`] as range index → hash.
-pub fn parse_range_hashes(stdout: &str) -> HashMap<usize, String> {
+/// Output of [`range_hash_commands`] as (file, range) → hash.
+pub fn parse_range_hashes(stdout: &str) -> HashMap<(usize, usize), String> {
     stdout
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            let index = words.next()?.parse().ok()?;
+            let file = words.next()?.parse().ok()?;
+            let range = words.next()?.parse().ok()?;
             let hash = words.next()?;
             (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| (index, hash.to_ascii_lowercase()))
+                .then(|| ((file, range), hash.to_ascii_lowercase()))
         })
         .collect()
 }
 
 /// Compare each large file's range hashes (as the upload computed them)
-/// with the cluster's, all ranges of a file hashed at once; the first
-/// difference, or a range the cluster cannot hash, is an error. Returns how
-/// many files were checked.
+/// with the cluster's; the first difference, or a range the cluster cannot
+/// hash, is an error. Returns how many files were checked.
 pub async fn check_ranges(
     conn: &Connection,
-    ranged: &[(String, Vec<RangeHash>)],
+    files: &[(String, Vec<RangeHash>)],
 ) -> Result<u32, SshError> {
-    let mut checked = 0;
-    for (path, ranges) in ranged {
-        let out = conn
-            .exec(
-                &range_hash_command(path, ranges),
-                None,
-                HASH_TIMEOUT,
-                OUTPUT_CAP,
-            )
-            .await?;
-        let theirs = parse_range_hashes(&String::from_utf8_lossy(&out.stdout));
+    let mut theirs = HashMap::new();
+    let mut complaints = String::new();
+    for command in range_hash_commands(files) {
+        let out = conn.exec(&command, None, HASH_TIMEOUT, OUTPUT_CAP).await?;
+        theirs.extend(parse_range_hashes(&String::from_utf8_lossy(&out.stdout)));
+        complaints.push_str(String::from_utf8_lossy(&out.stderr).trim());
+    }
+    for (j, (path, ranges)) in files.iter().enumerate() {
         for (i, range) in ranges.iter().enumerate() {
             let end = range.offset + range.len;
-            match theirs.get(&i) {
+            match theirs.get(&(j, i)) {
                 Some(h) if *h == range.sha256 => {}
                 Some(h) => {
                     return Err(SshError::Remote(format!(
@@ -237,60 +268,96 @@ pub async fn check_ranges(
                 }
                 None => {
                     return Err(SshError::Remote(format!(
-                        "{path}: the cluster could not hash bytes {}..{end} after upload ({})",
-                        range.offset,
-                        String::from_utf8_lossy(&out.stderr).trim()
+                        "{path}: the cluster could not hash bytes {}..{end} after upload ({complaints})",
+                        range.offset
                     )));
                 }
             }
         }
-        checked += 1;
     }
-    Ok(checked)
+    Ok(files.len() as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The command itself, run by the local shell on a real file: every
-    /// range's line comes back with its index, equal to the slice's hash;
-    /// a missing file says so and prints no hash.
+    /// The commands themselves, run by the local shell (from `$HOME`, as on
+    /// the cluster) on real files: every range's line comes back with its
+    /// file and range index, equal to the slice's hash, also for a range
+    /// that does not start at a whole MiB; a missing file is named on
+    /// stderr and prints no hash; many files split into several commands.
     #[test]
     fn range_hashes_are_taken_side_by_side_by_a_real_shell() {
         use sha2::{Digest, Sha256};
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("it's big");
+        let slices = |data: &[u8], bounds: Vec<(u64, u64)>| -> Vec<RangeHash> {
+            bounds
+                .into_iter()
+                .map(|(offset, len)| RangeHash {
+                    offset,
+                    len,
+                    sha256: format!(
+                        "{:x}",
+                        Sha256::digest(&data[offset as usize..(offset + len) as usize])
+                    ),
+                })
+                .collect()
+        };
+        let big = d.path().join("it's big");
         let size = 5 * (1 << 20) + 3;
         let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let ranges: Vec<RangeHash> = crate::sftp::hash_ranges(size as u64)
-            .into_iter()
-            .map(|(offset, len)| RangeHash {
-                offset,
-                len,
-                sha256: format!(
-                    "{:x}",
-                    Sha256::digest(&data[offset as usize..(offset + len) as usize])
-                ),
-            })
-            .collect();
+        std::fs::write(&big, &data).unwrap();
+        let odd = d.path().join("-odd");
+        std::fs::write(&odd, b"0123456789abcdef").unwrap();
+        let files = vec![
+            (
+                big.to_str().unwrap().to_string(),
+                slices(&data, crate::sftp::hash_ranges(size as u64)),
+            ),
+            (
+                odd.to_str().unwrap().to_string(),
+                slices(b"0123456789abcdef", vec![(0, 3), (3, 10), (13, 3)]),
+            ),
+            (
+                d.path().join("gone").to_str().unwrap().to_string(),
+                slices(b"x", vec![(0, 1)]),
+            ),
+        ];
         let run = |command: &str| {
             std::process::Command::new("sh")
                 .args(["-c", command])
+                .env("HOME", d.path())
+                .env("CDPATH", "/nowhere")
                 .output()
                 .unwrap()
         };
-        let out = run(&range_hash_command(path.to_str().unwrap(), &ranges));
+        let commands = range_hash_commands(&files);
+        assert_eq!(commands.len(), 1);
+        let out = run(&commands[0]);
         let theirs = parse_range_hashes(&String::from_utf8_lossy(&out.stdout));
-        assert_eq!(theirs.len(), ranges.len(), "{out:?}");
-        for (i, r) in ranges.iter().enumerate() {
-            assert_eq!(theirs.get(&i), Some(&r.sha256), "range {i}");
+        let expected = files[0].1.len() + files[1].1.len();
+        assert_eq!(theirs.len(), expected, "{out:?}");
+        for (j, (_, ranges)) in files.iter().take(2).enumerate() {
+            for (i, r) in ranges.iter().enumerate() {
+                assert_eq!(theirs.get(&(j, i)), Some(&r.sha256), "file {j} range {i}");
+            }
         }
-        let missing = d.path().join("gone");
-        let out = run(&range_hash_command(missing.to_str().unwrap(), &ranges));
-        assert!(parse_range_hashes(&String::from_utf8_lossy(&out.stdout)).is_empty());
         assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("gone"));
+        // Relative names are relative to $HOME.
+        let relative = vec![("-odd".to_string(), files[1].1.clone())];
+        let out = run(&range_hash_commands(&relative)[0]);
+        assert_eq!(
+            parse_range_hashes(&String::from_utf8_lossy(&out.stdout)).len(),
+            3,
+            "{out:?}"
+        );
+        // Far more files than one command holds: several commands.
+        let many: Vec<_> = (0..2000).map(|_| files[1].clone()).collect();
+        let commands = range_hash_commands(&many);
+        assert!(commands.len() > 1);
+        assert!(commands.iter().all(|c| c.len() <= COMMAND_BYTES + 300));
     }
 
     #[test]
