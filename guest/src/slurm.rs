@@ -78,6 +78,23 @@ pub struct SqueueRow {
     pub raw: String,
 }
 
+impl SqueueRow {
+    /// The row as its JSON fields, as serde names them (checked by a test):
+    /// building a status object from these costs half of going through
+    /// `serde_json::to_value`, which a status call does per job.
+    pub fn fields(&self) -> [(&'static str, &str); 7] {
+        [
+            ("jobId", &self.job_id),
+            ("state", &self.state),
+            ("elapsed", &self.elapsed),
+            ("timeLimit", &self.time_limit),
+            ("nodes", &self.nodes),
+            ("reason", &self.reason),
+            ("raw", &self.raw),
+        ]
+    }
+}
+
 /// The row for `job_id` in `squeue -h -o SQUEUE_FORMAT` output.
 pub fn parse_squeue(stdout: &str, job_id: &str) -> Option<SqueueRow> {
     parse_squeue_rows(stdout)
@@ -118,6 +135,22 @@ pub struct SacctRow {
     pub max_rss: String,
     pub node_list: String,
     pub raw: String,
+}
+
+impl SacctRow {
+    /// The row as its JSON fields, as serde names them (see
+    /// [`SqueueRow::fields`]).
+    pub fn fields(&self) -> [(&'static str, &str); 7] {
+        [
+            ("jobId", &self.job_id),
+            ("state", &self.state),
+            ("exitCode", &self.exit_code),
+            ("elapsed", &self.elapsed),
+            ("maxRss", &self.max_rss),
+            ("nodeList", &self.node_list),
+            ("raw", &self.raw),
+        ]
+    }
 }
 
 /// The allocation row for `job_id` in `sacct -n -P -o SACCT_FIELDS` output.
@@ -336,6 +369,28 @@ pub fn missing_package_hint(log: &str, cluster: &str, python: &str) -> Option<Mi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_fields_are_what_serde_would_write() {
+        let as_map = |fields: &[(&str, &str)]| -> serde_json::Map<String, serde_json::Value> {
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect()
+        };
+        let q = parse_squeue_rows("12_3|RUNNING|0:05|10:00|1|c1\n");
+        let q = q.first().unwrap();
+        assert_eq!(
+            serde_json::to_value(q).unwrap(),
+            serde_json::Value::Object(as_map(&q.fields()))
+        );
+        let a = parse_sacct_rows("12|COMPLETED|0:0|00:00:03|1024K|c1\n");
+        let a = a.first().unwrap();
+        assert_eq!(
+            serde_json::to_value(a).unwrap(),
+            serde_json::Value::Object(as_map(&a.fields()))
+        );
+    }
 
     #[test]
     fn job_ids_are_digits_with_an_optional_array_task() {

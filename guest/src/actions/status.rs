@@ -2,7 +2,7 @@
 //! on a cluster costs one `squeue` and at most one `sacct`.
 
 use super::submit::Workload;
-use super::{QUERY_TIMEOUT_MS, Tool, invalid, tagged};
+use super::{QUERY_TIMEOUT_MS, Tool, invalid, object, tagged, tagged_fields};
 use crate::config::Profile;
 use crate::host::ToolError;
 use crate::ledger::{RunRecord, iso_timestamp};
@@ -95,9 +95,9 @@ fn status_of(
         let outages = outages(notes);
         let live = q.first().filter(|r| !slurm::is_terminal(&r.state));
         return match (live, a.first(), q.first()) {
-            (Some(r), _, _) => tagged(*r, "squeue", outages),
-            (None, Some(r), _) => tagged(*r, "sacct", outages),
-            (None, None, Some(r)) => tagged(*r, "squeue", notes.clone()),
+            (Some(r), _, _) => tagged_fields(&r.fields(), "squeue", outages),
+            (None, Some(r), _) => tagged_fields(&r.fields(), "sacct", outages),
+            (None, None, Some(r)) => tagged_fields(&r.fields(), "squeue", notes.clone()),
             // Without sacct, a job squeue has forgotten may have ended either
             // way; without squeue, it may be running: that is UNKNOWN, not
             // NOT_FOUND (and never COMPLETED).
@@ -208,15 +208,16 @@ fn summary(run_id: Option<&str>, cluster: &str, job_id: &str, status: Value) -> 
         .get("exitCode")
         .and_then(Value::as_str)
         .and_then(slurm::exit_status);
-    json!({
-        "runId": run_id,
-        "cluster": cluster,
-        "jobId": job_id,
-        "status": status,
-        "state": state,
-        "done": slurm::is_terminal(&state),
-        "exitCode": exit_code,
-    })
+    let done = slurm::is_terminal(&state);
+    object([
+        ("runId", json!(run_id)),
+        ("cluster", json!(cluster)),
+        ("jobId", json!(job_id)),
+        ("status", status),
+        ("state", Value::String(state)),
+        ("done", Value::Bool(done)),
+        ("exitCode", json!(exit_code)),
+    ])
 }
 
 impl Tool<'_> {
@@ -324,14 +325,21 @@ impl Tool<'_> {
             .clone();
         let statuses = self.statuses(&profile, &ids, req.include_accounting != Some(false))?;
         if let ([id], [status]) = (ids.as_slice(), statuses.as_slice()) {
-            return Ok(json!({"cluster": profile.id, "jobId": id, "status": status}));
+            return Ok(object([
+                ("cluster", json!(profile.id)),
+                ("jobId", json!(id)),
+                ("status", status.clone()),
+            ]));
         }
         let items: Vec<Value> = ids
             .iter()
             .zip(statuses)
-            .map(|(id, s)| json!({"jobId": id, "status": s}))
+            .map(|(id, s)| object([("jobId", json!(id)), ("status", s)]))
             .collect();
-        Ok(json!({"cluster": profile.id, "statuses": items}))
+        Ok(object([
+            ("cluster", json!(profile.id)),
+            ("statuses", Value::Array(items)),
+        ]))
     }
 
     pub(super) fn check_workload(&mut self, req: &Request) -> Result<Value, ToolError> {
@@ -464,7 +472,11 @@ impl Tool<'_> {
         let done = results
             .iter()
             .all(|r| r.get("done").and_then(Value::as_bool) == Some(true));
-        Ok(json!({"mode": "check_workload", "done": done, "results": results}))
+        Ok(object([
+            ("mode", json!("check_workload")),
+            ("done", Value::Bool(done)),
+            ("results", Value::Array(results)),
+        ]))
     }
 
     /// After a job failed on a non-GPU profile, look for a GPU-required
