@@ -312,7 +312,7 @@ async fn send_bundles(
     // root and leaves existing directories as they are); the stream holds
     // files only, so tar never replaces or re-permissions a directory.
     // Inside the base, names are relative to it: every stream repeats the
-    // directories (two run at once), so they should cost little room.
+    // directories (several run at once), so they should cost little room.
     let mut make_dirs = format!(
         "mkdir -p -- {base} && cd -- {base}",
         base = quote_word(&base)
@@ -320,6 +320,7 @@ async fn send_bundles(
     let inner: Vec<String> = dirs
         .iter()
         .filter_map(|d| relative_to(d, &base))
+        .filter(|d| !d.is_empty())
         .map(verify::path_word)
         .collect();
     if !inner.is_empty() {
@@ -423,8 +424,9 @@ struct Batch {
 }
 
 /// Read the files of `jobs` from `start` on into one tar stream, until it
-/// holds `BUNDLE_BYTES` or its names would not fit `room` bytes of command
-/// (the cluster hashes each by name). Blocking: run off the async threads.
+/// holds `BUNDLE_BYTES` or `BUNDLE_FILES` files, or its names would not fit
+/// `room` bytes of command (the cluster hashes each by name). Blocking: run
+/// off the async threads.
 fn build_batch(
     jobs: &[(usize, FileJob)],
     start: usize,
