@@ -195,8 +195,9 @@ pub fn range_hash_commands(files: &[(String, Vec<RangeHash>)]) -> Vec<String> {
         let last = ranges.len().saturating_sub(1);
         for (i, range) in ranges.iter().enumerate() {
             // dd only moves the shared offset (count=0); head then reads
-            // exactly the range (no short reads counted as blocks). The last range is read to the end, so
-            // bytes past what was sent show as a difference.
+            // exactly the range (no short reads counted as blocks). The last
+            // range is read to the end, so bytes past what was sent show as
+            // a difference.
             let read = if i == last {
                 "cat".to_string()
             } else {
@@ -253,7 +254,13 @@ pub async fn check_ranges(
     for command in range_hash_commands(files) {
         let out = conn.exec(&command, None, HASH_TIMEOUT, OUTPUT_CAP).await?;
         theirs.extend(parse_range_hashes(&String::from_utf8_lossy(&out.stdout)));
-        complaints.push_str(String::from_utf8_lossy(&out.stderr).trim());
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !said.trim().is_empty() {
+            if !complaints.is_empty() {
+                complaints.push_str("; ");
+            }
+            complaints.push_str(said.trim());
+        }
     }
     for (j, (path, ranges)) in files.iter().enumerate() {
         for (i, range) in ranges.iter().enumerate() {
