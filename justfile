@@ -6,7 +6,7 @@ bin := "target/release/cluster-slurm"
 # Build, start the testbed and run the quickstart workload.
 default: demo
 
-# The guest component (wasm32-wasip2, size-optimised), and the hostile test
+# The guest component (wasm32-wasip2, optimised for speed: it runs on every call), and the hostile test
 # guest the host's sandbox tests load in its place.
 guest:
     cargo build -p cluster-slurm-guest -p hostile-guest --target wasm32-wasip2 --profile guest

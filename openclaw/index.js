@@ -82,7 +82,10 @@ export async function runTool(rawConfig, workspaceDir, params, signal) {
     if (e instanceof GrantError) return errorResult({ tag: "invalid-config", val: e.message });
     throw e;
   }
-  const approvals = split.approvals ?? approvalsPath();
+  // As the native host: CLUSTER_SLURM_APPROVALS overrides the config.
+  const approvals = process.env.CLUSTER_SLURM_APPROVALS
+    ? approvalsPath()
+    : (split.approvals ?? approvalsPath());
   grants.protect(approvals);
   const host = callHost(grants, sshClient(split.sshConfig), signal, approvals);
   const guest = newGuest(host);

@@ -280,7 +280,20 @@ fn a_held_request_runs_only_after_an_operator_approves_it() {
         listed.status.success() && text.contains(&run_id) && text.contains("time 00:20:00"),
         "{text}"
     );
-    let approve = ws.run(&["approve", &run_id, "--note", "for the paper"]);
+    let key = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .expect("the listing shows the request's key")
+        .to_string();
+    // A key that is not the held request's decides nothing.
+    let stale = ws.run(&["approve", &run_id, "--key", "0000000000000000"]);
+    assert!(!stale.status.success(), "a stale key approved");
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("changed since it was listed"),
+        "{}",
+        String::from_utf8_lossy(&stale.stderr)
+    );
+    let approve = ws.run(&["approve", &run_id, "--key", &key, "--note", "for the paper"]);
     assert!(
         approve.status.success(),
         "{}",

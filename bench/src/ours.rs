@@ -5,80 +5,21 @@
 
 use anyhow::{Context, Result, bail};
 use cluster_slurm_host::audit::AuditLog;
-use cluster_slurm_host::grants::{Grants, ProfileGrant};
+use cluster_slurm_host::grants::Grants;
 use cluster_slurm_host::operator::OperatorConfig;
 use cluster_slurm_host::runtime::Runtime;
-use cluster_slurm_host::ssh::{ExecResult, SshError};
-use cluster_slurm_host::transport::{BoxFuture, Moved, SshTransport, Transport};
+use cluster_slurm_host::transport::SshTransport;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-/// Counts what reaches the cluster.
-pub struct Counting {
-    inner: SshTransport,
-    pub execs: AtomicU64,
-    pub transfers: AtomicU64,
-}
-
-impl Counting {
-    pub fn calls(&self) -> u64 {
-        self.execs.load(Ordering::Relaxed) + self.transfers.load(Ordering::Relaxed)
-    }
-}
-
-impl Transport for Counting {
-    fn exec<'a>(
-        &'a self,
-        profile: &'a ProfileGrant,
-        command: String,
-        stdin: Option<Vec<u8>>,
-        timeout: Duration,
-        output_cap: usize,
-    ) -> BoxFuture<'a, Result<ExecResult, SshError>> {
-        self.execs.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .exec(profile, command, stdin, timeout, output_cap)
-    }
-
-    fn upload<'a>(
-        &'a self,
-        profile: &'a ProfileGrant,
-        local: PathBuf,
-        remote: String,
-    ) -> BoxFuture<'a, Result<Moved, SshError>> {
-        self.transfers.fetch_add(1, Ordering::Relaxed);
-        self.inner.upload(profile, local, remote)
-    }
-
-    fn download<'a>(
-        &'a self,
-        profile: &'a ProfileGrant,
-        remote: String,
-        local: PathBuf,
-    ) -> BoxFuture<'a, Result<Moved, SshError>> {
-        self.transfers.fetch_add(1, Ordering::Relaxed);
-        self.inner.download(profile, remote, local)
-    }
-
-    fn upload_all<'a>(
-        &'a self,
-        profile: &'a ProfileGrant,
-        items: Vec<(PathBuf, String)>,
-    ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
-        self.transfers.fetch_add(1, Ordering::Relaxed);
-        self.inner.upload_all(profile, items)
-    }
-}
 
 /// A warm host in this process.
 pub struct Warm {
     pub runtime: Runtime,
     pub plugin: String,
-    pub transport: Arc<Counting>,
+    /// Its requests (`SshTransport::requests`) count what reaches the cluster.
+    pub transport: Arc<SshTransport>,
 }
 
 impl Warm {
@@ -91,11 +32,8 @@ impl Warm {
     ) -> Result<Warm> {
         let op = OperatorConfig::from_value(config.clone(), base)?;
         let grants = Arc::new(Grants::from_config(&op.plugin, workspace)?);
-        let transport = Arc::new(Counting {
-            inner: SshTransport::new(op.ssh_config.clone()).with_connection_budget(1000),
-            execs: AtomicU64::new(0),
-            transfers: AtomicU64::new(0),
-        });
+        let transport =
+            Arc::new(SshTransport::new(op.ssh_config.clone()).with_connection_budget(1000));
         let mut runtime = Runtime::new(wasm, grants, transport.clone())?;
         if let Some(path) = audit {
             runtime = runtime.with_audit(Arc::new(AuditLog::at(path)));

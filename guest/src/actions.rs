@@ -20,7 +20,6 @@ use crate::config::{Config, Profile};
 use crate::host::{ExecOutput, ExecRequest, Host, HostError, ToolError};
 use crate::ledger::{LEDGER_FILE, Ledger, RunRecord, sanitize_run_id};
 use crate::request::Request;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 const QUERY_TIMEOUT_MS: u32 = 60_000;
@@ -80,7 +79,6 @@ fn local_io(message: String) -> ToolError {
     ToolError::Host(HostError::LocalIo(message))
 }
 
-/// A status-like object: the parsed row, where it came from, and notes.
 /// A JSON object from `(key, value)` pairs, moving the values: `json!`
 /// copies a `Value` it is given by serializing it again, which for a status
 /// call of 1,000 jobs was most of the guest's time.
@@ -93,18 +91,9 @@ pub(crate) fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
     )
 }
 
-fn tagged(row: &impl Serialize, source: &str, notes: Map<String, Value>) -> Value {
-    let mut fields = match serde_json::to_value(row) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    fields.insert("source".into(), json!(source));
-    fields.extend(notes);
-    Value::Object(fields)
-}
-
-/// [`tagged`] for a row given as its fields (see `slurm::SqueueRow::fields`).
-fn tagged_fields(fields: &[(&str, &str)], source: &str, notes: Map<String, Value>) -> Value {
+/// A status-like object: a parsed row given as its fields (see
+/// `slurm::SqueueRow::fields`), where it came from, and notes.
+fn tagged(fields: &[(&str, &str)], source: &str, notes: Map<String, Value>) -> Value {
     let mut map = Map::with_capacity(fields.len() + 1 + notes.len());
     for (key, value) in fields {
         map.insert((*key).to_string(), Value::String((*value).to_string()));

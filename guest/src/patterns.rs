@@ -1,13 +1,14 @@
-//! Fixed regular expressions, compiled once per instance. A pattern used
-//! for every header field, job id or script line would otherwise be compiled
-//! again each time — in wasm that dominated a call (1,000 job ids compiled
-//! the same pattern 1,000 times).
+//! Fixed regular expressions, compiled once per instance and shared (not
+//! cloned: a cloned regex starts a cache of its own). A pattern used for
+//! every header field or script line would otherwise be compiled again each
+//! time — in wasm that dominated a call.
 
 use regex_lite::{Regex, RegexBuilder};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
-type Cache = HashMap<(&'static str, bool), Option<Regex>>;
+type Cache = HashMap<(&'static str, bool), Option<Rc<Regex>>>;
 
 thread_local! {
     static COMPILED: RefCell<Cache> = RefCell::new(HashMap::new());
@@ -15,7 +16,7 @@ thread_local! {
 
 /// `pattern` compiled (case-insensitive when asked); None if it does not
 /// compile (a bug in our own pattern, reported by the caller).
-pub fn fixed(pattern: &'static str, case_insensitive: bool) -> Option<Regex> {
+pub fn fixed(pattern: &'static str, case_insensitive: bool) -> Option<Rc<Regex>> {
     COMPILED.with(|cache| {
         let mut cache = cache.borrow_mut();
         cache
@@ -25,6 +26,7 @@ pub fn fixed(pattern: &'static str, case_insensitive: bool) -> Option<Regex> {
                     .case_insensitive(case_insensitive)
                     .build()
                     .ok()
+                    .map(Rc::new)
             })
             .clone()
     })

@@ -66,8 +66,7 @@ pub fn normalize_state(raw: &str) -> String {
         .to_ascii_uppercase()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqueueRow {
     pub job_id: String,
     pub state: String,
@@ -79,9 +78,9 @@ pub struct SqueueRow {
 }
 
 impl SqueueRow {
-    /// The row as its JSON fields, as serde names them (checked by a test):
-    /// building a status object from these costs half of going through
-    /// `serde_json::to_value`, which a status call does per job.
+    /// The row as the JSON fields of a status (camelCase names): building
+    /// the object from these costs half of going through
+    /// `serde_json::to_value`, and a status call does it per job.
     pub fn fields(&self) -> [(&'static str, &str); 7] {
         [
             ("jobId", &self.job_id),
@@ -125,8 +124,7 @@ pub fn parse_squeue_rows(stdout: &str) -> Vec<SqueueRow> {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SacctRow {
     pub job_id: String,
     pub state: String,
@@ -138,8 +136,7 @@ pub struct SacctRow {
 }
 
 impl SacctRow {
-    /// The row as its JSON fields, as serde names them (see
-    /// [`SqueueRow::fields`]).
+    /// The row as the JSON fields of a status (see [`SqueueRow::fields`]).
     pub fn fields(&self) -> [(&'static str, &str); 7] {
         [
             ("jobId", &self.job_id),
@@ -369,28 +366,6 @@ pub fn missing_package_hint(log: &str, cluster: &str, python: &str) -> Option<Mi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn row_fields_are_what_serde_would_write() {
-        let as_map = |fields: &[(&str, &str)]| -> serde_json::Map<String, serde_json::Value> {
-            fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                .collect()
-        };
-        let q = parse_squeue_rows("12_3|RUNNING|0:05|10:00|1|c1\n");
-        let q = q.first().unwrap();
-        assert_eq!(
-            serde_json::to_value(q).unwrap(),
-            serde_json::Value::Object(as_map(&q.fields()))
-        );
-        let a = parse_sacct_rows("12|COMPLETED|0:0|00:00:03|1024K|c1\n");
-        let a = a.first().unwrap();
-        assert_eq!(
-            serde_json::to_value(a).unwrap(),
-            serde_json::Value::Object(as_map(&a.fields()))
-        );
-    }
 
     #[test]
     fn job_ids_are_digits_with_an_optional_array_task() {

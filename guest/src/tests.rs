@@ -838,6 +838,49 @@ fn dry_run_asks_sbatch_test_only_and_changes_nothing() {
     assert!(host.files.is_empty(), "no ledger, no script written");
 }
 
+/// The status objects keep the reference's field names (camelCase), for
+/// both sources.
+#[test]
+fn statuses_name_their_fields_like_the_reference() {
+    let mut host = FakeHost::default();
+    host.answer("squeue", vec![ok("1|RUNNING|0:01|10:00|1|c1\n")]);
+    host.answer("sacct", vec![ok("2|COMPLETED|0:0|00:00:03|1024K|c2\n")]);
+    let r = call(
+        &mut host,
+        json!({"action": "job_status", "jobIds": ["1", "2"]}),
+    )
+    .unwrap();
+    let keys = |i: usize| -> Vec<String> {
+        r["statuses"][i]["status"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        keys(0),
+        [
+            "jobId",
+            "state",
+            "elapsed",
+            "timeLimit",
+            "nodes",
+            "reason",
+            "raw",
+            "source"
+        ]
+    );
+    assert_eq!(
+        keys(1),
+        [
+            "jobId", "state", "exitCode", "elapsed", "maxRss", "nodeList", "raw", "source"
+        ]
+    );
+    assert_eq!(r["statuses"][1]["status"]["maxRss"], "1024K");
+    assert_eq!(r["statuses"][0]["status"]["timeLimit"], "10:00");
+}
+
 #[test]
 fn many_jobs_cost_one_squeue_and_one_sacct() {
     let mut host = FakeHost::default();
@@ -1883,7 +1926,11 @@ fn a_ledger_that_claims_approval_is_not_believed() {
     let mut again = big_request();
     again["runId"] = json!(run_id);
     let e = call_with(&mut host, &gated(), again);
-    assert!(!matches!(&e, Ok(v) if v["jobId"].is_string()), "{e:?}");
+    assert!(
+        matches!(&e, Err(ToolError::InvalidRequest(m))
+            if m.contains("already holds this request") && m.contains("approved")),
+        "{e:?}"
+    );
     assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
 }
 
@@ -1900,14 +1947,31 @@ fn an_input_may_not_take_the_job_scripts_place() {
         "{e:?}"
     );
     assert!(cluster_calls(&host).is_empty(), "{:?}", host.calls);
+    // Refused before anything was recorded: no run, nothing to reconcile.
+    assert!(
+        !host.files.contains_key("runs.json")
+            || host.ledger()["runs"]
+                .as_object()
+                .is_none_or(|r| r.is_empty()),
+        "{}",
+        host.ledger()
+    );
 }
 
 #[test]
 fn submit_arguments_may_not_move_the_job_out_of_its_run_directory() {
-    for moved in ["--chdir=/tmp", "-D", "-D/tmp", "--chdir"] {
+    for moved in [
+        "--chdir=/tmp",
+        "-D",
+        "-D/tmp",
+        "--chdir",
+        "--chd=/tmp",
+        "-vD/tmp",
+        "-HvD",
+    ] {
         let mut host = FakeHost::default();
         let mut args = vec![moved.to_string()];
-        if moved == "-D" || moved == "--chdir" {
+        if moved == "-D" || moved == "--chdir" || moved == "-HvD" {
             args.push("/tmp".to_string());
         }
         let e = call(
@@ -1925,4 +1989,13 @@ fn submit_arguments_may_not_move_the_job_out_of_its_run_directory() {
             host.calls
         );
     }
+    // A value that merely contains D or "ch" moves nothing.
+    let mut host = FakeHost::default();
+    host.answer("sbatch", vec![ok("77\n")]);
+    let r = call(
+        &mut host,
+        json!({"action": "run_workload", "command": "true", "submitArgs": ["-JD", "--comment=chdir"]}),
+    )
+    .unwrap();
+    assert_eq!(r["jobId"], "77", "{r}");
 }

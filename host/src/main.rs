@@ -90,12 +90,19 @@ enum Command {
         /// Why (kept with the decision, shown to the agent).
         #[arg(long, default_value = "")]
         note: String,
+        /// The request's key as `approvals` listed it: refused if the held
+        /// request changed since (the agent can edit its ledger).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Reject a held run: it is never submitted.
     Reject {
         run_id: String,
         #[arg(long, default_value = "")]
         note: String,
+        /// As for approve.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Show what the guest imports and exports and what this host grants it.
     Audit {
@@ -334,21 +341,36 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             reason.as_str().unwrap_or_default()
                         );
                     }
-                    // Exactly what approving submits.
+                    // Exactly what approving submits, and its key.
                     out!(
                         "    request: {}",
                         run.pointer("/approval/request")
                             .cloned()
                             .unwrap_or_default()
                     );
+                    out!(
+                        "    key: {}",
+                        run.pointer("/approval/key")
+                            .and_then(Value::as_str)
+                            .unwrap_or("(unreadable)")
+                    );
                 }
                 out!(
-                    "decide with: cluster-slurm approve RUN_ID | cluster-slurm reject RUN_ID [--note TEXT]"
+                    "decide with: cluster-slurm approve|reject RUN_ID --key KEY [--note TEXT] (the key makes sure the request is still the one shown)"
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Approve { run_id, note } | Command::Reject { run_id, note } => {
+        Command::Approve {
+            run_id,
+            note,
+            key: seen,
+        }
+        | Command::Reject {
+            run_id,
+            note,
+            key: seen,
+        } => {
             let approve = matches!(cli.command, Command::Approve { .. });
             let pending = held_runs(&loaded, "pending").await?;
             let Some(run) = pending
@@ -376,6 +398,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             .unwrap_or("no digest")
                     )
                 })?;
+            if let Some(seen) = seen
+                && seen != key
+            {
+                bail!(
+                    "run {run_id}: the held request changed since it was listed (key {key}, you saw {seen}); list it again with `cluster-slurm approvals` and decide on what it holds now"
+                );
+            }
             let entry = loaded
                 .approvals
                 .decide(&loaded.grants.workspace, run_id, key, approve, &by, note)

@@ -101,6 +101,12 @@ impl SshTransport {
         self.pool.attempts()
     }
 
+    /// Requests so far: every exec, upload, upload-all and download (each is
+    /// one remote command or transfer, whatever it costs inside).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     async fn connection(&self, profile: &ProfileGrant) -> Result<crate::ssh::Connection, SshError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let params = ssh_config::resolve(&profile.ssh_target, self.ssh_config.as_deref())?;

@@ -45,15 +45,17 @@ export function lookup(file, workspace, runId) {
     }
     const valid =
       entry && typeof entry.workspace === "string" && typeof entry.runId === "string" &&
-      typeof entry.decision === "string" && typeof entry.by === "string" && Number.isSafeInteger(entry.atMs);
+      typeof entry.decision === "string" && typeof entry.by === "string" && Number.isSafeInteger(entry.atMs) &&
+      // As the native host: note and key may be missing, not of another type.
+      ["note", "key"].every((k) => entry[k] === undefined || typeof entry[k] === "string");
     if (!valid) throw err.localIo(`${file} line ${i + 1}: not a decision; fix or remove that line`);
     if (entry.workspace === workspace && entry.runId === runId) {
       return {
         approved: entry.decision === "approved",
         by: entry.by,
         atMs: BigInt(entry.atMs),
-        note: typeof entry.note === "string" ? entry.note : "",
-        key: typeof entry.key === "string" ? entry.key : "",
+        note: entry.note ?? "",
+        key: entry.key ?? "",
       };
     }
   }

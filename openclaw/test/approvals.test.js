@@ -30,6 +30,12 @@ test("a damaged file and a bad run id are typed errors, not guesses", (t) => {
   const file = path.join(tempDir(t, "state"), "approvals.jsonl");
   fs.writeFileSync(file, '{"not": "a decision"}\n');
   assertRefusal(thrown(() => lookup(file, "/w", "r")), "local-io", /line 1: not a decision/);
+  // A key of another type is damage too (the native host refuses it as well).
+  fs.writeFileSync(file, JSON.stringify({ workspace: "/w", runId: "r", decision: "approved", by: "ops", atMs: 1, key: 7 }) + "\n");
+  assertRefusal(thrown(() => lookup(file, "/w", "r")), "local-io", /line 1: not a decision/);
+  // Missing note and key are empty, as there.
+  fs.writeFileSync(file, JSON.stringify({ workspace: "/w", runId: "r", decision: "approved", by: "ops", atMs: 1 }) + "\n");
+  assert.deepEqual(lookup(file, "/w", "r"), { approved: true, by: "ops", atMs: 1n, note: "", key: "" });
   assertRefusal(thrown(() => lookup(file, "/w", "")), "denied");
   assertRefusal(thrown(() => lookup(file, "/w", "x".repeat(300))), "denied");
 });

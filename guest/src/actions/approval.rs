@@ -107,11 +107,22 @@ impl Tool<'_> {
             return Ok(self.held_answer(&run, selection, true));
         }
         // A decision covers one request: a run that held one never holds another.
-        if let Some(run) = existing.as_ref().filter(|r| r.approval.is_some()) {
-            return Err(invalid(format!(
-                "run {} already held another request for approval; a different request needs a new run (omit runId)",
-                run.run_id
-            )));
+        if let Some(run) = existing.as_ref()
+            && let Some(held) = &run.approval
+        {
+            return Err(invalid(if held.key == key {
+                // The same request, not pending in the ledger (which the
+                // agent can edit): only the operator's decision counts.
+                format!(
+                    "run {} already holds this request (the ledger says {:?}); check_workload reports the operator's decision",
+                    run.run_id, held.state
+                )
+            } else {
+                format!(
+                    "run {} already held another request for approval; a different request needs a new run (omit runId)",
+                    run.run_id
+                )
+            }));
         }
         let mut run = match existing {
             Some(run) => run,

@@ -2,7 +2,7 @@
 //! on a cluster costs one `squeue` and at most one `sacct`.
 
 use super::submit::Workload;
-use super::{QUERY_TIMEOUT_MS, Tool, invalid, object, tagged, tagged_fields};
+use super::{QUERY_TIMEOUT_MS, Tool, invalid, object, tagged};
 use crate::config::Profile;
 use crate::host::ToolError;
 use crate::ledger::{RunRecord, iso_timestamp};
@@ -95,19 +95,19 @@ fn status_of(
         let outages = outages(notes);
         let live = q.first().filter(|r| !slurm::is_terminal(&r.state));
         return match (live, a.first(), q.first()) {
-            (Some(r), _, _) => tagged_fields(&r.fields(), "squeue", outages),
-            (None, Some(r), _) => tagged_fields(&r.fields(), "sacct", outages),
-            (None, None, Some(r)) => tagged_fields(&r.fields(), "squeue", notes.clone()),
+            (Some(r), _, _) => tagged(&r.fields(), "squeue", outages),
+            (None, Some(r), _) => tagged(&r.fields(), "sacct", outages),
+            (None, None, Some(r)) => tagged(&r.fields(), "squeue", notes.clone()),
             // Without sacct, a job squeue has forgotten may have ended either
             // way; without squeue, it may be running: that is UNKNOWN, not
             // NOT_FOUND (and never COMPLETED).
             (None, None, None) if !outages.is_empty() => tagged(
-                &json!({"jobId": id, "state": "UNKNOWN"}),
+                &[("jobId", id), ("state", "UNKNOWN")],
                 "unknown",
                 notes.clone(),
             ),
             (None, None, None) => tagged(
-                &json!({"jobId": id, "state": "NOT_FOUND"}),
+                &[("jobId", id), ("state", "NOT_FOUND")],
                 "unknown",
                 notes.clone(),
             ),

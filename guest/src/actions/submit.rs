@@ -93,23 +93,37 @@ impl Workload {
 
 /// The job works in its run directory: retries find an interrupted
 /// submission by it, and logs are looked for there. `-D`/`--chdir` would
-/// move it.
-pub(super) fn stays_in_run_dir(
-    profile: &Profile,
-    args: &[String],
-    remote_dir: &str,
-) -> Result<(), ToolError> {
-    let moving = args
-        .iter()
-        .chain(profile.submit_args.iter())
-        .find(|a| a.starts_with("--chdir") || a.starts_with("-D"));
-    match moving {
+/// move it: refused, also abbreviated (`--chd=`) and bundled after flags
+/// (`-vD`). (Appending `--chdir=.` instead would make SLURM record the
+/// WorkDir as `<run>/.`, which retries would no longer recognise.)
+pub(super) fn stays_in_run_dir(profile: &Profile, args: &[String]) -> Result<(), ToolError> {
+    match args.iter().find(|a| moves_the_job(a)) {
         Some(arg) => Err(ToolError::Policy(format!(
-            "sbatch argument {arg:?} would move the job out of its run directory {remote_dir}; drop it (profile {:?} submitArgs or the call's)",
+            "sbatch argument {arg:?} would move the job out of its run directory; drop it (profile {:?} submitArgs or the call's)",
             profile.id
         ))),
         None => Ok(()),
     }
+}
+
+/// `--chdir` (or any abbreviation getopt accepts, `--ch...`), `-D`, or `-D`
+/// after short flags that take no value (`-vD/tmp`).
+fn moves_the_job(arg: &str) -> bool {
+    if let Some(long) = arg.strip_prefix("--") {
+        return long.starts_with("ch");
+    }
+    let Some(short) = arg.strip_prefix('-') else {
+        return false;
+    };
+    for c in short.chars() {
+        match c {
+            'D' => return true,
+            // sbatch's short flags without a value.
+            'h' | 'H' | 'k' | 'O' | 'Q' | 's' | 'v' | 'V' | 'W' => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The digest that tells requests apart: the profile, the prefix and the
@@ -482,7 +496,7 @@ impl Tool<'_> {
         let mut args = vec!["--parsable".to_string()];
         args.extend(profile.submit_args.iter().cloned());
         args.extend(submit_args.iter().cloned());
-        stays_in_run_dir(profile, &args, remote_dir)?;
+        stays_in_run_dir(profile, &args)?;
         args.push(script_name.to_string());
         let what = format!(
             "sbatch failed on cluster {:?} (check the header values and partition, or try dryRun: true to see why without submitting)",
@@ -767,6 +781,19 @@ impl Tool<'_> {
 
     pub(super) fn run_workload(&mut self, req: &Request) -> Result<Value, ToolError> {
         let (workload, preset) = self.workload_of(req)?;
+        // Inputs land in the run directory under their own relative names,
+        // beside the script (a plain file name): refused before anything is
+        // recorded. The host also refuses two items on one place.
+        if let Some(path) = workload
+            .local_paths
+            .iter()
+            .find(|p| **p == workload.script_name)
+        {
+            return Err(invalid(format!(
+                "localPaths entry {path:?} would land on the job script {}; rename it, or set scriptName",
+                workload.script_name
+            )));
+        }
         let existing = self.find_run(req.run_id.as_deref())?;
         let explicit = match &preset {
             Some(p) => p.cluster.clone().or_else(|| match p.role.as_deref() {
@@ -993,7 +1020,9 @@ impl Tool<'_> {
                 profile.id
             )));
         }
-        stays_in_run_dir(&profile, &workload.submit_args, &profile.remote_root)?;
+        let mut submit_args = profile.submit_args.clone();
+        submit_args.extend(workload.submit_args.iter().cloned());
+        stays_in_run_dir(&profile, &submit_args)?;
         let script = self.render_for(&profile, &header, workload, None)?;
         let wanted_dir = match &workload.remote_dir {
             Some(d) => Some(
@@ -1049,15 +1078,6 @@ impl Tool<'_> {
 
         // Inputs and the script in one transfer: one round trip for small files.
         let remote_script = remote_join(&remote_dir, &workload.script_name);
-        if let Some(path) = workload.local_paths.iter().find(|p| {
-            let remote = remote_join(&remote_dir, p);
-            remote == remote_script || remote_script.starts_with(&format!("{remote}/"))
-        }) {
-            return Err(invalid(format!(
-                "localPaths entry {path:?} would land on the job script {} ({}); rename it, or set scriptName",
-                workload.script_name, remote_script
-            )));
-        }
         let mut items: Vec<(String, String)> = workload
             .local_paths
             .iter()
