@@ -22,6 +22,7 @@ pub mod copy;
 pub mod exec;
 pub mod fault;
 pub mod grants;
+pub mod local_paths;
 pub mod mcp;
 pub mod operator;
 pub mod run_store;
