@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-use cluster_slurm_e2e::{Workspace, binary, testbed_config};
+use cluster_slurm_e2e::{Workspace, binary, test_host_binary, testbed_config};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
@@ -61,7 +61,7 @@ fn run_workload_killed_at_every_crash_point_then_retried_submits_exactly_one_job
         // A prefix of its own per crash point, to count its jobs apart.
         let prefix = format!("kill{n}t{tag}x");
         let params = json!({"prefix": prefix, "command": "python3 a.py", "localPaths": ["a.py"]});
-        let killed = Command::new(binary())
+        let killed = Command::new(test_host_binary())
             .arg("--config")
             .arg(&ws.config)
             .arg("--workspace")
@@ -123,6 +123,38 @@ fn run_workload_killed_at_every_crash_point_then_retried_submits_exactly_one_job
         );
     }
     eprintln!("crash points: {}", outcomes.join(" "));
+}
+
+/// The crash switch exists only in the test build of the command line: the
+/// `cluster-slurm` binary runs a call to its end with the variable set, while
+/// `cluster-slurm-test-host` (the control) aborts right after the first
+/// capability call.
+#[test]
+fn only_the_test_host_has_the_crash_switch() {
+    let ws = Workspace::new();
+    for (bin, aborts) in [(binary(), false), (test_host_binary(), true)] {
+        let out = Command::new(&bin)
+            .arg("--config")
+            .arg(&ws.config)
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(["call", "list_runs", "{}"])
+            .env("CLUSTER_SLURM_TEST_KILL_AFTER_CALL", "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal() == Some(6),
+            aborts,
+            "{}: {} {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !aborts {
+            let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(listed["runs"].is_array(), "{listed}");
+        }
+    }
 }
 
 /// On the real cluster, every job leaves its exit status beside it — the

@@ -7,7 +7,8 @@
 //! Helpers for the end-to-end tests: the real `cluster-slurm` binary with the
 //! real guest component, against the real sshd + SLURM testbed.
 //!
-//! `CLUSTER_SLURM_BIN` names the binary (default: target/release/cluster-slurm)
+//! `CLUSTER_SLURM_BIN` names the binary (default: target/release/cluster-slurm;
+//! `cluster-slurm-test-host` beside it has the crash switch)
 //! and `CLUSTER_SLURM_TESTBED_CONFIG` the testbed's config; without it the
 //! testbed is brought up with `tests/testbed/up.sh`. A missing testbed is a
 //! test failure, never a skip.
@@ -26,6 +27,14 @@ pub fn binary() -> PathBuf {
     std::env::var_os("CLUSTER_SLURM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/cluster-slurm"))
+}
+
+/// The same command line with the durability tests' crash switch
+/// (`CLUSTER_SLURM_TEST_KILL_AFTER_CALL`): `cluster-slurm-test-host`, built
+/// beside the binary only in test builds.
+pub fn test_host_binary() -> PathBuf {
+    let bin = binary();
+    bin.with_file_name("cluster-slurm-test-host")
 }
 
 /// The testbed's config file (brought up once per test process).

@@ -20,6 +20,7 @@ mod stats;
 
 use anyhow::{Context, Result, bail};
 use cluster_slurm_host::grants::ProfileGrant;
+use cluster_slurm_host::local_fs::{Source, Target};
 use cluster_slurm_host::transport::{SshTransport, Transport};
 use openssh::OpenSsh;
 use ours::Warm;
@@ -385,7 +386,8 @@ async fn transfers(
         // Up.
         settle();
         let transport = SshTransport::new(Some(env.tb.join("ssh/ssh_config")));
-        let (moved, t) = timed(transport.upload(&profile, big.clone(), remote_big.clone())).await;
+        let (moved, t) =
+            timed(transport.upload(&profile, Source::ambient(&big)?, remote_big.clone())).await;
         let moved = moved?;
         if moved.verified != 1 || moved.bytes != big_len as u64 {
             bail!("our upload did not send and check the file: {moved:?}");
@@ -409,7 +411,8 @@ async fn transfers(
         settle();
         let transport = SshTransport::new(Some(env.tb.join("ssh/ssh_config")));
         let (moved, t) =
-            timed(transport.download(&profile, remote_big.clone(), local_down.clone())).await;
+            timed(transport.download(&profile, remote_big.clone(), Target::ambient(&local_down)?))
+                .await;
         let moved = moved?;
         if moved.verified != 1 {
             bail!("our download was not checked: {moved:?}");
@@ -446,7 +449,8 @@ async fn transfers(
         // Many small files up.
         let transport = SshTransport::new(Some(env.tb.join("ssh/ssh_config")));
         let (moved, t) =
-            timed(transport.upload(&profile, tree.clone(), fresh_tree("ours", rep))).await;
+            timed(transport.upload(&profile, Source::ambient(&tree)?, fresh_tree("ours", rep)))
+                .await;
         let moved = moved?;
         if moved.verified != small_n as u32 {
             bail!("our upload of the tree was not checked: {moved:?}");

@@ -92,7 +92,7 @@ impl ApprovalBook {
         let Some(path) = &self.path else {
             return Ok(Vec::new());
         };
-        let text = match std::fs::read_to_string(path) {
+        let text = match read_decisions(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(path, "reading", e)),
@@ -143,11 +143,7 @@ impl ApprovalBook {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, "creating", e))?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| io(path, "opening", e))?;
+        let mut file = open_decisions(path).map_err(|e| io(path, "opening", e))?;
         file.lock().map_err(|e| io(path, "locking", e))?;
         if let Some(earlier) = self.decision(workspace, run_id)? {
             return Err(HostError::Denied(format!(
@@ -176,6 +172,47 @@ impl ApprovalBook {
         Ok(entry)
     }
 }
+
+/// The decisions file, opened for appending: never through a symlink, never
+/// a FIFO or device.
+fn open_decisions(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// The decisions, read without following a symlink (a link planted there
+/// could make any file's lines look like decisions).
+fn read_decisions(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_DECISIONS + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_DECISIONS {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_DECISIONS} bytes; archive old decisions"
+        )));
+    }
+    Ok(text)
+}
+
+/// Decisions are a line each; a file this large is not ours.
+const MAX_DECISIONS: u64 = 64 << 20;
 
 pub struct ApprovalsCtx {
     book: Arc<ApprovalBook>,

@@ -7,9 +7,11 @@
 //! {"time":"2026-11-21T09:40:01.123Z","pid":4242,"call":"exec","cluster":"hpc","program":"sbatch","args":["--parsable","job.slurm"],"cwd":"/scratch/u/runs/r1","outcome":"ok","exitCode":0,"ms":183,"us":183402}
 //! ```
 //!
-//! Each line is one `write` on a file opened for appending, so lines from
-//! concurrent processes do not interleave. A log that cannot be written is
-//! reported once on stderr and never stops a call.
+//! Each line is one `write` on a file opened for appending, under an
+//! exclusive flock, so lines from concurrent processes do not interleave
+//! (also on NFS homes, where O_APPEND alone is not atomic). The file is never
+//! opened through a symlink. A log that cannot be written is reported once
+//! on stderr and never stops a call.
 
 use serde_json::{Map, Value, json};
 use std::io::Write;
@@ -103,24 +105,22 @@ impl AuditLog {
             return;
         };
         if guard.is_none() {
-            let opened = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                });
-            match opened {
+            match open_log(path) {
                 Ok(f) => *guard = Some(f),
                 Err(e) => return self.warn(path, &e),
             }
         }
-        if let Some(f) = guard.as_mut()
-            && let Err(e) = f.write_all(line.as_bytes())
-        {
-            self.warn(path, &e);
+        if let Some(f) = guard.as_mut() {
+            // One line under an exclusive lock: O_APPEND alone does not keep
+            // lines from several processes whole on NFS homes.
+            let written = f.lock().and_then(|()| {
+                let w = f.write_all(line.as_bytes());
+                let _ = f.unlock();
+                w
+            });
+            if let Err(e) = written {
+                self.warn(path, &e);
+            }
         }
     }
 
@@ -132,6 +132,27 @@ impl AuditLog {
             );
         }
     }
+}
+
+/// Open the log for appending: never through a symlink (the log is the
+/// record of what the guest did; a link planted at its name must not turn
+/// it into a write elsewhere), never a FIFO or device, readable by its owner
+/// only when new.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 /// One capability call of the guest, from its start to its answer.
@@ -156,7 +177,7 @@ impl AuditLog {
 
 impl Call<'_> {
     /// Log how the call ended, with `details` of a successful answer; then
-    /// pass the durability tests' crash point ([`crate::fault`]), which is
+    /// pass the tests' hook point ([`crate::hooks`]), which is
     /// "right after a capability call took effect" for every capability.
     pub fn end<T, const N: usize>(
         mut self,
@@ -177,6 +198,6 @@ impl Call<'_> {
             }
         }
         self.log.record(self.name, self.started, self.fields);
-        crate::fault::after_call();
+        crate::hooks::at(crate::hooks::Point::CallEnded);
     }
 }

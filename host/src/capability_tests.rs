@@ -6,12 +6,12 @@ use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::ssh_exec::ExecRequest;
 use crate::exec::ExecCtx;
 use crate::grants::{Grants, ProfileGrant};
+use crate::local_fs::{Source, Target};
 use crate::run_store::RunStoreCtx;
 use crate::ssh::{ExecResult, SshError};
 use crate::transfer::TransferCtx;
 use crate::transport::{BoxFuture, Moved, Transport};
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,13 +53,14 @@ impl Transport for Recording {
     fn upload<'a>(
         &'a self,
         p: &'a ProfileGrant,
-        local: PathBuf,
+        local: Source,
         remote: String,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("upload {} {} {remote}", p.label, local.display()));
+        self.calls.lock().unwrap().push(format!(
+            "upload {} {} {remote}",
+            p.label,
+            local.shown().display()
+        ));
         Box::pin(async {
             Ok(Moved {
                 files: 1,
@@ -72,12 +73,12 @@ impl Transport for Recording {
         &'a self,
         p: &'a ProfileGrant,
         remote: String,
-        local: PathBuf,
+        local: Target,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
         self.calls.lock().unwrap().push(format!(
             "download {} {remote} {}",
             p.label,
-            local.display()
+            local.shown().display()
         ));
         Box::pin(async {
             Ok(Moved {
@@ -90,11 +91,15 @@ impl Transport for Recording {
     fn upload_all<'a>(
         &'a self,
         p: &'a ProfileGrant,
-        items: Vec<(PathBuf, String)>,
+        items: Vec<(Source, String)>,
     ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
         let mut calls = self.calls.lock().unwrap();
         for (local, remote) in &items {
-            calls.push(format!("upload {} {} {remote}", p.label, local.display()));
+            calls.push(format!(
+                "upload {} {} {remote}",
+                p.label,
+                local.shown().display()
+            ));
         }
         let n = items.len();
         Box::pin(async move {

@@ -23,23 +23,24 @@
 //! arrives and compared before it replaces anything.
 
 use crate::bundle::Bundle;
+use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
 use crate::sftp::{self, FileJob, Start, TransferStats, UploadPlan};
 use crate::ssh::{Connection, SshError, quote_word};
 use crate::verify;
 use russh_sftp::client::SftpSession;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Upload `local` to `remote` over `conn`, then check it on the cluster.
 /// Returns the transfer's figures and how many files were checked.
 pub async fn upload(
     conn: &Connection,
-    local: &Path,
+    local: &Source,
     remote: &str,
 ) -> Result<(TransferStats, u32), SshError> {
-    let mut all = upload_all(conn, &[(local.to_path_buf(), remote.to_string())]).await?;
+    let mut all = upload_all(conn, &[(local.clone(), remote.to_string())]).await?;
     all.pop()
         .ok_or_else(|| SshError::LocalIo("nothing was uploaded".to_string()))
 }
@@ -51,7 +52,7 @@ pub async fn upload(
 /// Returns, per item, its figures and how many of its files were checked.
 pub async fn upload_all(
     conn: &Connection,
-    items: &[(PathBuf, String)],
+    items: &[(Source, String)],
 ) -> Result<Vec<(TransferStats, u32)>, SshError> {
     let mut plans = Vec::with_capacity(items.len());
     for (local, remote) in items {
@@ -68,7 +69,7 @@ pub async fn upload_all(
 
     // Small files: bundled, whatever is on the cluster (asking first would
     // cost more than sending them).
-    let small: Vec<(usize, &FileJob)> = plans
+    let small: Vec<(usize, &FileJob<LocalFile>)> = plans
         .iter()
         .enumerate()
         .flat_map(|(i, p)| p.files.iter().map(move |f| (i, f)))
@@ -181,16 +182,17 @@ async fn sftp_starts(
 pub async fn download(
     conn: &Connection,
     remote: &str,
-    local: &Path,
+    target: &Target,
 ) -> Result<TransferStats, SshError> {
     let session = conn.open_sftp().await?;
     let moved = async {
-        let plan = sftp::plan_download(&session, remote, local).await?;
+        let plan = sftp::plan_download(&session, remote, target).await?;
+        let base = target.base();
         // Hashed before anything moves: the files a local file of the same
         // size may already be (skipped when the hashes agree).
         let mut maybe_there = Vec::new();
         for job in &plan.files {
-            if regular_len(&job.local).await == Some(job.size) {
+            if regular_len(base, &job.local) == Some(job.size) {
                 maybe_there.push(job.remote.as_str());
             }
         }
@@ -201,7 +203,7 @@ pub async fn download(
         };
         let mut starts = Vec::with_capacity(plan.files.len());
         for job in &plan.files {
-            starts.push(download_start(job, known.get(&job.remote)).await?);
+            starts.push(download_start(base, job, known.get(&job.remote)).await?);
         }
         // The others are hashed on the cluster while they are fetched.
         let later: Vec<String> = plan
@@ -294,7 +296,7 @@ fn relative_to<'a>(path: &'a str, base: &str) -> Option<&'a str> {
 async fn send_bundles(
     conn: &Connection,
     plans: &[UploadPlan],
-    small: &[(usize, &FileJob)],
+    small: &[(usize, &FileJob<LocalFile>)],
     stats: &mut [TransferStats],
     checked: &mut [u32],
 ) -> Result<Vec<(usize, String)>, SshError> {
@@ -334,7 +336,7 @@ async fn send_bundles(
         // Too many to name in one command: made over SFTP, one by one.
         return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
     };
-    let jobs: std::sync::Arc<Vec<(usize, FileJob)>> =
+    let jobs: std::sync::Arc<Vec<(usize, FileJob<LocalFile>)>> =
         std::sync::Arc::new(small.iter().map(|(i, f)| (*i, (*f).clone())).collect());
     let mut leftovers = Vec::new();
     let mut in_flight = tokio::task::JoinSet::new();
@@ -428,7 +430,7 @@ struct Batch {
 /// `room` bytes of command (the cluster hashes each by name). Blocking: run
 /// off the async threads.
 fn build_batch(
-    jobs: &[(usize, FileJob)],
+    jobs: &[(usize, FileJob<LocalFile>)],
     start: usize,
     base: &str,
     room: usize,
@@ -458,8 +460,14 @@ fn build_batch(
             batch.leftovers.push((*item, job.remote.clone()));
             continue;
         };
-        let data = std::fs::read(&job.local)
-            .map_err(|e| SshError::LocalIo(format!("reading {}: {e}", job.local.display())))?;
+        let read_err = |e: std::io::Error| {
+            SshError::LocalIo(format!("reading {}: {e}", job.local.shown().display()))
+        };
+        let mut data = Vec::new();
+        job.local
+            .open()
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+            .map_err(read_err)?;
         if bundle.add(name, job.mode, &data).is_err() {
             batch.leftovers.push((*item, job.remote.clone()));
             continue;
@@ -485,11 +493,20 @@ fn may_reuse(held: u64, size: u64) -> bool {
 
 /// How to send `local` (`size` bytes) to a destination that holds `held`
 /// bytes hashing to `held_hash`.
-async fn reuse(local: &Path, size: u64, held: u64, held_hash: &str) -> Result<Start, SshError> {
+async fn reuse(
+    local: &LocalFile,
+    size: u64,
+    held: u64,
+    held_hash: &str,
+) -> Result<Start, SshError> {
     if !may_reuse(held, size) {
         return Ok(Start::Fresh);
     }
-    let prefix = sftp::hash_prefix(local, held).await?;
+    let shown = local.shown();
+    let opened = local
+        .open()
+        .map_err(|e| SshError::LocalIo(format!("opening {}: {e}", shown.display())))?;
+    let prefix = sftp::hash_prefix(opened, shown, held).await?;
     Ok(if sftp::hex_of(&prefix) != held_hash {
         Start::Fresh
     } else if held == size {
@@ -503,37 +520,66 @@ async fn reuse(local: &Path, size: u64, held: u64, held_hash: &str) -> Result<St
 }
 
 /// Skip a local file that already is the remote one; resume a partial file
-/// an interrupted download left (checked by the final hash).
-async fn download_start(job: &FileJob, theirs: Option<&String>) -> Result<Start, SshError> {
-    if let (Some(hash), Some(len)) = (theirs, regular_len(&job.local).await)
+/// an interrupted download left (checked by the final hash). Both are read
+/// below `base` without following any link.
+async fn download_start(
+    base: &Base,
+    job: &FileJob,
+    theirs: Option<&String>,
+) -> Result<Start, SshError> {
+    if let (Some(hash), Some(len)) = (theirs, regular_len(base, &job.local))
         && len == job.size
     {
-        let mine = sftp::hash_prefix(&job.local, len).await?;
+        let mine = local_prefix(base, &job.local, len).await?;
         if &sftp::hex_of(&mine) == hash {
             return Ok(Start::Unchanged);
         }
     }
     let partial = sftp::partial_path(&job.local)?;
-    match regular_len(&partial).await {
+    match regular_len(base, &partial) {
         Some(len) if len > 0 && len < job.size => Ok(Start::Resume {
             offset: len,
-            prefix: sftp::hash_prefix(&partial, len).await?,
+            prefix: local_prefix(base, &partial, len).await?,
         }),
         _ => Ok(Start::Fresh),
     }
 }
 
-/// The length of a regular file that is not a symlink.
-async fn regular_len(path: &Path) -> Option<u64> {
-    match tokio::fs::symlink_metadata(path).await {
-        Ok(m) if m.file_type().is_file() => Some(m.len()),
-        _ => None,
-    }
+/// The length of the regular file `rel` below `base`, reached through real
+/// directories only; None for anything else (a link, a directory, nothing).
+fn regular_len(base: &Base, rel: &Path) -> Option<u64> {
+    let (parent, name) = local_fs::split(rel).ok()?;
+    let dir = base.walk(&parent, Create::No).ok()?;
+    let meta = dir.symlink_metadata(&name).ok()?;
+    meta.is_file().then(|| meta.len())
+}
+
+/// The SHA-256 state after the first `len` bytes of the regular file `rel`
+/// below `base`.
+async fn local_prefix(base: &Base, rel: &Path, len: u64) -> Result<Sha256, SshError> {
+    let shown = base.show(rel);
+    let opened = local_fs::split(rel)
+        .and_then(|(parent, name)| {
+            let dir = base.walk(&parent, Create::No)?;
+            local_fs::open_regular(&dir, &name, false)
+        })
+        .map_err(|e| SshError::LocalIo(format!("opening {}: {e}", shown.display())))?;
+    sftp::hash_prefix(opened, &shown, len).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    /// A test's own file, held open as a single-file upload holds it.
+    fn held(path: &Path) -> LocalFile {
+        LocalFile::Held {
+            file: Arc::new(std::fs::File::open(path).unwrap()),
+            shown: path.to_path_buf(),
+        }
+    }
 
     #[tokio::test]
     async fn reuse_skips_equal_files_resumes_prefixes_and_resends_the_rest() {
@@ -545,32 +591,39 @@ mod tests {
             format!("{:x}", Sha256::digest(b))
         };
         assert!(matches!(
-            reuse(&f, 10, 10, &hash(b"0123456789")).await.unwrap(),
+            reuse(&held(&f), 10, 10, &hash(b"0123456789"))
+                .await
+                .unwrap(),
             Start::Unchanged
         ));
         assert!(matches!(
-            reuse(&f, 10, 4, &hash(b"0123")).await.unwrap(),
+            reuse(&held(&f), 10, 4, &hash(b"0123")).await.unwrap(),
             Start::Resume { offset: 4, .. }
         ));
         // Same length or a prefix length, other bytes: sent whole.
         assert!(matches!(
-            reuse(&f, 10, 10, &hash(b"0123456780")).await.unwrap(),
+            reuse(&held(&f), 10, 10, &hash(b"0123456780"))
+                .await
+                .unwrap(),
             Start::Fresh
         ));
         assert!(matches!(
-            reuse(&f, 10, 4, &hash(b"x123")).await.unwrap(),
+            reuse(&held(&f), 10, 4, &hash(b"x123")).await.unwrap(),
             Start::Fresh
         ));
         // Longer at the destination, or empty while the source is not.
-        assert!(matches!(reuse(&f, 10, 11, "").await.unwrap(), Start::Fresh));
         assert!(matches!(
-            reuse(&f, 10, 0, &hash(b"")).await.unwrap(),
+            reuse(&held(&f), 10, 11, "").await.unwrap(),
+            Start::Fresh
+        ));
+        assert!(matches!(
+            reuse(&held(&f), 10, 0, &hash(b"")).await.unwrap(),
             Start::Fresh
         ));
         let empty = d.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
         assert!(matches!(
-            reuse(&empty, 0, 0, &hash(b"")).await.unwrap(),
+            reuse(&held(&empty), 0, 0, &hash(b"")).await.unwrap(),
             Start::Unchanged
         ));
     }
@@ -612,7 +665,7 @@ mod tests {
     #[test]
     fn bundles_end_where_their_names_would_not_fit_one_command() {
         let d = tempfile::tempdir().unwrap();
-        let jobs: Vec<(usize, FileJob)> = (0..5)
+        let jobs: Vec<(usize, FileJob<LocalFile>)> = (0..5)
             .map(|i| {
                 let local = d.path().join(format!("f{i}"));
                 std::fs::write(&local, format!("file {i}")).unwrap();
@@ -622,7 +675,7 @@ mod tests {
                     format!("f{i}")
                 };
                 let job = FileJob {
-                    local,
+                    local: held(&local),
                     remote: format!("/r/base/{name}"),
                     size: 6,
                     mode: 0o644,
@@ -675,8 +728,9 @@ mod tests {
     async fn a_download_resumes_only_a_shorter_partial_and_skips_an_equal_file() {
         let d = tempfile::tempdir().unwrap();
         let local = d.path().join("out.bin");
+        let base = Base::open(d.path()).unwrap();
         let job = FileJob {
-            local: local.clone(),
+            local: PathBuf::from("out.bin"),
             remote: "r/out.bin".into(),
             size: 6,
             mode: 0o644,
@@ -687,29 +741,29 @@ mod tests {
             format!("{:x}", Sha256::digest(b"abcdef"))
         };
         assert!(matches!(
-            download_start(&job, Some(&full)).await.unwrap(),
+            download_start(&base, &job, Some(&full)).await.unwrap(),
             Start::Fresh
         ));
         std::fs::write(sftp::partial_path(&local).unwrap(), b"abc").unwrap();
         assert!(matches!(
-            download_start(&job, Some(&full)).await.unwrap(),
+            download_start(&base, &job, Some(&full)).await.unwrap(),
             Start::Resume { offset: 3, .. }
         ));
         std::fs::write(&local, b"abcdef").unwrap();
         assert!(matches!(
-            download_start(&job, Some(&full)).await.unwrap(),
+            download_start(&base, &job, Some(&full)).await.unwrap(),
             Start::Unchanged
         ));
         // Same size, other content: not skipped (the partial is resumed).
         std::fs::write(&local, b"abcdeX").unwrap();
         assert!(matches!(
-            download_start(&job, Some(&full)).await.unwrap(),
+            download_start(&base, &job, Some(&full)).await.unwrap(),
             Start::Resume { offset: 3, .. }
         ));
         // A partial that is not shorter than the file is not a prefix.
         std::fs::write(sftp::partial_path(&local).unwrap(), b"abcdefgh").unwrap();
         assert!(matches!(
-            download_start(&job, Some(&full)).await.unwrap(),
+            download_start(&base, &job, Some(&full)).await.unwrap(),
             Start::Fresh
         ));
     }

@@ -18,11 +18,13 @@
 //! than trusting the guest's validation: policy code that is wrong or hostile
 //! still cannot widen what is granted here.
 
+use crate::local_fs::Base;
 use crate::local_paths::{relative_clean, resolved_place};
 use crate::ssh::{quote_command, quote_word};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Programs the guest may run on a login node. Workload commands never run
 /// there: they only ever run inside a SLURM job, through `sbatch`.
@@ -65,6 +67,9 @@ pub struct ProfileGrant {
 pub struct Grants {
     /// Canonical workspace directory.
     pub workspace: PathBuf,
+    /// The workspace, opened once: every local read and write for the guest
+    /// starts from this handle ([`crate::local_fs`]).
+    pub base: Arc<Base>,
     /// `localRunsDir` as written (workspace-relative), for display.
     pub runs_dir_display: String,
     pub profiles: BTreeMap<String, ProfileGrant>,
@@ -145,7 +150,10 @@ impl Grants {
                 );
             }
         }
+        let base = Base::open(&workspace)
+            .map_err(|e| GrantError(format!("workspace {}: {e}", workspace.display())))?;
         Ok(Grants {
+            base: Arc::new(base),
             workspace,
             runs_dir_display,
             profiles,

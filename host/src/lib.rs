@@ -7,7 +7,9 @@
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
 //! - [`runtime`]: loading and calling the component.
 //! - [`audit`]: the log of every capability call the guest made.
-//! - [`fault`]: crash points for the durability tests.
+//! - [`hooks`]: points where tests step in (test builds only).
+//! - [`local_fs`]: local files opened relative to checked directory handles.
+//! - [`cli`]: the `cluster-slurm` command line.
 //!
 //! Error rule: policy refusals, remote failures and timeouts are values
 //! (`host-error` variants); a trap means a host bug.
@@ -18,10 +20,12 @@ pub mod bindings;
 pub mod bundle;
 #[cfg(test)]
 mod capability_tests;
+pub mod cli;
 pub mod copy;
 pub mod exec;
-pub mod fault;
 pub mod grants;
+pub mod hooks;
+pub mod local_fs;
 pub mod local_paths;
 pub mod mcp;
 pub mod operator;

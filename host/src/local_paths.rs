@@ -2,13 +2,19 @@
 //! destinations and the run store, all inside the workspace.
 //!
 //! Rules (deny by default):
-//! - Local paths are relative to the workspace and must resolve inside it by
-//!   realpath (symlinks followed for sources; never written through for
-//!   destinations).
+//! - Local paths are relative to the workspace. Upload sources must resolve
+//!   inside it by realpath (symlinks inside it are followed) and are opened at
+//!   the check, so what is read later is what was checked.
+//! - Paths the host writes (download destinations, run store files) may not
+//!   go through any symlink at all, and every write walks them again from the
+//!   opened workspace, one real directory at a time ([`crate::local_fs`]).
 //! - The run store is confined to `localRunsDir`; downloads may write neither
-//!   it nor the host's own records (the audit log, the approval decisions).
+//!   it, nor the host's own records (the audit log, the approval decisions),
+//!   nor any name in [`NEVER_WRITTEN`].
 
 use crate::grants::{Grants, Refusal};
+use crate::local_fs::{Base, Source, Target, components};
+use cap_fs_ext::DirExt;
 use std::path::{Component, Path, PathBuf};
 
 fn denied(message: impl Into<String>) -> Refusal {
@@ -28,9 +34,26 @@ pub(crate) fn relative_clean(raw: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
+/// Names no download ever writes, at any depth: version-control metadata
+/// (its hooks and config run code on the next `git` command) and direnv's
+/// files (run by the shell on `cd`). A tree that holds one is refused whole,
+/// so nothing is silently left out.
+pub const NEVER_WRITTEN: &[&str] = &[".git", ".hg", ".svn", ".bzr", ".jj", ".envrc", ".direnv"];
+
+/// The first component of `rel` that is a name no download writes.
+pub fn never_written(rel: &Path) -> Option<&'static str> {
+    rel.components().find_map(|c| match c {
+        Component::Normal(name) => NEVER_WRITTEN.iter().copied().find(|n| name == *n),
+        _ => None,
+    })
+}
+
 impl Grants {
-    /// An existing local file or directory to read (upload source).
-    pub fn local_source(&self, raw: &str) -> Result<PathBuf, Refusal> {
+    /// An existing local file or directory to read (upload source): it must
+    /// resolve inside the workspace (symlinks inside it are followed), and
+    /// it is opened right away, through real directories along its resolved
+    /// path, so that what is read later is what was checked here.
+    pub fn local_source(&self, raw: &str) -> Result<Source, Refusal> {
         let rel = relative_clean(raw).ok_or_else(|| {
             denied(format!(
                 "local path {raw:?} must be relative to the workspace, without '..'"
@@ -40,89 +63,107 @@ impl Grants {
         let real = joined
             .canonicalize()
             .map_err(|e| denied(format!("local path {raw:?}: {e}")))?;
-        if !real.starts_with(&self.workspace) {
-            return Err(denied(format!(
+        let inside = real.strip_prefix(&self.workspace).map_err(|_| {
+            denied(format!(
                 "local path {raw:?} resolves to {} outside the workspace {}",
                 real.display(),
                 self.workspace.display()
-            )));
-        }
-        Ok(real)
-    }
-
-    /// A local path to write under `base` (the workspace or the run store):
-    /// the nearest existing ancestor must resolve inside `base`, and the final
-    /// component, if it exists, must not be a symlink.
-    fn destination_under(&self, base: &Path, raw: &str, what: &str) -> Result<PathBuf, Refusal> {
-        let rel = relative_clean(raw).ok_or_else(|| {
-            denied(format!(
-                "{what} {raw:?} must be a relative path without '..'"
             ))
         })?;
-        let target = base.join(&rel);
-        let placed = resolved_place(&target);
-        if self.protected.iter().any(|p| p.starts_with(&placed)) {
+        if inside.as_os_str().is_empty() {
+            return Err(denied(format!(
+                "local path {raw:?} is the workspace itself; name a file or directory in it"
+            )));
+        }
+        // The resolved path has no symlinks: meeting one now means it was
+        // swapped in since, and the open refuses it.
+        Source::open(&self.base, inside).map_err(|e| denied(format!("local path {raw:?}: {e}")))
+    }
+
+    /// A path to write (a download's destination, or a run store file),
+    /// relative to the workspace: no `..`, not one of the host's own records
+    /// (or a directory holding one), and no symlink on the way — what it says
+    /// is where it is, and every write walks it again the same way
+    /// ([`crate::local_fs::Base::walk`]).
+    fn writable(&self, rel: &Path, raw: &str, what: &str) -> Result<(), Refusal> {
+        let target = self.workspace.join(rel);
+        if self.protected.iter().any(|p| p.starts_with(&target)) {
             return Err(denied(format!(
                 "{what} {raw:?} is one of the host's own records (the audit log or the approval decisions) or holds one; refusing to write it"
             )));
         }
-        if let Ok(meta) = std::fs::symlink_metadata(&target)
-            && meta.file_type().is_symlink()
-        {
+        if let Some(link) = first_link(&self.base, rel) {
             return Err(denied(format!(
-                "{what} {raw:?} is a symlink; refusing to write through it"
+                "{what} {raw:?} goes through {}, a symbolic link; refusing to write through it",
+                link.display()
             )));
         }
-        // While `base` does not exist yet (a fresh run store), its nearest
-        // existing ancestor must still be inside the workspace.
-        let bound = match base.canonicalize() {
-            Ok(real) => real,
-            Err(_) => self.workspace.clone(),
-        };
-        let mut ancestor = target.parent();
-        while let Some(a) = ancestor {
-            if a.exists() {
-                let real = a
-                    .canonicalize()
-                    .map_err(|e| denied(format!("{what} {raw:?}: {e}")))?;
-                if !real.starts_with(&bound) || !real.starts_with(&self.workspace) {
-                    return Err(denied(format!(
-                        "{what} {raw:?} resolves outside {}",
-                        base.display()
-                    )));
-                }
-                return Ok(target);
-            }
-            ancestor = a.parent();
-        }
-        Err(denied(format!(
-            "{what} {raw:?} has no existing parent directory"
-        )))
+        Ok(())
     }
 
     /// A download's destination: inside the workspace, never through a
-    /// symlink, and never in the run store (the ledger and the rendered
-    /// scripts are the guest's record, written only through `run-store`).
-    pub fn local_destination(&self, raw: &str) -> Result<PathBuf, Refusal> {
-        let target = self.destination_under(&self.workspace, raw, "local path")?;
-        let store = resolved_place(&self.runs_dir());
-        let placed = resolved_place(&target);
-        if placed.starts_with(&store) || store.starts_with(&placed) {
+    /// symlink, never in the run store (the ledger and the rendered scripts
+    /// are the guest's record, written only through `run-store`), never a
+    /// name from [`NEVER_WRITTEN`].
+    pub fn local_destination(&self, raw: &str) -> Result<Target, Refusal> {
+        let rel = relative_clean(raw).ok_or_else(|| {
+            denied(format!(
+                "local path {raw:?} must be a relative path without '..'"
+            ))
+        })?;
+        let store = self.runs_rel();
+        if rel.starts_with(&store) || store.starts_with(&rel) {
             return Err(denied(format!(
                 "local path {raw:?} is (or holds) the run store {:?}; download elsewhere",
                 self.runs_dir_display
             )));
         }
-        Ok(target)
+        if let Some(name) = never_written(&rel) {
+            return Err(denied(format!(
+                "local path {raw:?} is inside {name}: the host never writes version-control metadata or direnv files (they run code); download elsewhere"
+            )));
+        }
+        self.writable(&rel, raw, "local path")?;
+        Target::new(self.base.clone(), rel).map_err(|e| denied(format!("local path {raw:?}: {e}")))
+    }
+
+    /// `localRunsDir`, relative to the workspace.
+    pub fn runs_rel(&self) -> PathBuf {
+        relative_clean(&self.runs_dir_display).unwrap_or_default()
     }
 
     pub fn runs_dir(&self) -> PathBuf {
-        self.workspace.join(&self.runs_dir_display)
+        self.workspace.join(self.runs_rel())
     }
 
+    /// A run store file, as a path relative to the workspace (inside
+    /// `localRunsDir`), to be reached through [`Grants::base`].
     pub fn store_path(&self, raw: &str) -> Result<PathBuf, Refusal> {
-        self.destination_under(&self.runs_dir(), raw, "run store path")
+        let rel = relative_clean(raw).ok_or_else(|| {
+            denied(format!(
+                "run store path {raw:?} must be a relative path without '..'"
+            ))
+        })?;
+        let rel = self.runs_rel().join(rel);
+        self.writable(&rel, raw, "run store path")?;
+        Ok(rel)
     }
+}
+
+/// The first existing component of `rel` below `base` that is a symlink
+/// (as a path relative to `base`), if any.
+fn first_link(base: &Base, rel: &Path) -> Option<PathBuf> {
+    let mut dir = base.dir().try_clone().ok()?;
+    let mut walked = PathBuf::new();
+    for name in components(rel).ok()? {
+        walked.push(name);
+        let meta = dir.symlink_metadata(name).ok()?;
+        if meta.file_type().is_symlink() {
+            return Some(walked);
+        }
+        dir = dir.open_dir_nofollow(name).ok()?;
+    }
+    None
 }
 
 /// Where `path` is, made absolute and with its nearest existing ancestor
@@ -219,5 +260,44 @@ mod tests {
         assert!(g.local_destination("outdir/x").is_err());
         assert!(g.store_path("runs.json").is_ok());
         assert!(g.store_path("../../x").is_err());
+    }
+
+    /// Negative control: without the `never_written` check the first loop
+    /// accepts `.git/hooks/post-checkout`; without `first_link`, `inner/x`
+    /// is accepted (and a download would write through the link).
+    #[test]
+    fn downloads_never_write_vcs_metadata_nor_through_any_link() {
+        let ws = tempfile::tempdir().unwrap();
+        let g = grants(ws.path());
+        for into in [
+            ".git/hooks/post-checkout",
+            "results/.git",
+            "deep/er/.envrc",
+            ".hg/hgrc",
+            ".direnv/x",
+        ] {
+            let e = g.local_destination(into).unwrap_err();
+            assert!(
+                matches!(&e, Refusal::Denied(m) if m.contains("never writes")),
+                "{into}: {e:?}"
+            );
+        }
+        assert!(g.local_destination("git/x").is_ok());
+        assert!(g.local_destination("x.git").is_ok());
+        // A link that stays inside the workspace is refused too: on a write
+        // path no link is followed at all.
+        std::fs::create_dir(ws.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(ws.path().join("real"), ws.path().join("inner")).unwrap();
+        let e = g.local_destination("inner/x").unwrap_err();
+        assert!(
+            matches!(&e, Refusal::Denied(m) if m.contains("inner") && m.contains("symbolic link")),
+            "{e:?}"
+        );
+        std::os::unix::fs::symlink(ws.path().join("real"), ws.path().join(".openclaw")).unwrap();
+        let e = g.store_path("runs.json").unwrap_err();
+        assert!(
+            matches!(&e, Refusal::Denied(m) if m.contains(".openclaw") && m.contains("symbolic link")),
+            "{e:?}"
+        );
     }
 }

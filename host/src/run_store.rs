@@ -10,9 +10,9 @@ use crate::audit::AuditLog;
 use crate::bindings::HostError;
 use crate::bindings::openclaw::cluster_slurm::run_store;
 use crate::grants::Grants;
+use crate::local_fs::{self, Base, Create};
 use serde_json::json;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,68 +60,51 @@ impl RunStoreCtx {
     }
 
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, HostError> {
-        let full = self.grants.store_path(path)?;
-        match std::fs::read(&full) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(&full, e)),
-        }
+        let rel = self.grants.store_path(path)?;
+        let shown = self.grants.base.show(&rel);
+        let (parent, name) = local_fs::split(&rel).map_err(|e| io_error(&shown, e))?;
+        let dir = match self.grants.base.walk(&parent, Create::No) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&shown, e)),
+        };
+        local_fs::read_regular(&dir, &name, MAX_FILE as u64).map_err(|e| io_error(&shown, e))
     }
 
-    /// Temp file in the same directory, fsync, rename, fsync the directory:
-    /// a crash leaves the old or the new file, never a torn one.
+    /// A fresh file under an unpredictable name (created exclusively, so
+    /// nothing planted is ever opened), fsync, rename over the target, fsync
+    /// the directory: a crash leaves the old or the new file, never a torn
+    /// one, and a link planted at either name is replaced, not written
+    /// through. The directories are walked from the opened workspace, one
+    /// real directory at a time.
     pub fn write(&self, path: &str, contents: &[u8]) -> Result<(), HostError> {
         if contents.len() > MAX_FILE {
             return Err(HostError::Denied(format!(
                 "run store file {path:?} larger than {MAX_FILE} bytes"
             )));
         }
-        let full = self.grants.store_path(path)?;
-        let dir = full
-            .parent()
-            .ok_or_else(|| HostError::Denied(format!("run store path {path:?} has no parent")))?;
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        // Re-check now that the directories exist: a symlink planted in the
-        // path while we created them must not redirect the write.
-        let full = self.grants.store_path(path)?;
-        let name = full
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(contents)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &full)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io_error(&full, e)
-        })
+        let rel = self.grants.store_path(path)?;
+        let shown = self.grants.base.show(&rel);
+        let (parent, name) = local_fs::split(&rel).map_err(|e| io_error(&shown, e))?;
+        let dir = self
+            .grants
+            .base
+            .walk(&parent, Create::Yes)
+            .map_err(|e| io_error(&shown, e))?;
+        local_fs::replace(&dir, &name, contents).map_err(|e| io_error(&shown, e))
     }
 
     /// flock(2) on `<path>.lock`, the same lock the OpenClaw entry takes with
-    /// util-linux `flock`, so both hosts can share one workspace.
+    /// util-linux `flock`, so both hosts can share one workspace. The lock
+    /// file is opened without following a link and never written: a planted
+    /// link or FIFO is refused, a planted hard link changes nothing.
     pub async fn lock(&self, path: &str) -> Result<(), HostError> {
         if self.held_locks()?.contains_key(path) {
             return Ok(());
         }
-        let lock_path = self.grants.store_path(&format!("{path}.lock"))?;
-        if let Some(dir) = lock_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error(&lock_path, e))?;
+        let rel = self.grants.store_path(&format!("{path}.lock"))?;
+        let lock_path = self.grants.base.show(&rel);
+        let file = open_lock_file(&self.grants.base, &rel).map_err(|e| io_error(&lock_path, e))?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
         loop {
@@ -200,6 +183,25 @@ impl run_store::Host for RunStoreView<'_> {
 
     async fn location(&mut self) -> String {
         self.ctx.location()
+    }
+}
+
+/// The lock file `rel` (created if missing, never truncated or written).
+fn open_lock_file(base: &Base, rel: &Path) -> std::io::Result<std::fs::File> {
+    let (parent, name) = local_fs::split(rel)?;
+    let dir = base.walk(&parent, Create::Yes)?;
+    match local_fs::open_regular(&dir, &name, false) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match local_fs::create_new(&dir, &name, 0o644) {
+                Ok(file) => Ok(file),
+                // Made by another caller meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    local_fs::open_regular(&dir, &name, false)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
     }
 }
 

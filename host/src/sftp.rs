@@ -10,14 +10,22 @@
 //!   are created (`mkdir -p`). New remote files get the local permission bits
 //!   (subject to the server's umask); if the local file is executable the bits are
 //!   also set explicitly on an existing remote file.
+//! * Local files are reached only through opened directory handles
+//!   ([`crate::local_fs`]): an upload reads each file through the handle of
+//!   the tree it was planned in, and it must still be the file the walk found;
+//!   a download walks from the destination's base one real directory at a
+//!   time for every file, so a directory swapped for a symlink after the plan
+//!   is refused, never followed.
 //! * Downloads write to a hidden partial file beside the destination
 //!   (`.NAME.cluster-slurm-part`, see [`partial_path`]) and rename it into
 //!   place, so a failed download never leaves a partial file under the final
-//!   name, and the next download of the same file can resume it. The local
-//!   destination (and every directory created inside it, and the partial file)
-//!   is never followed if it is a symlink: that is refused with
-//!   `SshError::LocalIo`. File names sent by the server are validated (no `/`,
-//!   no `.`/`..`, no NUL) so a hostile server cannot write outside the target.
+//!   name, and the next download of the same file can resume it. The partial
+//!   file is made with an exclusive create, or reused only when it is the
+//!   directory's own regular file with a single link: a link planted at its
+//!   name is never written through. A symlink at the destination is refused
+//!   with `SshError::LocalIo`. File names sent by the server are validated (no `/`,
+//!   no `.`/`..`, no NUL, none of [`crate::local_paths::NEVER_WRITTEN`]) so a
+//!   hostile server cannot write outside the target or plant a git hook.
 //! * Every transfer is planned first (the local walk or the remote listing),
 //!   then carried out with one [`Start`] per file: fresh, unchanged (skipped)
 //!   or resumed at an offset. [`crate::copy`] makes those decisions.
@@ -33,8 +41,13 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
 use crate::ssh::SshError;
+use cap_fs_ext::DirExt;
+use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
 
 /// Buffer size for one read/write step.
 const CHUNK: usize = 256 * 1024;
@@ -266,12 +279,6 @@ fn remote_parent(path: &str) -> String {
     }
 }
 
-fn utf8_name(path: &Path) -> Result<&str, SshError> {
-    path.to_str().ok_or_else(|| {
-        SshError::LocalIo(format!("{}: file name is not valid UTF-8", path.display()))
-    })
-}
-
 /// `mkdir -p` over SFTP (follows existing symlinked directories, like mkdir -p).
 async fn remote_mkdir_p(sftp: &SftpSession, path: &str) -> Result<(), SshError> {
     let mut missing = Vec::new();
@@ -339,10 +346,12 @@ impl Start {
     }
 }
 
-/// One regular file of a transfer.
+/// One regular file of a transfer. `local` is how the local side is
+/// reached: for an upload the file itself ([`LocalFile`], opened only by
+/// handle), for a download its path relative to the destination's base.
 #[derive(Debug, Clone)]
-pub struct FileJob {
-    pub local: PathBuf,
+pub struct FileJob<L = PathBuf> {
+    pub local: L,
     pub remote: String,
     pub size: u64,
     pub mode: u32,
@@ -360,31 +369,37 @@ pub struct UploadPlan {
     pub single_file: bool,
     /// Directories inside the tree, each listed after its parent.
     pub dirs: Vec<String>,
-    pub files: Vec<FileJob>,
+    pub files: Vec<FileJob<LocalFile>>,
     /// Entries that are neither regular files nor directories (never followed).
     pub skipped: u32,
 }
 
-/// Walk `local` (a file or a directory tree) and plan its upload to `remote`
-/// (the destination path itself, not its parent). The walk runs as one
-/// blocking task: a tree of 10,000 files took 0.2–0.5 s as 20,000 separate
-/// async file-system calls.
-pub async fn plan_upload(local: &Path, remote: &str) -> Result<UploadPlan, SshError> {
-    let (local, remote) = (local.to_path_buf(), remote.to_string());
+/// Walk `local` (a file or a directory tree, already open) and plan its
+/// upload to `remote` (the destination path itself, not its parent). The
+/// walk goes from directory handle to directory handle and never follows a
+/// link; each file is later reopened the same way and must still be the file
+/// found here. It runs as one blocking task: a tree of 10,000 files took
+/// 0.2–0.5 s as 20,000 separate async file-system calls.
+pub async fn plan_upload(local: &Source, remote: &str) -> Result<UploadPlan, SshError> {
+    let (local, remote) = (local.clone(), remote.to_string());
     tokio::task::spawn_blocking(move || plan_upload_blocking(&local, &remote))
         .await
         .map_err(|e| SshError::LocalIo(format!("walking the upload's files stopped: {e}")))?
 }
 
-fn plan_upload_blocking(local: &Path, remote: &str) -> Result<UploadPlan, SshError> {
-    let meta = std::fs::metadata(local).map_err(|e| local_err("stat", local, e))?;
-    if meta.is_file() {
-        utf8_name(local)?;
+fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshError> {
+    let shown = local.shown().to_path_buf();
+    if let Some(file) = local.as_file() {
+        let meta = match &file {
+            LocalFile::Held { file, .. } => file.metadata(),
+            LocalFile::InTree { .. } => file.open().and_then(|f| f.metadata()),
+        };
+        let meta = meta.map_err(|e| local_err("stat", &shown, e))?;
         return Ok(UploadPlan {
             base_dir: remote_parent(remote),
             single_file: true,
             files: vec![FileJob {
-                local: local.to_path_buf(),
+                local: file,
                 remote: remote.to_string(),
                 size: meta.len(),
                 mode: meta.permissions().mode(),
@@ -393,41 +408,56 @@ fn plan_upload_blocking(local: &Path, remote: &str) -> Result<UploadPlan, SshErr
             ..UploadPlan::default()
         });
     }
-    if !meta.is_dir() {
+    let Some(root) = local.as_dir() else {
         return Err(SshError::LocalIo(format!(
             "{}: not a regular file or directory",
-            local.display()
+            shown.display()
         )));
-    }
+    };
     let mut plan = UploadPlan {
         base_dir: remote.to_string(),
         ..UploadPlan::default()
     };
-    let mut stack: Vec<(PathBuf, String)> = vec![(local.to_path_buf(), remote.to_string())];
-    while let Some((ldir, rdir)) = stack.pop() {
-        let mut entries = std::fs::read_dir(&ldir)
+    let top = root
+        .try_clone()
+        .map_err(|e| local_err("opening", &shown, e))?;
+    let mut stack: Vec<(cap_std::fs::Dir, PathBuf, String)> =
+        vec![(top, PathBuf::new(), remote.to_string())];
+    while let Some((ldir, lrel, rdir)) = stack.pop() {
+        let at = shown.join(&lrel);
+        let mut entries = ldir
+            .entries()
             .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| local_err("reading directory", &ldir, e))?;
+            .map_err(|e| local_err("reading directory", &at, e))?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
-            let lpath = entry.path();
-            // DirEntry::file_type does not follow symlinks.
+            let name = entry.file_name();
+            let lpath = at.join(&name);
+            // The entry's own type: a symlink is a symlink, never its target.
             let ft = entry
                 .file_type()
                 .map_err(|e| local_err("stat", &lpath, e))?;
-            let name = entry.file_name();
             let name = name.to_str().ok_or_else(|| {
                 SshError::LocalIo(format!("{}: file name is not valid UTF-8", lpath.display()))
             })?;
             let rpath = remote_join(&rdir, name);
+            let rel = lrel.join(name);
             if ft.is_dir() {
+                let sub = ldir
+                    .open_dir_nofollow(name)
+                    .map_err(|e| local_err("opening", &lpath, e))?;
                 plan.dirs.push(rpath.clone());
-                stack.push((lpath, rpath));
+                stack.push((sub, rel, rpath));
             } else if ft.is_file() {
-                let meta =
-                    std::fs::symlink_metadata(&lpath).map_err(|e| local_err("stat", &lpath, e))?;
+                let meta = entry.metadata().map_err(|e| local_err("stat", &lpath, e))?;
+                use cap_std::fs::{MetadataExt, PermissionsExt as _};
                 plan.files.push(FileJob {
-                    local: lpath,
+                    local: LocalFile::InTree {
+                        root: root.clone(),
+                        rel,
+                        id: (meta.dev(), meta.ino()),
+                        shown: lpath,
+                    },
                     remote: rpath,
                     size: meta.len(),
                     mode: meta.permissions().mode(),
@@ -490,7 +520,7 @@ pub async fn remote_sizes(
 /// (the destination path itself, not its parent), sending every file whole.
 pub async fn upload(
     sftp: &SftpSession,
-    local: &Path,
+    local: &Source,
     remote: &str,
 ) -> Result<TransferStats, SshError> {
     let plan = plan_upload(local, remote).await?;
@@ -556,19 +586,20 @@ where
     }
 }
 
-/// The SHA-256 state after the first `len` bytes of a local file (fewer if
-/// the file is shorter).
-pub async fn hash_prefix(path: &Path, len: u64) -> Result<Sha256, SshError> {
-    let file = tokio::fs::File::open(path)
+/// The SHA-256 state after the first `len` bytes of an opened local file
+/// (fewer if the file is shorter), read from its start.
+pub async fn hash_prefix(file: std::fs::File, shown: &Path, len: u64) -> Result<Sha256, SshError> {
+    let mut file = tokio::fs::File::from_std(file);
+    file.rewind()
         .await
-        .map_err(|e| local_err("opening", path, e))?;
+        .map_err(|e| local_err("reading", shown, e))?;
     let mut digest = Sha256::new();
     pump(
         &mut file.take(len),
         &mut tokio::io::sink(),
         &mut digest,
-        |e| local_err("reading", path, e),
-        |e| local_err("reading", path, e),
+        |e| local_err("reading", shown, e),
+        |e| local_err("reading", shown, e),
     )
     .await?;
     Ok(digest)
@@ -583,14 +614,15 @@ pub fn hex_of(digest: &Sha256) -> String {
 /// or by ranges for a large file sent whole.
 async fn upload_file(
     sftp: &SftpSession,
-    job: &FileJob,
+    job: &FileJob<LocalFile>,
     start: Start,
 ) -> Result<(u64, SentHash), SshError> {
-    let (local, remote, mode) = (&job.local, job.remote.as_str(), job.mode);
-    utf8_name(local)?;
-    let mut src = tokio::fs::File::open(local)
-        .await
+    let (local, remote, mode) = (job.local.shown(), job.remote.as_str(), job.mode);
+    let opened = job
+        .local
+        .open()
         .map_err(|e| local_err("opening", local, e))?;
+    let mut src = tokio::fs::File::from_std(opened);
     let attrs = FileAttributes {
         permissions: Some(mode & 0o777),
         ..FileAttributes::empty()
@@ -668,54 +700,6 @@ impl Hasher {
     }
 }
 
-/// Refuse when `path` exists as a symlink.
-async fn refuse_local_symlink(path: &Path) -> Result<Option<std::fs::Metadata>, SshError> {
-    match tokio::fs::symlink_metadata(path).await {
-        Ok(m) if m.file_type().is_symlink() => Err(SshError::LocalIo(format!(
-            "{} is a symbolic link; refusing to write through it",
-            path.display()
-        ))),
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(local_err("stat", path, e)),
-    }
-}
-
-/// Create one local directory; an existing real directory is fine, a symlink is refused.
-async fn local_mkdir_one(path: &Path) -> Result<(), SshError> {
-    match refuse_local_symlink(path).await? {
-        Some(m) if m.is_dir() => Ok(()),
-        Some(_) => Err(SshError::LocalIo(format!(
-            "{} exists and is not a directory",
-            path.display()
-        ))),
-        None => match tokio::fs::create_dir(path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                match refuse_local_symlink(path).await? {
-                    Some(m) if m.is_dir() => Ok(()),
-                    _ => Err(SshError::LocalIo(format!(
-                        "{} exists and is not a directory",
-                        path.display()
-                    ))),
-                }
-            }
-            Err(e) => Err(local_err("creating directory", path, e)),
-        },
-    }
-}
-
-async fn local_create_parents(local: &Path) -> Result<(), SshError> {
-    if let Some(parent) = local.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| local_err("creating directory", parent, e))?;
-    }
-    Ok(())
-}
-
 /// A file name from the server must be a single, ordinary path component.
 fn check_remote_name(dir: &str, name: &str) -> Result<(), SshError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
@@ -727,8 +711,10 @@ fn check_remote_name(dir: &str, name: &str) -> Result<(), SshError> {
 }
 
 /// Everything a download will create, found by listing the remote source once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DownloadPlan {
+    /// Where it goes: every path below is relative to `target.base()`.
+    pub target: Target,
     /// The source is one file (not a tree).
     pub single_file: bool,
     /// The local destination directory of a tree, then every directory
@@ -740,11 +726,11 @@ pub struct DownloadPlan {
 }
 
 /// List `remote` (a file or a directory tree) and plan its download to
-/// `local` (the destination path itself, not its parent).
+/// `target` (the destination path itself, not its parent).
 pub async fn plan_download(
     sftp: &SftpSession,
     remote: &str,
-    local: &Path,
+    target: &Target,
 ) -> Result<DownloadPlan, SshError> {
     let meta = sftp
         .metadata(remote.to_string())
@@ -757,13 +743,19 @@ pub async fn plan_download(
         mode: attrs.permissions.unwrap_or(0o644),
         mtime: attrs.mtime.map(u64::from),
     };
+    let local = target.rel().to_path_buf();
+    let mut plan = DownloadPlan {
+        target: target.clone(),
+        single_file: false,
+        dirs: Vec::new(),
+        files: Vec::new(),
+        skipped: 0,
+    };
     match meta.file_type() {
         FileType::File => {
-            return Ok(DownloadPlan {
-                single_file: true,
-                files: vec![job(remote.to_string(), local.to_path_buf(), &meta)],
-                ..DownloadPlan::default()
-            });
+            plan.single_file = true;
+            plan.files.push(job(remote.to_string(), local, &meta));
+            return Ok(plan);
         }
         FileType::Dir => {}
         _ => {
@@ -772,12 +764,8 @@ pub async fn plan_download(
             )));
         }
     }
-    let mut plan = DownloadPlan {
-        dirs: vec![local.to_path_buf()],
-        ..DownloadPlan::default()
-    };
-    // Filled below; then no file may land where another keeps its partial.
-    let mut stack: Vec<(String, PathBuf)> = vec![(remote.to_string(), local.to_path_buf())];
+    plan.dirs.push(local.clone());
+    let mut stack: Vec<(String, PathBuf)> = vec![(remote.to_string(), local)];
     while let Some((rdir, ldir)) = stack.pop() {
         let rd = sftp
             .read_dir(rdir.clone())
@@ -790,6 +778,11 @@ pub async fn plan_download(
             check_remote_name(&rdir, &name)?;
             let rpath = remote_join(&rdir, &name);
             let lpath = ldir.join(&name);
+            if let Some(never) = crate::local_paths::never_written(Path::new(&name)) {
+                return Err(SshError::LocalIo(format!(
+                    "{remote} holds {rpath} ({never}): the host never writes version-control metadata or direnv files (they run code); download the parts around it, or rename it on the cluster"
+                )));
+            }
             match entry.file_type() {
                 FileType::Dir => {
                     plan.dirs.push(lpath.clone());
@@ -800,6 +793,7 @@ pub async fn plan_download(
             }
         }
     }
+    // No file may land where another keeps its partial download.
     let destinations: std::collections::HashSet<&Path> =
         plan.files.iter().map(|f| f.local.as_path()).collect();
     for f in &plan.files {
@@ -815,27 +809,43 @@ pub async fn plan_download(
     Ok(plan)
 }
 
-/// Download the remote path `remote` (a file or a directory tree) to `local`
-/// (the destination path itself, not its parent), fetching every file whole
-/// and unverified.
+/// Download the remote path `remote` (a file or a directory tree) to
+/// `target` (the destination path itself, not its parent), fetching every
+/// file whole and unverified.
 pub async fn download(
     sftp: &SftpSession,
     remote: &str,
-    local: &Path,
+    target: &Target,
 ) -> Result<TransferStats, SshError> {
-    let plan = plan_download(sftp, remote, local).await?;
+    let plan = plan_download(sftp, remote, target).await?;
     let starts = plan.files.iter().map(|_| Start::Fresh).collect();
     download_planned(sftp, &plan, starts, None).await
 }
 
+/// The longest file name most local file systems take.
+const NAME_MAX: usize = 255;
+
 /// The file a download of `local` is written to before it is renamed into
-/// place. Its name is fixed, so an interrupted download can be resumed by the
-/// next one.
+/// place: a hidden sibling, `.NAME.cluster-slurm-part`. Its name is fixed,
+/// so an interrupted download can be resumed by the next one; for a name
+/// too long to carry the decoration it is `.<SHA-256 of the name>.cluster-slurm-part`.
 pub fn partial_path(local: &Path) -> Result<PathBuf, SshError> {
+    use std::os::unix::ffi::OsStrExt;
     let name = local.file_name().ok_or_else(|| {
         SshError::LocalIo(format!("{}: destination has no file name", local.display()))
     })?;
-    Ok(local.with_file_name(format!(".{}.cluster-slurm-part", name.to_string_lossy())))
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(".cluster-slurm-part");
+    if partial.len() > NAME_MAX {
+        let digest = hex(&Sha256::digest(name.as_bytes()));
+        partial = format!(
+            ".{}.cluster-slurm-part",
+            digest.get(..40).unwrap_or(&digest)
+        )
+        .into();
+    }
+    Ok(local.with_file_name(partial))
 }
 
 /// The cluster's SHA-256 of the files of a download (remote path → hash),
@@ -892,37 +902,38 @@ impl Drop for Expected {
 /// fetched again whole; a file that changed on the cluster meanwhile (a job
 /// still writing it) is kept as read and counted in `changing`; any other
 /// difference fails the download and leaves the old destination untouched.
+///
+/// Every directory is reached from the destination's base one real
+/// directory at a time, again for every file ([`Base::walk`]): a directory
+/// swapped for a symlink between the plan and a file's open is refused, not
+/// followed.
 pub async fn download_planned(
     sftp: &SftpSession,
     plan: &DownloadPlan,
     starts: Vec<Start>,
     mut expected: Option<&mut Expected>,
 ) -> Result<TransferStats, SshError> {
-    if let Some(root) = plan.dirs.first() {
-        local_create_parents(root).await?;
-    }
+    let base = plan.target.base();
     for dir in &plan.dirs {
-        local_mkdir_one(dir).await?;
+        crate::hooks::at(crate::hooks::Point::BeforeOpen(&base.show(dir)));
+        walk_blocking(base, dir, Create::Yes).await?;
     }
     let mut stats = TransferStats {
         skipped: plan.skipped,
         ..TransferStats::default()
     };
     for (job, start) in plan.files.iter().zip(starts) {
-        if plan.single_file {
-            local_create_parents(&job.local).await?;
-        }
-        let Some(resumed) = start.kept() else {
+        if start.kept().is_none() {
             stats.unchanged += 1;
             continue;
-        };
-        let mut fetched = download_file(sftp, job, start).await?;
-        let mut resumed = resumed;
+        }
+        let mut fetched = download_file(sftp, base, job, start).await?;
         let want = match expected.as_deref_mut() {
             None => None,
             Some(e) => match e.get(&job.remote).await? {
                 Some(want) => Some(want.clone()),
                 None => {
+                    fetched.discard();
                     return Err(SshError::Remote(format!(
                         "{}: the cluster could not hash it (unreadable, or gone), so it cannot be checked; nothing was replaced",
                         job.remote
@@ -931,18 +942,17 @@ pub async fn download_planned(
             },
         };
         if let Some(want) = want {
-            if want != fetched.sha256 && resumed > 0 {
+            if want != fetched.sha256 && fetched.resumed > 0 {
                 // The kept part was not a prefix of this file after all.
                 stats.bytes += fetched.bytes;
                 drop(fetched);
-                fetched = download_file(sftp, job, Start::Fresh).await?;
-                resumed = 0;
+                fetched = download_file(sftp, base, job, Start::Fresh).await?;
             }
             if want != fetched.sha256 {
                 if changed_since_listed(sftp, job).await {
                     stats.changing += 1;
                 } else {
-                    let _ = tokio::fs::remove_file(&fetched.partial).await;
+                    fetched.discard();
                     return Err(SshError::Remote(format!(
                         "{}: SHA-256 differs after download (cluster {want}, received {}); nothing was replaced, download it again",
                         job.remote, fetched.sha256
@@ -952,23 +962,27 @@ pub async fn download_planned(
                 stats.verified += 1;
             }
         }
-        // Re-check right before the rename: the destination must not have become a symlink.
-        let placed = async {
-            refuse_local_symlink(&job.local).await?;
-            tokio::fs::rename(&fetched.partial, &job.local)
-                .await
-                .map_err(|e| local_err("renaming into", &job.local, e))
-        }
-        .await;
-        if let Err(e) = placed {
-            let _ = tokio::fs::remove_file(&fetched.partial).await;
-            return Err(e);
-        }
+        fetched.place()?;
         stats.bytes += fetched.bytes;
-        stats.resumed_bytes += resumed;
+        stats.resumed_bytes += fetched.resumed;
         stats.files += 1;
     }
     Ok(stats)
+}
+
+/// [`Base::walk`] off the async threads.
+async fn walk_blocking(base: &Base, rel: &Path, create: Create) -> Result<Dir, SshError> {
+    let (base, rel) = (
+        base.try_clone()
+            .map_err(|e| local_err("opening", base.shown(), e))?,
+        rel.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || {
+        base.walk(&rel, create)
+            .map_err(|e| SshError::LocalIo(e.to_string()))
+    })
+    .await
+    .map_err(|e| SshError::LocalIo(format!("opening a directory stopped: {e}")))?
 }
 
 /// True when the remote file's size or modification time is no longer what
@@ -980,34 +994,150 @@ async fn changed_since_listed(sftp: &SftpSession, job: &FileJob) -> bool {
     }
 }
 
-/// A file fetched into its partial path, not yet in place.
+/// A file fetched into its partial file, not yet in place.
 struct Fetched {
-    partial: PathBuf,
+    /// The destination's directory, and the two names in it.
+    dir: Dir,
+    name: OsString,
+    partial: OsString,
+    shown: PathBuf,
     /// Bytes received in this call.
     bytes: u64,
+    /// Bytes kept from an interrupted download (resumed after them).
+    resumed: u64,
     /// SHA-256 of the whole partial file.
     sha256: String,
     /// Holds the partial file's lock until this is dropped (after the rename).
     _lock: std::fs::File,
 }
 
-/// Fetch one file into its partial path (from `offset` on when resuming).
+impl Fetched {
+    /// Rename the partial file over the destination (a rename replaces the
+    /// directory entry: nothing is written through what was there).
+    fn place(&self) -> Result<(), SshError> {
+        let placed = match self.dir.symlink_metadata(&self.name) {
+            Ok(m) if m.file_type().is_symlink() => Err(SshError::LocalIo(format!(
+                "{} is a symbolic link; refusing to write through it",
+                self.shown.display()
+            ))),
+            Ok(m) if m.is_dir() => Err(SshError::LocalIo(format!(
+                "{} exists and is a directory",
+                self.shown.display()
+            ))),
+            _ => self
+                .dir
+                .rename(&self.partial, &self.dir, &self.name)
+                .map_err(|e| local_err("renaming into", &self.shown, e)),
+        };
+        if placed.is_err() {
+            self.discard();
+        }
+        placed
+    }
+
+    fn discard(&self) {
+        let _ = self.dir.remove_file(&self.partial);
+    }
+}
+
+/// The partial file of a download, locked: reused when a resume keeps its
+/// bytes and it is this directory's own file (regular, one link); else made
+/// afresh under an exclusive create, so a link planted at its name is never
+/// opened. The lock is taken before anything is cut: a second download to
+/// the same destination is refused instead of clobbering it.
+fn open_partial(
+    dir: &Dir,
+    partial: &OsStr,
+    mode: u32,
+    resume: bool,
+    shown: &Path,
+) -> Result<(std::fs::File, bool), SshError> {
+    let busy = || {
+        SshError::LocalIo(format!(
+            "{}: another download to this destination is in progress",
+            shown.display()
+        ))
+    };
+    for _ in 0..4 {
+        match local_fs::open_regular(dir, partial, true) {
+            Ok(file) => {
+                let lone = file.metadata().map(|m| m.nlink() == 1).unwrap_or(false);
+                match file.try_lock() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+                    // A file system without locks: go on unguarded.
+                    Err(std::fs::TryLockError::Error(_)) => {}
+                }
+                if lone {
+                    if !resume {
+                        file.set_len(0)
+                            .map_err(|e| local_err("truncating", shown, e))?;
+                    }
+                    return Ok((file, resume));
+                }
+                // Another name shares this file (a planted hard link): let
+                // go of it, never write it.
+                drop(file);
+                dir.remove_file(partial)
+                    .map_err(|e| local_err("removing", shown, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A symlink, FIFO or anything else at the partial's name: not ours.
+            Err(_) => {
+                dir.remove_file(partial)
+                    .map_err(|e| local_err("removing", shown, e))?;
+            }
+        }
+        match local_fs::create_new(dir, partial, mode) {
+            Ok(file) => {
+                match file.try_lock() {
+                    Ok(()) | Err(std::fs::TryLockError::Error(_)) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+                }
+                return Ok((file, false));
+            }
+            // Someone made it meanwhile: look again.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(local_err("creating", shown, e)),
+        }
+    }
+    Err(busy())
+}
+
+/// Fetch one file into its partial file (from `offset` on when resuming).
 async fn download_file(
     sftp: &SftpSession,
+    base: &Base,
     job: &FileJob,
     start: Start,
 ) -> Result<Fetched, SshError> {
-    let (remote, local) = (job.remote.as_str(), job.local.as_path());
-    if let Some(m) = refuse_local_symlink(local).await?
-        && m.is_dir()
-    {
-        return Err(SshError::LocalIo(format!(
-            "{} exists and is a directory",
-            local.display()
-        )));
+    let remote = job.remote.as_str();
+    let shown = base.show(&job.local);
+    let (parent, name) =
+        local_fs::split(&job.local).map_err(|e| local_err("placing", &shown, e))?;
+    let partial_rel = partial_path(&job.local)?;
+    let partial = partial_rel
+        .file_name()
+        .map(OsStr::to_os_string)
+        .unwrap_or_default();
+    crate::hooks::at(crate::hooks::Point::BeforeOpen(&shown));
+    let dir = walk_blocking(base, &parent, Create::Yes).await?;
+    match dir.symlink_metadata(&name) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(SshError::LocalIo(format!(
+                "{} is a symbolic link; refusing to write through it",
+                shown.display()
+            )));
+        }
+        Ok(m) if m.is_dir() => {
+            return Err(SshError::LocalIo(format!(
+                "{} exists and is a directory",
+                shown.display()
+            )));
+        }
+        _ => {}
     }
-    let partial = partial_path(local)?;
-    let (offset, mut digest) = match start {
+    let (offset, digest) = match start {
         Start::Resume { offset, prefix } => (offset, prefix),
         _ => (0, Sha256::new()),
     };
@@ -1016,46 +1146,23 @@ async fn download_file(
         .open(remote.to_string())
         .await
         .map_err(|e| remote_err("opening", remote, e))?;
-    let mut options = tokio::fs::OpenOptions::new();
-    options
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode((job.mode & 0o777) | 0o600)
-        // Never write through a symlink planted at the partial path.
-        .custom_flags(libc::O_NOFOLLOW);
-    let file = options
-        .open(&partial)
-        .await
-        .map_err(|e| local_err("creating", &partial, e))?
-        .into_std()
-        .await;
-    // Two downloads to one destination would write one partial file at once:
-    // the lock is taken before anything is cut, and held until the rename.
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(SshError::LocalIo(format!(
-                "{}: another download to this destination is in progress",
-                local.display()
-            )));
-        }
-        // A file system without locks: go on unguarded.
-        Err(std::fs::TryLockError::Error(_)) => {}
-    }
-    if offset == 0 {
-        file.set_len(0)
-            .map_err(|e| local_err("truncating", &partial, e))?;
-    }
+    let mode = (job.mode & 0o777) | 0o600;
+    let (file, kept) = open_partial(&dir, &partial, mode, offset > 0, &shown)?;
+    // A partial that could not be kept starts from nothing.
+    let (offset, mut digest) = if kept {
+        (offset, digest)
+    } else {
+        (0, Sha256::new())
+    };
     let guard = file
         .try_clone()
-        .map_err(|e| local_err("opening", &partial, e))?;
+        .map_err(|e| local_err("opening", &shown, e))?;
     let mut dst = tokio::fs::File::from_std(file);
     let result: Result<u64, SshError> = async {
         if offset > 0 {
             dst.seek(std::io::SeekFrom::Start(offset))
                 .await
-                .map_err(|e| local_err("seeking in", &partial, e))?;
+                .map_err(|e| local_err("seeking in", &shown, e))?;
             src.seek(std::io::SeekFrom::Start(offset))
                 .await
                 .map_err(|e| remote_io_err("seeking in", remote, e))?;
@@ -1065,12 +1172,12 @@ async fn download_file(
             &mut dst,
             &mut digest,
             |e| remote_io_err("reading", remote, e),
-            |e| local_err("writing", &partial, e),
+            |e| local_err("writing", &shown, e),
         )
         .await?;
         dst.flush()
             .await
-            .map_err(|e| local_err("writing", &partial, e))?;
+            .map_err(|e| local_err("writing", &shown, e))?;
         Ok(total)
     }
     .await;
@@ -1082,8 +1189,12 @@ async fn download_file(
     drop(dst);
     // An interrupted fetch keeps its partial file: the next download resumes it.
     Ok(Fetched {
+        dir,
+        name,
         partial,
+        shown,
         bytes: result?,
+        resumed: offset,
         sha256: hex(&digest.finalize()),
         _lock: guard,
     })

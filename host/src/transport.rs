@@ -4,6 +4,7 @@
 //! get here; production uses [`SshTransport`].
 
 use crate::grants::ProfileGrant;
+use crate::local_fs::{Source, Target};
 use crate::sftp;
 use crate::ssh::{ConnectOptions, ExecResult, Pool, SshError};
 use crate::ssh_config;
@@ -46,7 +47,7 @@ pub trait Transport: Send + Sync {
     fn upload<'a>(
         &'a self,
         profile: &'a ProfileGrant,
-        local: PathBuf,
+        local: Source,
         remote: String,
     ) -> BoxFuture<'a, Result<Moved, SshError>>;
 
@@ -54,7 +55,7 @@ pub trait Transport: Send + Sync {
         &'a self,
         profile: &'a ProfileGrant,
         remote: String,
-        local: PathBuf,
+        local: Target,
     ) -> BoxFuture<'a, Result<Moved, SshError>>;
 
     /// Several uploads in one go; one `Moved` per item. No default: a
@@ -63,7 +64,7 @@ pub trait Transport: Send + Sync {
     fn upload_all<'a>(
         &'a self,
         profile: &'a ProfileGrant,
-        items: Vec<(PathBuf, String)>,
+        items: Vec<(Source, String)>,
     ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>>;
 }
 
@@ -140,7 +141,7 @@ impl Transport for SshTransport {
     fn upload<'a>(
         &'a self,
         profile: &'a ProfileGrant,
-        local: PathBuf,
+        local: Source,
         remote: String,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
         Box::pin(self.copy(profile, Copy::Up { local, remote }))
@@ -150,7 +151,7 @@ impl Transport for SshTransport {
         &'a self,
         profile: &'a ProfileGrant,
         remote: String,
-        local: PathBuf,
+        local: Target,
     ) -> BoxFuture<'a, Result<Moved, SshError>> {
         Box::pin(self.copy(profile, Copy::Down { remote, local }))
     }
@@ -158,7 +159,7 @@ impl Transport for SshTransport {
     fn upload_all<'a>(
         &'a self,
         profile: &'a ProfileGrant,
-        items: Vec<(PathBuf, String)>,
+        items: Vec<(Source, String)>,
     ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
         Box::pin(async move {
             let conn = self.connection(profile).await?;
@@ -177,8 +178,8 @@ impl Transport for SshTransport {
 }
 
 enum Copy {
-    Up { local: PathBuf, remote: String },
-    Down { remote: String, local: PathBuf },
+    Up { local: Source, remote: String },
+    Down { remote: String, local: Target },
 }
 
 impl SshTransport {
@@ -202,7 +203,7 @@ impl SshTransport {
             .map_err(|_| {
                 SshError::Timeout(match &copy {
                     Copy::Up { local, .. } => {
-                        format!("upload of {} did not finish", local.display())
+                        format!("upload of {} did not finish", local.shown().display())
                     }
                     Copy::Down { remote, .. } => format!("download of {remote} did not finish"),
                 })

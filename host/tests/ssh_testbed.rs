@@ -16,10 +16,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cluster_slurm_host::local_fs::{Source, Target};
 use cluster_slurm_host::sftp;
 use cluster_slurm_host::ssh::{ConnectOptions, Connection, Pool, SshError, quote_command};
 use cluster_slurm_host::ssh_config::resolve;
 use sha2::{Digest, Sha256};
+
+/// A test's own file or tree as an upload source.
+fn src_of(path: &Path) -> Source {
+    Source::ambient(path).unwrap()
+}
+
+/// A test's own path as a download destination.
+fn dst_of(path: &Path) -> Target {
+    Target::ambient(path).unwrap()
+}
 
 const TB: &str = "/var/tmp/cluster-slurm-testbed/ssh";
 
@@ -613,7 +624,7 @@ async fn sftp_tree_round_trip() {
     let remote = format!("{remote_root}/up/nested/tree");
     let s = c.open_sftp().await.unwrap();
     let start = Instant::now();
-    let up = sftp::upload(&s, &src, &remote).await.unwrap();
+    let up = sftp::upload(&s, &src_of(&src), &remote).await.unwrap();
     eprintln!("upload: {up:?} in {:?}", start.elapsed());
     assert_eq!(up.files, 4);
     assert_eq!(up.bytes, 6 + 19 + big.len() as u64);
@@ -649,7 +660,7 @@ async fn sftp_tree_round_trip() {
 
     let dst = d.path().join("down/x/y");
     let start = Instant::now();
-    let down = sftp::download(&s, &remote, &dst).await.unwrap();
+    let down = sftp::download(&s, &remote, &dst_of(&dst)).await.unwrap();
     eprintln!("download: {down:?} in {:?}", start.elapsed());
     assert_eq!(down.files, 4);
     assert_eq!(down.skipped, 2);
@@ -685,7 +696,7 @@ async fn sftp_tree_round_trip() {
     // Single files: upload to a new nested path, download over an existing file.
     let st = sftp::upload(
         &s,
-        &src.join("a.txt"),
+        &src_of(&src.join("a.txt")),
         &format!("{remote_root}/single/dir/a.txt"),
     )
     .await
@@ -695,7 +706,7 @@ async fn sftp_tree_round_trip() {
     let st = sftp::download(
         &s,
         &format!("{remote_root}/single/dir/a.txt"),
-        &d.path().join("existing"),
+        &dst_of(&d.path().join("existing")),
     )
     .await
     .unwrap();
@@ -709,7 +720,7 @@ async fn sftp_tree_round_trip() {
     let e = sftp::download(
         &s,
         &format!("{remote_root}/nope.txt"),
-        &d.path().join("nope"),
+        &dst_of(&d.path().join("nope")),
     )
     .await
     .unwrap_err();
@@ -723,24 +734,18 @@ async fn sftp_tree_round_trip() {
     let e = sftp::download(
         &s,
         &format!("{remote_root}/single/dir/a.txt"),
-        &d.path().join("dest-link"),
+        &dst_of(&d.path().join("dest-link")),
     )
     .await
     .unwrap_err();
     assert!(matches!(e, SshError::LocalIo(_)), "{e:?}");
     assert!(!d.path().join("target-of-link").exists());
-    let e = sftp::upload(
-        &s,
-        &d.path().join("missing-local"),
-        &format!("{remote_root}/x"),
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(e, SshError::LocalIo(_)), "{e:?}");
+    // A missing local source cannot even be opened.
+    assert!(Source::ambient(&d.path().join("missing-local")).is_err());
     // Uploading below a remote *file* fails cleanly.
     let e = sftp::upload(
         &s,
-        &src.join("a.txt"),
+        &src_of(&src.join("a.txt")),
         &format!("{remote_root}/single/dir/a.txt/below"),
     )
     .await
@@ -759,7 +764,7 @@ async fn sftp_tree_round_trip() {
     let e = sftp::download(
         &s,
         &format!("{remote_root}/locked"),
-        &d.path().join("locked"),
+        &dst_of(&d.path().join("locked")),
     )
     .await
     .unwrap_err();
@@ -1003,7 +1008,7 @@ async fn uploads_are_verified_by_sha256_on_both_ends() {
     );
     let transport = SshTransport::new(Some(cfg));
     let moved = transport
-        .upload(&profile, tree.clone(), remote.clone())
+        .upload(&profile, src_of(&tree), remote.clone())
         .await
         .unwrap();
     assert_eq!(moved.files, 4);
@@ -1065,7 +1070,7 @@ async fn a_large_upload_is_checked_by_ranges_and_a_damaged_range_is_named() {
     };
     let remote = format!("{root}/ranged-{}.bin", std::process::id());
     let moved = SshTransport::new(Some(cfg.clone()))
-        .upload(&profile, file.clone(), remote.clone())
+        .upload(&profile, src_of(&file), remote.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -1149,7 +1154,7 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
     let transport = SshTransport::new(Some(cfg));
 
     let first = transport
-        .upload(&profile, tree.clone(), remote.clone())
+        .upload(&profile, src_of(&tree), remote.clone())
         .await
         .unwrap();
     let big_len = big.len() as u64;
@@ -1158,7 +1163,7 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
         (3, 0, 5 + big_len)
     );
     let second = transport
-        .upload(&profile, tree.clone(), remote.clone())
+        .upload(&profile, src_of(&tree), remote.clone())
         .await
         .unwrap();
     // The large file is skipped; small ones ride along in the bundle
@@ -1174,7 +1179,7 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
     edited[1000] = 6;
     std::fs::write(tree.join("sub/b.bin"), &edited).unwrap();
     let third = transport
-        .upload(&profile, tree.clone(), remote.clone())
+        .upload(&profile, src_of(&tree), remote.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -1189,18 +1194,18 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
 
     let back = local.path().join("back");
     let down = transport
-        .download(&profile, remote.clone(), back.clone())
+        .download(&profile, remote.clone(), dst_of(&back))
         .await
         .unwrap();
     assert_eq!((down.files, down.verified, down.unchanged), (3, 3, 0));
     let again = transport
-        .download(&profile, remote.clone(), back.clone())
+        .download(&profile, remote.clone(), dst_of(&back))
         .await
         .unwrap();
     assert_eq!((again.unchanged, again.bytes), (3, 0), "{again:?}");
     std::fs::write(back.join("a.txt"), "local edit").unwrap();
     let restored = transport
-        .download(&profile, remote.clone(), back.clone())
+        .download(&profile, remote.clone(), dst_of(&back))
         .await
         .unwrap();
     assert_eq!((restored.unchanged, restored.bytes), (2, 5), "{restored:?}");
@@ -1249,7 +1254,7 @@ async fn many_small_files_travel_in_bundles() {
     let remote = format!("{root}/bundle-{}", std::process::id());
     let transport = SshTransport::new(Some(cfg));
     let moved = transport
-        .upload(&profile, tree.clone(), remote.clone())
+        .upload(&profile, src_of(&tree), remote.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -1276,7 +1281,7 @@ async fn many_small_files_travel_in_bundles() {
         .mode();
     assert!(mode & 0o100 != 0, "{mode:o}");
     let again = transport
-        .upload(&profile, tree, remote.clone())
+        .upload(&profile, src_of(&tree), remote.clone())
         .await
         .unwrap();
     // Again: the large file is not sent; the small ones ride in bundles.
@@ -1316,7 +1321,7 @@ async fn download_partials_are_guarded() {
     // Not a prefix: resumed, found wrong by the hash, fetched again whole.
     std::fs::write(&partial, "WRONG").unwrap();
     let moved = transport
-        .download(&profile, file.clone(), dest.clone())
+        .download(&profile, file.clone(), dst_of(&dest))
         .await
         .unwrap();
     assert_eq!(
@@ -1332,7 +1337,7 @@ async fn download_partials_are_guarded() {
     let holder = std::fs::File::open(&partial).unwrap();
     holder.lock().unwrap();
     let e = transport
-        .download(&profile, file.clone(), dest.clone())
+        .download(&profile, file.clone(), dst_of(&dest))
         .await
         .unwrap_err();
     assert!(
@@ -1342,7 +1347,7 @@ async fn download_partials_are_guarded() {
     assert_eq!(std::fs::read_to_string(&partial).unwrap(), "the real");
     drop(holder);
     let moved = transport
-        .download(&profile, file.clone(), dest.clone())
+        .download(&profile, file.clone(), dst_of(&dest))
         .await
         .unwrap();
     assert_eq!(moved.resumed_bytes, 8, "{moved:?}");
@@ -1354,7 +1359,7 @@ async fn download_partials_are_guarded() {
     // A tree with a file named like another file's partial: refused.
     std::fs::write(format!("{remote}/.data.txt.cluster-slurm-part"), "x").unwrap();
     let e = transport
-        .download(&profile, remote.clone(), local.path().join("tree"))
+        .download(&profile, remote.clone(), dst_of(&local.path().join("tree")))
         .await
         .unwrap_err();
     assert!(

@@ -21,10 +21,21 @@ use std::time::{Duration, Instant};
 
 use cluster_slurm_host::bindings::{HostError, host_error_parts};
 use cluster_slurm_host::grants::ProfileGrant;
+use cluster_slurm_host::local_fs::{Source, Target};
 use cluster_slurm_host::sftp::partial_path;
 use cluster_slurm_host::ssh::{ExecResult, SshError};
 use cluster_slurm_host::transport::{SshTransport, Transport};
 use sha2::{Digest, Sha256};
+
+/// A test's own file or tree as an upload source.
+fn src(path: &Path) -> Source {
+    Source::ambient(path).unwrap()
+}
+
+/// A test's own path as a download destination.
+fn dst(path: &Path) -> Target {
+    Target::ambient(path).unwrap()
+}
 
 const TB: &str = "/var/tmp/cluster-slurm-testbed";
 const RUN_ROOT: &str = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
@@ -282,7 +293,7 @@ async fn an_upload_cut_off_mid_transfer_resumes_and_arrives_intact() {
     let remote = format!("{dir}/big.bin");
 
     let grant = profile();
-    let upload = transport.upload(&grant, big.clone(), remote.clone());
+    let upload = transport.upload(&grant, src(&big), remote.clone());
     let watch = tokio::task::spawn_blocking({
         let (sshd, remote) = (sshd.clone(), PathBuf::from(&remote));
         move || cut_when(&sshd, &remote, CUT_AT)
@@ -300,7 +311,7 @@ async fn an_upload_cut_off_mid_transfer_resumes_and_arrives_intact() {
 
     // The next call reconnects and sends only the rest.
     let again = transport
-        .upload(&profile(), big.clone(), remote.clone())
+        .upload(&profile(), src(&big), remote.clone())
         .await
         .unwrap();
     eprintln!("resumed: {again:?}");
@@ -310,7 +321,10 @@ async fn an_upload_cut_off_mid_transfer_resumes_and_arrives_intact() {
     assert_eq!(sha_of(Path::new(&remote)), sha_of(&big));
 
     // And a third call finds it complete: nothing sent.
-    let third = transport.upload(&profile(), big, remote).await.unwrap();
+    let third = transport
+        .upload(&profile(), src(&big), remote)
+        .await
+        .unwrap();
     assert_eq!((third.unchanged, third.bytes), (1, 0), "{third:?}");
     assert_eq!(transport.connection_attempts(), 2);
 }
@@ -329,7 +343,7 @@ async fn a_download_cut_off_mid_transfer_resumes_and_arrives_intact() {
     let partial = partial_path(&dest).unwrap();
 
     let grant = profile();
-    let download = transport.download(&grant, remote.clone(), dest.clone());
+    let download = transport.download(&grant, remote.clone(), dst(&dest));
     let watch = tokio::task::spawn_blocking({
         let (sshd, partial) = (sshd.clone(), partial.clone());
         move || cut_when(&sshd, &partial, CUT_AT)
@@ -344,7 +358,7 @@ async fn a_download_cut_off_mid_transfer_resumes_and_arrives_intact() {
     assert!((CUT_AT..BIG as u64).contains(&kept), "{kept} bytes kept");
 
     let again = transport
-        .download(&profile(), remote.clone(), dest.clone())
+        .download(&profile(), remote.clone(), dst(&dest))
         .await
         .unwrap();
     eprintln!("resumed: {again:?}");
@@ -355,7 +369,7 @@ async fn a_download_cut_off_mid_transfer_resumes_and_arrives_intact() {
     assert!(!partial.exists(), "the partial file was left behind");
 
     let third = transport
-        .download(&profile(), remote, dest.clone())
+        .download(&profile(), remote, dst(&dest))
         .await
         .unwrap();
     assert_eq!((third.unchanged, third.bytes), (1, 0), "{third:?}");
