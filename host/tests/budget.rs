@@ -64,10 +64,10 @@ fn opts() -> ConnectOptions {
 /// record, budget 2: exactly two connections reach the node, four gets are
 /// refused by the budget, naming it and the wait.
 ///
-/// Negative control: with `Pool::take_shared` returning `Ok(())` at once (the
-/// shared record disabled), each pool counts only its own attempts and four
-/// connections reach the node: the `accepted == 2` assertion fails (done;
-/// the contrast at the end shows the same without touching the code).
+/// Negative control (done): with `Pool::take_shared` returning `Ok(())` at
+/// once (the shared record disabled), each pool counts only its own attempts
+/// and four connections reach the node: `accepted == 2` fails (left 4). The
+/// contrast at the end shows the same without touching the code.
 #[tokio::test]
 async fn two_pools_sharing_a_record_dial_the_budget_together() {
     let node = Node::start();
@@ -230,10 +230,10 @@ fn budget_refusals(stderr: &[String]) -> usize {
 /// 2`: exactly two connections reach the node; the six others fail with the
 /// budget message on stderr, without dialling.
 ///
-/// Negative control: with the shared record disabled (`Pool::take_shared`
-/// returning `Ok(())` at once) all eight processes connected and no call was
-/// refused: this test failed on `accepted == 2` (done; the next test shows
-/// the same through the per-process fallback).
+/// Negative control (done): with the shared record disabled
+/// (`Pool::take_shared` returning `Ok(())` at once) all eight processes
+/// connected: `accepted == 2` fails (left 8). The next test shows the same
+/// through the per-process fallback.
 #[test]
 fn eight_cli_processes_share_a_budget_of_two() {
     let node = Node::start();
@@ -308,6 +308,10 @@ fn granted(record: &SharedBudget, node: &str, now: u64) -> Vec<String> {
 /// Garbage, text that is not ours and a size bomb are each reset with a
 /// warning (never a panic, never a refusal that lasts), and the budget
 /// counts afresh from there.
+///
+/// Negative control (done): counting a garbled record as full (1000 attempts
+/// now) instead of resetting it: the first take after the garbage is
+/// `Refused { used: 1000 }` and this test (and the CLI one above) fail.
 #[test]
 fn garbage_and_huge_records_are_reset_with_a_warning() {
     let state = tempfile::tempdir().unwrap();
@@ -350,9 +354,12 @@ fn garbage_and_huge_records_are_reset_with_a_warning() {
 /// name is replaced by a private record, with a warning. The same for a
 /// hard link to another file and a FIFO (which would hang a plain open).
 ///
-/// Negative control: without `O_NOFOLLOW` and the hard-link check in
-/// `budget::open_no_follow`/`lock_record`, the record was written through
-/// the link: the outside file's content assertion failed (done).
+/// Negative controls (done): without `O_NOFOLLOW` (`open_no_follow`) and the
+/// check in `lock_record` that the name is still the file locked, the record
+/// was written through the symlink (the outside file held the record);
+/// without `O_NOFOLLOW` alone that check still caught it and the take failed
+/// closed. Without the hard-link (`nlink`) check, the record was written
+/// through the hard link.
 #[test]
 fn a_planted_symlink_hard_link_or_fifo_is_replaced_not_followed() {
     let state = tempfile::tempdir().unwrap();
@@ -365,8 +372,8 @@ fn a_planted_symlink_hard_link_or_fifo_is_replaced_not_followed() {
 
     std::os::unix::fs::symlink(&precious, &path).unwrap();
     let w = granted(&record, "n:22", T0);
-    assert!(w.iter().any(|w| w.contains("is a symlink")), "{w:?}");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(w.iter().any(|w| w.contains("is a symlink")), "{w:?}");
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert!(meta.file_type().is_file());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -380,8 +387,8 @@ fn a_planted_symlink_hard_link_or_fifo_is_replaced_not_followed() {
     std::fs::remove_file(&path).unwrap();
     std::fs::hard_link(&precious, &path).unwrap();
     let w = granted(&record, "n:22", T0 + 60_000);
-    assert!(w.iter().any(|w| w.contains("hard links")), "{w:?}");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(w.iter().any(|w| w.contains("hard links")), "{w:?}");
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -403,6 +410,9 @@ fn a_planted_symlink_hard_link_or_fifo_is_replaced_not_followed() {
 /// A lock that stays held (a stopped process) makes the take give up within
 /// its bounded wait (the caller falls back to its own count); a process that
 /// dies holding the lock releases it.
+///
+/// Negative control (done): with a blocking `File::lock` instead of the
+/// bounded `try_lock` loop, the take waited the holder's full 60 s.
 #[test]
 fn a_held_lock_is_waited_for_boundedly_and_dies_with_its_holder() {
     let state = tempfile::tempdir().unwrap();
