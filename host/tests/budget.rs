@@ -407,6 +407,33 @@ fn a_planted_symlink_hard_link_or_fifo_is_replaced_not_followed() {
     );
 }
 
+/// A record directory that is a symlink (or writable by others) is not
+/// used at all: the take says why (the caller falls back to its own count)
+/// and nothing is created where the link points.
+///
+/// Negative controls (done): without the `is_dir` check (on
+/// `symlink_metadata`) in `SharedBudget::ensure_dir`, the mode check still
+/// refused the link (a symlink's own mode is 0777) and the message
+/// assertion failed; without both, the record was created in the linked
+/// directory and the `read_dir` assertion failed (left 1).
+#[test]
+fn a_symlinked_or_shared_record_directory_is_not_used() {
+    let state = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let record = SharedBudget::in_state_dir(state.path());
+    std::os::unix::fs::symlink(outside.path(), record.dir()).unwrap();
+    let taken = record.take_at("n:22", 2, T0);
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    let e = taken.unwrap_err();
+    assert!(e.0.contains("not a directory"), "{e}");
+
+    std::fs::remove_file(record.dir()).unwrap();
+    std::fs::create_dir(record.dir()).unwrap();
+    std::fs::set_permissions(record.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = record.take_at("n:22", 2, T0).unwrap_err();
+    assert!(e.0.contains("writable by other users"), "{e}");
+}
+
 /// A lock that stays held (a stopped process) makes the take give up within
 /// its bounded wait (the caller falls back to its own count); a process that
 /// dies holding the lock releases it.
