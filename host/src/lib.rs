@@ -5,6 +5,7 @@
 //! - [`grants`]: what the operator allows, and the one checkpoint.
 //! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
+//! - [`budget`]: the connection budget shared by all processes of the user.
 //! - [`runtime`]: loading and calling the component.
 //! - [`audit`]: the log of every capability call the guest made.
 //! - [`hooks`]: points where tests step in (test builds only).
@@ -17,6 +18,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod bindings;
+pub mod budget;
 pub mod bundle;
 #[cfg(test)]
 mod capability_tests;

@@ -1350,11 +1350,19 @@ pub const DEFAULT_CONNECTIONS_PER_MINUTE: u32 = 10;
 /// hammer the login node). After a failed attempt the next one waits (1 s,
 /// doubling per failure, at most 30 s); until then `get` repeats the error
 /// and says when it will try again.
+///
+/// With a shared record ([`Pool::shared_with`], [`Pool::shared_per_user`];
+/// `SshTransport` uses the user's) the budget also holds per login node
+/// across every process using that record (see [`crate::budget`]); without
+/// one, or when the record cannot be used, it holds per process.
 pub struct Pool {
     slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     per_minute: u32,
     first_backoff: Duration,
     attempts: std::sync::atomic::AtomicU64,
+    /// The record shared with other processes: none (per process only), or
+    /// the record, or why the user's record could not be found.
+    shared: Option<Result<crate::budget::SharedBudget, crate::budget::Unusable>>,
 }
 
 /// The longest wait between failed connection attempts.
@@ -1389,7 +1397,23 @@ impl Pool {
             per_minute: per_minute.max(1),
             first_backoff: Duration::from_secs(1),
             attempts: std::sync::atomic::AtomicU64::new(0),
+            shared: None,
         }
+    }
+
+    /// Count connection attempts in `record` too, shared with every process
+    /// using it: the budget then holds per login node across them all.
+    pub fn shared_with(mut self, record: crate::budget::SharedBudget) -> Pool {
+        self.shared = Some(Ok(record));
+        self
+    }
+
+    /// As [`shared_with`](Self::shared_with), with the user's record
+    /// (`$CLUSTER_SLURM_STATE_DIR`, else the host's state directory). If there
+    /// is none, the pool counts per process and says so once on stderr.
+    pub fn shared_per_user(mut self) -> Pool {
+        self.shared = Some(crate::budget::SharedBudget::for_user());
+        self
     }
 
     /// After a failed connection attempt, wait `first` before the next one,
@@ -1458,6 +1482,7 @@ impl Pool {
                 s.attempts.len()
             )));
         }
+        self.take_shared(label, params).await?;
         s.attempts.push_back(now);
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1472,6 +1497,48 @@ impl Pool {
                 s.last_failure = Some((Instant::now(), e.clone()));
                 s.failures = s.failures.saturating_add(1);
                 Err(e)
+            }
+        }
+    }
+
+    /// Take this attempt from the record shared with other processes, if
+    /// there is one: refused when they (and we) used the budget up. A record
+    /// that cannot be used leaves the per-process count in charge.
+    async fn take_shared(&self, label: &str, params: &HostParams) -> Result<(), SshError> {
+        use crate::budget::{Unusable, Verdict, endpoint, warn_unusable_once};
+        let record = match &self.shared {
+            None => return Ok(()),
+            Some(Err(why)) => {
+                warn_unusable_once(why);
+                return Ok(());
+            }
+            Some(Ok(record)) => record.clone(),
+        };
+        let node = endpoint(params);
+        let per_minute = self.per_minute;
+        let key = node.clone();
+        // File locking may wait (at most budget::LOCK_WAIT): not on a runtime thread.
+        let taken = tokio::task::spawn_blocking(move || record.take(&key, per_minute))
+            .await
+            .unwrap_or_else(|e| Err(Unusable(format!("the record check failed: {e}"))));
+        match taken {
+            Ok(outcome) => {
+                for warning in &outcome.warnings {
+                    eprintln!("{warning}");
+                }
+                match outcome.verdict {
+                    Verdict::Granted => Ok(()),
+                    Verdict::Refused {
+                        used,
+                        retry_in_secs,
+                    } => Err(SshError::Connection(format!(
+                        "{label}: {used} new SSH connections to {node} in the last minute already, counted over all cluster-slurm processes of this user (the budget: {per_minute}); not opening another, to spare the login node. Retry in about {retry_in_secs} s"
+                    ))),
+                }
+            }
+            Err(why) => {
+                warn_unusable_once(&why);
+                Ok(())
             }
         }
     }

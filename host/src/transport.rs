@@ -84,16 +84,19 @@ pub struct SshTransport {
 impl SshTransport {
     pub fn new(ssh_config: Option<PathBuf>) -> SshTransport {
         SshTransport {
-            pool: Pool::new(),
+            // The user's shared record: the budget holds across every
+            // cluster-slurm process (CLI calls, several MCP servers).
+            pool: Pool::new().shared_per_user(),
             ssh_config,
             options: ConnectOptions::default(),
             requests: AtomicU64::new(0),
         }
     }
 
-    /// At most `per_minute` new connections per profile and minute.
+    /// At most `per_minute` new connections per login node and minute, over
+    /// every cluster-slurm process of the user (see [`crate::budget`]).
     pub fn with_connection_budget(mut self, per_minute: u32) -> SshTransport {
-        self.pool = Pool::with_budget(per_minute);
+        self.pool = Pool::with_budget(per_minute).shared_per_user();
         self
     }
 
