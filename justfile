@@ -35,6 +35,7 @@ demo: build
 # Every test, ending with nextest's summary.
 test: lint mcp-client build plugin openclaw-host
     CLUSTER_SLURM_TESTBED_CONFIG="$(tests/testbed/up.sh | tail -1)" CLUSTER_SLURM_BIN="$PWD/{{bin}}" \
+        CLUSTER_SLURM_STATE_DIR="$(mktemp -d /tmp/cluster-slurm-state.XXXXXX)" \
         cargo nextest run --release --workspace --no-fail-fast
 
 # The OpenClaw plugin in openclaw/: the guest transpiled by jco (Node 24 and

@@ -153,7 +153,12 @@ impl Env {
             }
         }
         if let Some(top) = config.as_object_mut() {
-            top.insert("host".into(), json!({"sshConfig": ssh_config}));
+            // One process per call opens a connection each time: the
+            // loopback testbed has no login node to spare.
+            top.insert(
+                "host".into(),
+                json!({"sshConfig": ssh_config, "connectionsPerMinute": 1000}),
+            );
         }
         let config_path = dir.join("cluster-slurm.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
@@ -385,7 +390,8 @@ async fn transfers(
         }
         // Up.
         settle();
-        let transport = SshTransport::new(Some(env.tb.join("ssh/ssh_config")));
+        let transport =
+            SshTransport::new(Some(env.tb.join("ssh/ssh_config"))).with_connection_budget(1000);
         let (moved, t) =
             timed(transport.upload(&profile, Source::ambient(&big)?, remote_big.clone())).await;
         let moved = moved?;
@@ -409,7 +415,8 @@ async fn transfers(
         // Down (the file sftp left there).
         let _ = std::fs::remove_file(&local_down);
         settle();
-        let transport = SshTransport::new(Some(env.tb.join("ssh/ssh_config")));
+        let transport =
+            SshTransport::new(Some(env.tb.join("ssh/ssh_config"))).with_connection_budget(1000);
         let (moved, t) =
             timed(transport.download(&profile, remote_big.clone(), Target::ambient(&local_down)?))
                 .await;
@@ -447,7 +454,8 @@ async fn transfers(
             break;
         }
         // Many small files up.
-        let transport = SshTransport::new(Some(env.tb.join("ssh/ssh_config")));
+        let transport =
+            SshTransport::new(Some(env.tb.join("ssh/ssh_config"))).with_connection_budget(1000);
         let (moved, t) =
             timed(transport.upload(&profile, Source::ambient(&tree)?, fresh_tree("ours", rep)))
                 .await;

@@ -70,6 +70,8 @@ pub fn cli_call(bin: &Path, config: &Path, workspace: &Path, request: &Value) ->
         .arg(workspace)
         .args(["call", action, &request.to_string()])
         .env("CLUSTER_SLURM_AUDIT_LOG", "off")
+        // The connection record of the bench's own, not the user's.
+        .env("CLUSTER_SLURM_STATE_DIR", config.with_file_name("state"))
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     if !out.status.success() {

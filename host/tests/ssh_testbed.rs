@@ -33,6 +33,9 @@ fn dst_of(path: &Path) -> Target {
 }
 
 const TB: &str = "/var/tmp/cluster-slurm-testbed/ssh";
+/// The testbed is one loopback login node shared by the whole test run:
+/// the per-minute budget of a real one would throttle the suite.
+const TESTBED_BUDGET: u32 = 1000;
 
 fn testbed() -> PathBuf {
     let cfg = PathBuf::from(TB).join("ssh_config");
@@ -933,7 +936,7 @@ async fn a_hundred_concurrent_calls_share_one_connection_and_lose_nothing() {
                             "remoteRoot": "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs"}}
     });
     let grants = Arc::new(Grants::from_config(&config, ws.path()).unwrap());
-    let transport = Arc::new(SshTransport::new(Some(cfg)));
+    let transport = Arc::new(SshTransport::new(Some(cfg)).with_connection_budget(TESTBED_BUDGET));
     let wasm_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm32-wasip2/guest/cluster_slurm_guest.wasm");
     let wasm = std::fs::read(&wasm_path)
@@ -1006,7 +1009,7 @@ async fn uploads_are_verified_by_sha256_on_both_ends() {
         "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs/verify-{}",
         std::process::id()
     );
-    let transport = SshTransport::new(Some(cfg));
+    let transport = SshTransport::new(Some(cfg)).with_connection_budget(TESTBED_BUDGET);
     let moved = transport
         .upload(&profile, src_of(&tree), remote.clone())
         .await
@@ -1070,6 +1073,7 @@ async fn a_large_upload_is_checked_by_ranges_and_a_damaged_range_is_named() {
     };
     let remote = format!("{root}/ranged-{}.bin", std::process::id());
     let moved = SshTransport::new(Some(cfg.clone()))
+        .with_connection_budget(TESTBED_BUDGET)
         .upload(&profile, src_of(&file), remote.clone())
         .await
         .unwrap();
@@ -1151,7 +1155,7 @@ async fn unchanged_files_are_skipped_and_changed_ones_sent() {
         remote_root: root.into(),
     };
     let remote = format!("{root}/skip-{}", std::process::id());
-    let transport = SshTransport::new(Some(cfg));
+    let transport = SshTransport::new(Some(cfg)).with_connection_budget(TESTBED_BUDGET);
 
     let first = transport
         .upload(&profile, src_of(&tree), remote.clone())
@@ -1252,7 +1256,7 @@ async fn many_small_files_travel_in_bundles() {
         remote_root: root.into(),
     };
     let remote = format!("{root}/bundle-{}", std::process::id());
-    let transport = SshTransport::new(Some(cfg));
+    let transport = SshTransport::new(Some(cfg)).with_connection_budget(TESTBED_BUDGET);
     let moved = transport
         .upload(&profile, src_of(&tree), remote.clone())
         .await
@@ -1315,7 +1319,7 @@ async fn download_partials_are_guarded() {
     let local = tempfile::tempdir().unwrap();
     let dest = local.path().join("data.txt");
     let partial = partial_path(&dest).unwrap();
-    let transport = SshTransport::new(Some(cfg));
+    let transport = SshTransport::new(Some(cfg)).with_connection_budget(TESTBED_BUDGET);
     let file = format!("{remote}/data.txt");
 
     // Not a prefix: resumed, found wrong by the hash, fetched again whole.

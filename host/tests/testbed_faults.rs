@@ -40,6 +40,8 @@ fn dst(path: &Path) -> Target {
 const TB: &str = "/var/tmp/cluster-slurm-testbed";
 const RUN_ROOT: &str = "/var/tmp/cluster-slurm-testbed/home/slurmtest/cluster-runs";
 const BIG: usize = 256 << 20;
+/// Every fault test dials its own sshd many times; not the budget under test.
+const TESTBED_BUDGET: u32 = 1000;
 /// Cut the session once this much has arrived.
 const CUT_AT: u64 = 48 << 20;
 
@@ -155,7 +157,7 @@ impl PrivateSshd {
     }
 
     fn transport(&self) -> SshTransport {
-        SshTransport::new(Some(self.client_config()))
+        SshTransport::new(Some(self.client_config())).with_connection_budget(TESTBED_BUDGET)
     }
 
     /// Kill every session process (as if the connection were cut); the

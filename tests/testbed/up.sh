@@ -472,7 +472,7 @@ Host slurm-testbed
 EOF
 put "$TB/cluster-slurm.json" 644 <<EOF || true
 {
-  "host": { "sshConfig": "$TB/ssh/ssh_config" },
+  "host": { "sshConfig": "$TB/ssh/ssh_config", "connectionsPerMinute": 1000 },
   "defaultCluster": "local-cpu",
   "localRunsDir": ".openclaw/cluster-runs",
   "routing": { "defaultProfile": "local-cpu", "gpuProfile": "local-gpu" },
