@@ -218,9 +218,7 @@ fn program_mutation(words: &[&Word], stdin: &[String], depth: usize) -> Option<F
         }
         n if SHELLS.contains(&n) => shell_mutation(args, stdin, depth),
         n if is_python(n) => python_module(args).and_then(|m| match m {
-            Ok(module) if matches!(module, "venv" | "virtualenv") => {
-                Some(Finding::Mutation("python -m venv"))
-            }
+            Ok("venv" | "virtualenv") => Some(Finding::Mutation("python -m venv")),
             Ok(_) => None,
             Err(u) => Some(u),
         }),
