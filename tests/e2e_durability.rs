@@ -223,7 +223,7 @@ fn every_host_call_is_in_the_audit_log() {
         assert_eq!(e["outcome"], "ok", "{e}");
     }
     let sbatch = entries.iter().find(|e| e["program"] == "sbatch").unwrap();
-    assert_eq!(sbatch["args"], json!(["--parsable", "job.slurm"]));
+    assert_eq!(sbatch["args"], json!(["--parsable", "--", "job.slurm"]));
     assert_eq!(sbatch["cwd"], submitted["remoteRunDir"]);
     assert_eq!(sbatch["exitCode"], 0);
     // Inputs and script went up in one call, each item named.

@@ -143,7 +143,11 @@ impl Tool<'_> {
     fn find_run(&mut self, run_id: Option<&str>) -> Result<Option<RunRecord>, ToolError> {
         let Some(raw) = run_id else { return Ok(None) };
         let id = sanitize_run_id(raw).map_err(invalid)?;
-        self.load_ledger()?.get(&id).map_err(local_io)
+        let run = self.load_ledger()?.get(&id).map_err(local_io)?;
+        if let Some(r) = &run {
+            r.check_job_ids().map_err(invalid)?;
+        }
+        Ok(run)
     }
 
     /// The run named by `runId`, which must exist.
@@ -233,6 +237,7 @@ impl Tool<'_> {
 
     /// `squeue -h -t all -j IDS -o FORMAT`: finished jobs too, while slurmctld remembers them.
     fn squeue(&mut self, cluster: &str, ids: &str, format: &str) -> Result<ExecOutput, ToolError> {
+        crate::slurm::check_job_ids(ids.split(',')).map_err(invalid)?;
         let args = ["-h", "-t", "all", "-j", ids, "-o", format]
             .map(String::from)
             .to_vec();
@@ -247,6 +252,7 @@ impl Tool<'_> {
         fields: &str,
         allocations_only: bool,
     ) -> Result<ExecOutput, ToolError> {
+        crate::slurm::check_job_ids(ids.split(',')).map_err(invalid)?;
         let mut args = vec!["-n".to_string(), "-P".to_string()];
         if allocations_only {
             args.push("-X".to_string());

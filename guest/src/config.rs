@@ -434,6 +434,12 @@ fn read_preset(name: &str, value: &Value) -> FieldResult<Preset> {
         p.finish()?;
         parameters.push(param);
     }
+    // Placeholders only, each a plain word: see `template.rs` for why.
+    let declared: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
+    for (i, command) in commands.iter().enumerate() {
+        crate::template::Template::parse(command, &declared)
+            .map_err(|e| err(&format!("{path}.commands[{i}]"), e))?;
+    }
     f.finish()?;
     Ok(Preset {
         name: name.to_string(),
@@ -765,7 +771,7 @@ pub fn json_schema() -> Value {
             "description": text("Shown to agents in list_clusters"),
             "cluster": text("Profile to run on"),
             "role": {"type": "string", "anyOf": [blank, {"enum": ["cpu", "gpu"]}]},
-            "command": text("Command template; {{ name }} inserts a parameter, shell-quoted"),
+            "command": text("Command template: shell text where {{ name }} (as a plain word, not inside quotes) inserts a parameter, shell-quoted"),
             "commands": strings("Command templates"),
             "localPaths": strings("Workspace files to upload"),
             "env": {"type": "object", "additionalProperties": {"type": "string"}},

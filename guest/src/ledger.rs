@@ -55,6 +55,28 @@ pub struct RunRecord {
     pub extra: Map<String, Value>,
 }
 
+impl RunRecord {
+    /// The job ids this run records, each a SLURM job id: the ledger is a
+    /// file the agent can edit, and an id like `--me` would otherwise reach
+    /// `scancel` as an option.
+    pub fn check_job_ids(&self) -> Result<(), String> {
+        let recorded = self
+            .last_job_id
+            .iter()
+            .chain(self.jobs.iter().map(|j| &j.job_id))
+            .chain(self.submission.iter().filter_map(|s| s.job_id.as_ref()));
+        for id in recorded {
+            if !crate::slurm::is_job_id(id) {
+                return Err(format!(
+                    "run {:?} in {LEDGER_FILE} records job id {id:?}, which is not a SLURM job id (digits, or <array>_<task>); nothing was sent to SLURM. Correct or remove it in {LEDGER_FILE}",
+                    self.run_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub const APPROVAL_PENDING: &str = "pending";
 pub const APPROVAL_APPROVED: &str = "approved";
 pub const APPROVAL_REJECTED: &str = "rejected";

@@ -18,7 +18,9 @@ pub mod policy;
 pub mod request;
 pub mod routing;
 pub mod script;
+pub mod shell;
 pub mod slurm;
+pub mod template;
 
 // wit-bindgen's generated glue (exports, canonical ABI) is `unsafe`; it is
 // confined to this one module.
@@ -28,6 +30,8 @@ mod component;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod injection_tests;
 #[cfg(test)]
 mod tests;
 

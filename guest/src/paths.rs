@@ -31,6 +31,10 @@ pub fn file_name(field: &str, raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 128
         && !raw.starts_with('.')
+        // Nor `-`: sbatch gets `--` before it anyway, but a name like
+        // `-t999` is never meant as a file (and other tools might read it
+        // as an option).
+        && !raw.starts_with('-')
         && raw
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -38,7 +42,7 @@ pub fn file_name(field: &str, raw: &str) -> Result<String, String> {
         Ok(raw.to_string())
     } else {
         Err(format!(
-            "{field} {raw:?} must be a plain file name (letters, digits, . _ -; no directories, not starting with '.')"
+            "{field} {raw:?} must be a plain file name (letters, digits, . _ -; no directories, not starting with '.' or '-')"
         ))
     }
 }
@@ -118,6 +122,11 @@ mod tests {
         assert!(file_name("scriptName", "../../.bashrc").is_err());
         assert!(file_name("scriptName", ".bashrc").is_err());
         assert!(file_name("scriptName", "a/b").is_err());
+        // Negative control: with the `-` rule removed, `-t999` was accepted
+        // (this assertion failed) and reached sbatch as an option.
+        assert!(file_name("scriptName", "-t999").is_err());
+        assert!(file_name("scriptName", "--wrap=id").is_err());
+        assert!(file_name("scriptName", "job-1.slurm").is_ok());
     }
 
     #[test]

@@ -56,6 +56,25 @@ pub fn check_job_id(id: &str) -> Result<String, String> {
     }
 }
 
+/// A job id exactly as it will be passed to SLURM (no trimming): the same
+/// grammar as [`check_job_id`]. Every id the guest puts on a `squeue`,
+/// `sacct` or `scancel` command line passes this, whichever source it came
+/// from (a request, the ledger the agent can edit, a remote listing), so
+/// none can be read as an option (`--me`) or a list (`1,2`).
+pub fn is_job_id(id: &str) -> bool {
+    check_job_id(id).is_ok_and(|checked| checked == id)
+}
+
+/// Every id of a command line, checked by [`is_job_id`].
+pub fn check_job_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    match ids.into_iter().find(|id| !is_job_id(id)) {
+        Some(bad) => Err(format!(
+            "job id {bad:?} is not a SLURM job id (digits, or <array>_<task>); nothing was sent to SLURM"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// "CANCELLED by 1001" → "CANCELLED"; "completed" → "COMPLETED";
 /// "RUNNING+" (sacct marks requeued) → "RUNNING".
 pub fn normalize_state(raw: &str) -> String {

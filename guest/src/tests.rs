@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 #[derive(Default)]
 pub(crate) struct FakeHost {
-    files: BTreeMap<String, Vec<u8>>,
-    calls: Vec<String>,
+    pub(crate) files: BTreeMap<String, Vec<u8>>,
+    pub(crate) calls: Vec<String>,
     execs: Vec<ExecRequest>,
     /// Answers by program name, used in order; the last one repeats.
     answers: BTreeMap<String, Vec<ExecOutput>>,
@@ -159,7 +159,7 @@ fn config() -> String {
     .to_string()
 }
 
-fn call(host: &mut FakeHost, request: Value) -> Result<Value, ToolError> {
+pub(crate) fn call(host: &mut FakeHost, request: Value) -> Result<Value, ToolError> {
     call_with(host, &config(), request)
 }
 
@@ -191,7 +191,7 @@ fn natural_flow_run_check_logs_download() {
             format!("upload cpu analyse.py -> {dir}/analyse.py"),
             format!("upload cpu data/in.csv -> {dir}/data/in.csv"),
             format!("upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> {dir}/job.slurm"),
-            "exec sbatch --parsable job.slurm".to_string(),
+            "exec sbatch --parsable -- job.slurm".to_string(),
         ]
     );
     assert_eq!(host.execs[0].cwd.as_deref(), Some(dir.as_str()));
@@ -503,7 +503,7 @@ fn invalid_config_is_its_own_error() {
 
 // ------------------------------------------------------------------ issue 3
 
-fn config_with(extra: Value) -> String {
+pub(crate) fn config_with(extra: Value) -> String {
     let mut c: Value = serde_json::from_str(&config()).unwrap();
     for (k, v) in extra.as_object().unwrap() {
         if k == "cpuPolicy" {
@@ -515,7 +515,11 @@ fn config_with(extra: Value) -> String {
     c.to_string()
 }
 
-fn call_with(host: &mut FakeHost, config: &str, request: Value) -> Result<Value, ToolError> {
+pub(crate) fn call_with(
+    host: &mut FakeHost,
+    config: &str,
+    request: Value,
+) -> Result<Value, ToolError> {
     let answer = invoke(host, config, &request.to_string());
     assert!(
         host.locked.is_empty(),
@@ -610,7 +614,7 @@ fn render_then_submit_records_log_patterns() {
         vec![
             "upload cpu .openclaw/cluster-runs/r/job.slurm -> /scratch/u/runs/r/job.slurm"
                 .to_string(),
-            "exec sbatch --parsable job.slurm".to_string(),
+            "exec sbatch --parsable -- job.slurm".to_string(),
         ]
     );
     let job = &host.ledger()["runs"]["r"]["jobs"][0];
@@ -826,7 +830,7 @@ fn dry_run_asks_sbatch_test_only_and_changes_nothing() {
             .unwrap()
             .contains("#SBATCH --gres=gpu:1")
     );
-    assert_eq!(host.calls, vec!["exec sbatch --test-only"]);
+    assert_eq!(host.calls, vec!["exec sbatch --test-only --"]);
     assert!(
         host.execs[0]
             .stdin
@@ -1017,7 +1021,7 @@ fn cancel_reports_the_state_afterwards() {
         (r["cancelled"].as_bool(), r["states"][0]["state"].as_str()),
         (Some(true), Some("CANCELLED"))
     );
-    assert_eq!(host.calls[0], "exec scancel 9");
+    assert_eq!(host.calls[0], "exec scancel -- 9");
 }
 
 #[test]
@@ -1227,7 +1231,7 @@ fn remote_dir_is_where_the_whole_run_lives() {
             format!(
                 "upload cpu .openclaw/cluster-runs/{run_id}/job.slurm -> /scratch/u/runs/projects/p1/job.slurm"
             ),
-            "exec sbatch --parsable job.slurm".to_string(),
+            "exec sbatch --parsable -- job.slurm".to_string(),
         ]
     );
     assert_eq!(

@@ -4,7 +4,7 @@
 //! user's state directory, outside every workspace).
 //!
 //! ```json
-//! {"time":"2026-11-21T09:40:01.123Z","pid":4242,"call":"exec","cluster":"hpc","program":"sbatch","args":["--parsable","job.slurm"],"cwd":"/scratch/u/runs/r1","outcome":"ok","exitCode":0,"ms":183,"us":183402}
+//! {"time":"2026-11-21T09:40:01.123Z","pid":4242,"call":"exec","cluster":"hpc","program":"sbatch","args":["--parsable","--","job.slurm"],"cwd":"/scratch/u/runs/r1","outcome":"ok","exitCode":0,"ms":183,"us":183402}
 //! ```
 //!
 //! Each line is one `write` on a file opened for appending, under an

@@ -179,7 +179,7 @@ async fn refused_execs_never_reach_the_transport() {
         .exec(request(
             "c",
             "sbatch",
-            &["--parsable", "job.slurm"],
+            &["--parsable", "--", "job.slurm"],
             Some("r1"),
         ))
         .await
@@ -187,7 +187,7 @@ async fn refused_execs_never_reach_the_transport() {
     assert_eq!(out.stdout, b"ok");
     assert_eq!(
         rec.calls(),
-        vec!["exec c cd -- /scratch/u/runs/r1 && exec sbatch --parsable job.slurm"]
+        vec!["exec c cd -- /scratch/u/runs/r1 && exec sbatch --parsable -- job.slurm"]
     );
 }
 

@@ -9,7 +9,9 @@
 //! - Remote commands are a program from [`ALLOWED_PROGRAMS`] plus arguments;
 //!   an argument that names a path (contains `/`) obeys the remote path rule,
 //!   and every command runs with its working directory inside `remoteRoot`,
-//!   so relative paths resolve there too.
+//!   so relative paths resolve there too. SLURM commands' identifiers and
+//!   options are checked per program ([`crate::slurm_args`]): job ids only,
+//!   no option that widens `scancel`, `--` before `sbatch`'s script.
 //! - Local paths are relative to the workspace and must resolve inside it by
 //!   realpath (symlinks followed for sources; never written through for
 //!   destinations). The run store is confined to `localRunsDir`.
@@ -258,6 +260,9 @@ impl Grants {
                 }
             }
         }
+        // Program-specific rules last, so a path outside the root is
+        // reported as such whatever the program.
+        crate::slurm_args::check(program, args).map_err(Refusal::Denied)?;
         let run = format!("exec {}", quote_command(program, args));
         Ok(match cwd {
             Some(dir) => {
@@ -408,13 +413,13 @@ mod tests {
             .exec_command(
                 &p,
                 "sbatch",
-                &args(&["--parsable", "--job-name=a b", "job.slurm"]),
+                &args(&["--parsable", "--job-name=a b", "--", "job.slurm"]),
                 Some("r1"),
             )
             .unwrap();
         assert_eq!(
             cmd,
-            "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' job.slurm"
+            "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' -- job.slurm"
         );
         let cmd = g
             .exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None)
@@ -436,5 +441,46 @@ mod tests {
             );
         }
         assert!(g.exec_command(&p, "tail", &[], Some("/etc")).is_err());
+    }
+
+    /// Identifiers and options the guest passes to SLURM, checked here
+    /// whatever the guest did: what an edited ledger or scriptName produced
+    /// before (issue 12) is refused with a message naming it.
+    #[test]
+    fn slurm_identifiers_and_options_are_checked() {
+        let ws = tempfile::tempdir().unwrap();
+        let g = grants(ws.path());
+        let p = g.profile("c").unwrap().clone();
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = |prog: &str, a: &[&str]| g.exec_command(&p, prog, &args(a), Some("r1"));
+        let cmd = ok("scancel", &["--", "12", "13_2"]).unwrap();
+        assert!(cmd.ends_with("exec scancel -- 12 13_2"), "{cmd}");
+        assert!(ok("squeue", &["-h", "-t", "all", "-j", "12,13", "-o", "%i"]).is_ok());
+        assert!(ok("sacct", &["-n", "-P", "-X", "-j", "12", "-o", "JobID"]).is_ok());
+        assert!(ok("squeue", &["--me", "-h", "-o", "%i"]).is_ok());
+        assert!(ok("sbatch", &["--parsable", "--", "-t999"]).is_ok());
+        assert!(ok("sbatch", &["--test-only", "--"]).is_ok());
+        // Negative control (run once): with the `slurm_args::check` call
+        // removed from `exec_command`, the test failed at the first case:
+        // `exec scancel --me` was built for the transport.
+        for (prog, a, says) in [
+            ("scancel", &["--me"][..], "\"--me\" is not allowed"),
+            ("scancel", &["--version"], "\"--version\" is not allowed"),
+            ("scancel", &["-u", "someone", "12"], "\"-u\" is not allowed"),
+            ("scancel", &["--account=a", "12"], "is not allowed"),
+            ("scancel", &["--", "--me"], "\"--me\" is not a SLURM job id"),
+            ("scancel", &["12;id"], "is not a SLURM job id"),
+            ("squeue", &["-j", "--me"], "is not a list of SLURM job ids"),
+            ("sacct", &["--jobs=1,x"], "is not a list of SLURM job ids"),
+            ("sbatch", &["--parsable", "-t999"], "needs \"--\""),
+            ("sbatch", &["--parsable", "job.slurm"], "needs \"--\""),
+            ("sbatch", &["--", "job.slurm", "x"], "one script"),
+            ("scontrol", &["update", "jobid=1"], "only `scontrol"),
+        ] {
+            match ok(prog, a) {
+                Err(Refusal::Denied(m)) => assert!(m.contains(says), "{prog} {a:?}: {m}"),
+                other => panic!("{prog} {a:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! one module per capability the guest imports, each checked against the
 //! operator's grants before it touches the SSH transport.
 //!
-//! - [`grants`]: what the operator allows, and the one checkpoint.
+//! - [`grants`]: what the operator allows, and the one checkpoint ([`slurm_args`]: per SLURM program).
 //! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
 //! - [`budget`]: the connection budget shared by all processes of the user.
@@ -36,6 +36,7 @@ pub mod runtime;
 #[cfg(test)]
 mod sandbox_tests;
 pub mod sftp;
+pub mod slurm_args;
 pub mod ssh;
 pub mod ssh_config;
 pub mod transfer;

@@ -10,7 +10,9 @@
 //   `.`/`..` segments and without `~` (except as the root's own prefix);
 // - remote commands are an allowlisted program plus arguments; an argument
 //   that names a path obeys the remote path rule, and every command runs with
-//   its working directory inside remoteRoot;
+//   its working directory inside remoteRoot; SLURM programs' identifiers and
+//   options are checked per program (slurm-args.js: job ids only, no option
+//   that widens scancel, `--` before sbatch's script);
 // - local paths are workspace-relative and must resolve inside the workspace
 //   by realpath; destinations are never written through a symlink; the run
 //   store is confined to localRunsDir.
@@ -23,6 +25,7 @@ import fs from "node:fs";
 import path from "node:path";
 import util from "node:util";
 import { denied, unknownCluster } from "./host-error.js";
+import { checkSlurmArgs } from "./slurm-args.js";
 
 export const ALLOWED_PROGRAMS = [
   "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo",
@@ -187,6 +190,9 @@ export class Grants {
       if (value.split("/").includes("..")) throw denied(`argument ${show(arg)} may not contain '..' path segments`);
       if (value.startsWith("/")) this.remotePath(profile, value);
     }
+    // Program-specific rules last, as in grants.rs (slurm-args.js).
+    const refused = checkSlurmArgs(program, args);
+    if (refused !== null) throw denied(refused);
     const run = `exec ${quoteCommand(program, args)}`;
     if (cwd !== undefined && cwd !== null) {
       const dir = this.remotePath(profile, cwd);

@@ -80,8 +80,8 @@ test("rs exec_commands_are_checked_and_quoted", (t) => {
   const g = grantsFor(tempDir(t));
   const p = g.profile("c");
   assert.equal(
-    g.execCommand(p, "sbatch", ["--parsable", "--job-name=a b", "job.slurm"], "r1"),
-    "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' job.slurm",
+    g.execCommand(p, "sbatch", ["--parsable", "--job-name=a b", "--", "job.slurm"], "r1"),
+    "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' -- job.slurm",
   );
   const cmd = g.execCommand(p, "squeue", ["-o", "%i|%T"], undefined);
   assert.ok(cmd.endsWith("exec squeue -o '%i|%T'"), cmd);
@@ -352,7 +352,12 @@ test("exec commands: argument and cwd edge cases", (t) => {
     '{ cd -- "$HOME" 2>/dev/null || { mkdir -p -- "$HOME" && cd -- "$HOME"; }; } && exec ls',
   );
   // Every program on the list is allowed, and nothing else (exact match).
-  for (const prog of ALLOWED_PROGRAMS) assert.ok(g.execCommand(c, prog, []).endsWith(`exec ${prog}`), prog);
+  // (Those with per-program rules get arguments they accept: slurm-args.js.)
+  const minimal = { sbatch: ["--"], scancel: ["12"], scontrol: ["show", "config"] };
+  for (const prog of ALLOWED_PROGRAMS) {
+    const args = minimal[prog] ?? [];
+    assert.ok(g.execCommand(c, prog, args).endsWith(`exec ${[prog, ...args].join(" ")}`), prog);
+  }
   for (const prog of ["", "ls ", "/bin/ls", "./ls", "sh", "env", "ssh", "scp", "rm", "sbatch;id"]) {
     assertRefusal(thrown(() => g.execCommand(c, prog, [])), "denied");
   }
@@ -529,4 +534,42 @@ test("as in grants.rs: message texts escape unusual characters as Rust's {:?} do
     ["remotePath r1/DEL x", () => g.remotePath(p, "r1/\u007fx"), DENIED('remote path "r1/\\u{7f}x" contains control characters')],
     ["sshTarget h NBSP o", () => new Grants(one({ sshTarget: "h\u00a0o", remoteRoot: "/r" }), ws), { grantError: 'clusters.c.sshTarget "h\\u{a0}o" is not a host name or alias' }],
   ]);
+});
+
+// The twin of grants.rs::slurm_identifiers_and_options_are_checked, with the
+// same messages. Negative control (run once): with the checkSlurmArgs call
+// removed from execCommand, this test failed at its first refusal
+// (`scancel --me` was built into a command line).
+test("rs slurm_identifiers_and_options_are_checked", (t) => {
+  const g = grantsFor(tempDir(t));
+  const p = g.profile("c");
+  const ok = (prog, args) => g.execCommand(p, prog, args, "r1");
+  assert.ok(ok("scancel", ["--", "12", "13_2"]).endsWith("exec scancel -- 12 13_2"));
+  ok("squeue", ["-h", "-t", "all", "-j", "12,13", "-o", "%i"]);
+  ok("sacct", ["-n", "-P", "-X", "-j", "12", "-o", "JobID"]);
+  ok("squeue", ["--me", "-h", "-o", "%i"]);
+  ok("sbatch", ["--parsable", "--", "-t999"]);
+  ok("sbatch", ["--test-only", "--"]);
+  ok("scancel", ["--signal=TERM", "--batch", "-Q", "--", "12"]);
+  ok("scontrol", ["show", "job", "12"]);
+  const scancelOption = (o) => `scancel option "${o}" is not allowed: only job ids, --signal, --batch, --full and --quiet are (options such as --me, --user, --account, --partition, --state or --name would cancel jobs nobody named)`;
+  for (const [prog, args, message] of [
+    ["scancel", ["--me"], scancelOption("--me")],
+    ["scancel", ["--version"], scancelOption("--version")],
+    ["scancel", ["-u", "someone", "12"], scancelOption("-u")],
+    ["scancel", ["--account=a", "12"], scancelOption("--account=a")],
+    ["scancel", ["--", "--me"], 'scancel argument "--me" is not a SLURM job id (digits, optionally _<task> and .<step>)'],
+    ["scancel", ["12;id"], 'scancel argument "12;id" is not a SLURM job id (digits, optionally _<task> and .<step>)'],
+    ["scancel", ["-s", "--me", "12"], 'scancel signal "--me" is not a signal name or number'],
+    ["scancel", [], "scancel needs at least one job id"],
+    ["squeue", ["-j", "--me"], 'squeue job list "--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
+    ["sacct", ["--jobs=1,x"], 'sacct job list "1,x" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
+    ["sacct", ["-hj12"], 'sacct argument "-hj12": give -j on its own, followed by the job ids'],
+    ["sbatch", ["--parsable", "-t999"], 'sbatch needs "--" before the script name (so the name is never read as an option)'],
+    ["sbatch", ["--parsable", "job.slurm"], 'sbatch needs "--" before the script name (so the name is never read as an option)'],
+    ["sbatch", ["--", "job.slurm", "x"], 'sbatch takes one script after "--", not ["job.slurm", "x"]'],
+    ["scontrol", ["update", "jobid=1"], 'scontrol ["update", "jobid=1"] is not allowed: only `scontrol [-o] [-d] show ENTITY [NAME]`'],
+  ]) {
+    assertRefusal(thrown(() => ok(prog, args)), "denied", message);
+  }
 });

@@ -50,11 +50,11 @@ test("rs refused_execs_never_reach_the_transport", async (t) => {
   for (const [req, kind] of cases) await refused(host.exec(req), kind);
   assert.deepEqual(client.calls, [], "refused requests reached the transport");
 
-  const out = await host.exec(request("c", "sbatch", ["--parsable", "job.slurm"], "r1"));
+  const out = await host.exec(request("c", "sbatch", ["--parsable", "--", "job.slurm"], "r1"));
   assert.equal(new TextDecoder().decode(out.stdout), "ok");
   assert.deepEqual(
     client.calls.map((c) => [c.kind, c.target, c.command]),
-    [["exec", "login", "cd -- /scratch/u/runs/r1 && exec sbatch --parsable job.slurm"]],
+    [["exec", "login", "cd -- /scratch/u/runs/r1 && exec sbatch --parsable -- job.slurm"]],
   );
 });
 
@@ -210,12 +210,12 @@ test("an allowed exec reaches the client exactly as checked", async (t) => {
   const signal = new AbortController().signal;
   const withSignal = callHost(grants, client, signal);
   const stdin = new TextEncoder().encode("#!/bin/bash\necho hi\n");
-  await host.exec({ ...request("c", "sbatch", ["--parsable", "--job-name=a b", "job.slurm"], "r1"), stdin });
+  await host.exec({ ...request("c", "sbatch", ["--parsable", "--job-name=a b", "--", "job.slurm"], "r1"), stdin });
   await host.exec(request("c", "squeue", ["-o", "%i|%T"], undefined));
   await withSignal.exec({ ...request("c", "tail", ["-n", "5", "--", "x.out"], "r1"), timeoutMs: 5_000 });
   await host.exec({ ...request("c", "sacct", [], undefined), timeoutMs: 10 * MAX_TIMEOUT_MS });
   assert.deepEqual(client.calls.map((c) => [c.kind, c.target, c.command]), [
-    ["exec", "login", "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' job.slurm"],
+    ["exec", "login", "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' -- job.slurm"],
     ["exec", "login", "{ cd -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs && cd -- /scratch/u/runs; }; } && exec squeue -o '%i|%T'"],
     ["exec", "login", "cd -- /scratch/u/runs/r1 && exec tail -n 5 -- x.out"],
     ["exec", "login", "{ cd -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs && cd -- /scratch/u/runs; }; } && exec sacct"],

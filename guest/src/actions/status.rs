@@ -581,15 +581,13 @@ impl Tool<'_> {
             ));
         }
         let profile = self.profile_for(req.cluster.as_deref(), run.as_ref())?;
+        // Checked again here, whatever their source: `scancel --me` would
+        // cancel every job of the account. `--` ends scancel's options.
+        slurm::check_job_ids(ids.iter().map(String::as_str)).map_err(invalid)?;
         let what = format!("scancel failed on cluster {:?}", profile.id);
-        let out = self.exec_ok(
-            &profile.id,
-            "scancel",
-            ids.clone(),
-            None,
-            QUERY_TIMEOUT_MS,
-            &what,
-        )?;
+        let mut args = vec!["--".to_string()];
+        args.extend(ids.iter().cloned());
+        let out = self.exec_ok(&profile.id, "scancel", args, None, QUERY_TIMEOUT_MS, &what)?;
         // scancel says nothing (and exits 0) for jobs that already ended:
         // report what squeue says now so the agent is not misled.
         let after = self.statuses(&profile, &ids, false)?;

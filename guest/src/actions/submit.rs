@@ -80,10 +80,13 @@ impl Workload {
             env: req.env.clone(),
             local_paths: req.local_paths.clone(),
             overrides: req.header_overrides.clone().unwrap_or_default(),
-            script_name: req
-                .script_name
-                .clone()
-                .unwrap_or_else(|| DEFAULT_SCRIPT_NAME.to_string()),
+            // The ledger is agent-writable: the stored name is checked
+            // like a request's.
+            script_name: file_name(
+                "scriptName",
+                req.script_name.as_deref().unwrap_or(DEFAULT_SCRIPT_NAME),
+            )
+            .map_err(invalid)?,
             submit_args: req.submit_args.clone(),
             from_preset: v.get("preset").and_then(Value::as_str).map(str::to_string),
             remote_dir: None,
@@ -243,7 +246,8 @@ pub(super) fn apply_policy(
 }
 
 /// Fill a preset's commands from `presetParams`: every value must be a
-/// declared parameter matching its pattern, and is shell-quoted.
+/// declared parameter matching its pattern, and goes in as one shell-quoted
+/// word (the templates were checked when the config was read).
 fn preset_commands(preset: &Preset, given: &[(String, String)]) -> Result<Vec<String>, ToolError> {
     for (name, _) in given {
         if !preset.parameters.iter().any(|p| &p.name == name) {
@@ -259,7 +263,7 @@ fn preset_commands(preset: &Preset, given: &[(String, String)]) -> Result<Vec<St
             )));
         }
     }
-    let mut values = serde_json::Map::new();
+    let mut values: Vec<(&str, String)> = Vec::new();
     for p in &preset.parameters {
         let value = given
             .iter()
@@ -281,15 +285,30 @@ fn preset_commands(preset: &Preset, given: &[(String, String)]) -> Result<Vec<St
                 p.name, p.pattern
             )));
         }
-        values.insert(p.name.clone(), json!(crate::script::shell_word(&value)));
+        // Whatever the pattern allows: a line break would end a comment or
+        // a here-document line of the script, and no parameter needs one.
+        if value.chars().any(char::is_control) {
+            return Err(ToolError::Policy(format!(
+                "presetParams.{} {value:?} contains control characters",
+                p.name
+            )));
+        }
+        values.push((p.name.as_str(), value));
     }
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let declared: Vec<&str> = preset.parameters.iter().map(|p| p.name.as_str()).collect();
     preset
         .commands
         .iter()
         .map(|c| {
-            env.render_str(c, minijinja::Value::from(minijinja::value::Serde(&values)))
+            crate::template::Template::parse(c, &declared)
+                .and_then(|t| {
+                    t.render(|name| {
+                        values
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, v)| v.clone())
+                    })
+                })
                 .map_err(|e| invalid(format!("preset {:?} command template: {e}", preset.name)))
         })
         .collect()
@@ -497,6 +516,9 @@ impl Tool<'_> {
         args.extend(profile.submit_args.iter().cloned());
         args.extend(submit_args.iter().cloned());
         stays_in_run_dir(profile, &args)?;
+        // `--` ends sbatch's options: the script name is never read as one
+        // (a workspace script named `-t999` stays a file name).
+        args.push("--".to_string());
         args.push(script_name.to_string());
         let what = format!(
             "sbatch failed on cluster {:?} (check the header values and partition, or try dryRun: true to see why without submitting)",
@@ -530,6 +552,9 @@ impl Tool<'_> {
         let mut args = vec!["--test-only".to_string()];
         args.extend(profile.submit_args.iter().cloned());
         args.extend(submit_args.iter().cloned());
+        // Options end here too; with no script after `--`, sbatch reads it
+        // from stdin (the host wants `--` on every sbatch).
+        args.push("--".to_string());
         let out = self.exec_with_stdin(
             &profile.id,
             "sbatch",
@@ -615,7 +640,7 @@ impl Tool<'_> {
             let out = self.exec(
                 &profile.id,
                 "sbatch",
-                vec!["--test-only".into(), script_name.clone()],
+                vec!["--test-only".into(), "--".into(), script_name.clone()],
                 Some(remote_dir.clone()),
                 SBATCH_TIMEOUT_MS,
             )?;
