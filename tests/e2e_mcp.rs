@@ -6,7 +6,9 @@
 //! results as both a JSON text block and the same `structuredContent`; a
 //! workload submitted, followed to COMPLETED, its log and output fetched, all
 //! in one server process; tool refusals are MCP tool errors (`isError`) with
-//! the guest's message and kind.
+//! the guest's message and kind. Malformed lines (invalid UTF-8, garbage, a
+//! batch, 100,000 `[`, a missing method, 20 and 100 MB lines) each get a
+//! JSON-RPC error and the server goes on answering.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,8 +17,11 @@
 )]
 
 use cluster_slurm_e2e::{Workspace, binary, repo_root};
-use serde_json::Value;
-use std::process::Command;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 fn python() -> std::path::PathBuf {
     let p = std::env::var_os("CLUSTER_SLURM_MCP_PYTHON")
@@ -119,4 +124,124 @@ fn python_sdk_client_runs_a_workload_through_the_mcp_server() {
         "{}",
         r["policy"]
     );
+}
+
+/// The real binary on pipes, fed lines no client should send. Each must get
+/// a JSON-RPC error (the issue: no reply at all, the client waited forever),
+/// stdout must carry nothing but JSON objects, and `tools/list` must still be
+/// answered afterwards.
+///
+/// Negative control: the same binary built with rmcp's own stdio transport
+/// (`serve_lines` serving `(read, write)`, the code before this fix) gives
+/// no reply to the first line, invalid UTF-8: the test fails with "no reply
+/// within 60 s". Seen: CONTROL_E2E.
+#[test]
+fn malformed_lines_get_json_rpc_errors_and_the_server_keeps_serving() {
+    let ws = Workspace::new();
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(&ws.config)
+        .arg("--workspace")
+        .arg(ws.path())
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, replies) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = replies
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no reply within 60 s");
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line:.200}"));
+        assert!(value.is_object(), "{line:.200}");
+        value
+    };
+
+    stdin
+        .write_all(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"0"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+"#)
+        .unwrap();
+    let init = next();
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "cluster-slurm",
+        "{init}"
+    );
+
+    let mut deep = vec![b'['; 100_000];
+    deep.push(b'\n');
+    let cases: Vec<(&str, Vec<u8>, i64, Value)> = vec![
+        (
+            "invalid UTF-8",
+            b"\xff\xfe{}\n".to_vec(),
+            -32700,
+            Value::Null,
+        ),
+        (
+            "garbage",
+            b"not json at all\n".to_vec(),
+            -32700,
+            Value::Null,
+        ),
+        (
+            "a batch",
+            b"[{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\"}]\n".to_vec(),
+            -32600,
+            Value::Null,
+        ),
+        ("100,000 [", deep, -32600, Value::Null),
+        (
+            "no method",
+            b"{\"jsonrpc\":\"2.0\",\"id\":42}\n".to_vec(),
+            -32600,
+            json!(42),
+        ),
+    ];
+    for (what, line, code, id) in cases {
+        stdin.write_all(&line).unwrap();
+        let r = next();
+        assert_eq!(r["error"]["code"], code, "{what}: {r}");
+        assert_eq!(r["id"], id, "{what}: {r}");
+    }
+    for megabytes in [20, 100] {
+        // Streamed in 1 MB pieces; the server must not wait for the end of
+        // input, and must answer once the newline arrives.
+        let piece = vec![b'a'; 1_000_000];
+        for _ in 0..megabytes {
+            stdin.write_all(&piece).unwrap();
+        }
+        stdin.write_all(b"\n").unwrap();
+        let r = next();
+        assert_eq!(r["error"]["code"], -32600, "{megabytes} MB: {r}");
+        assert_eq!(r["id"], Value::Null, "{megabytes} MB: {r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.contains("16 MiB"), "{megabytes} MB: {message}");
+    }
+
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}\n")
+        .unwrap();
+    let tools = next();
+    assert_eq!(tools["id"], 2, "{tools}");
+    assert_eq!(
+        tools["result"]["tools"][0]["name"], "cluster_slurm",
+        "{tools}"
+    );
+
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -10,6 +10,7 @@
 //! - [`audit`]: the log of every capability call the guest made.
 //! - [`hooks`]: points where tests step in (test builds only).
 //! - [`local_fs`]: local files opened relative to checked directory handles.
+//! - [`mcp`]: the tool over MCP; [`mcp_stdio`] reads and writes its lines, [`mcp_request`] judges each one.
 //! - [`cli`]: the `cluster-slurm` command line.
 //!
 //! Error rule: policy refusals, remote failures and timeouts are values
@@ -30,6 +31,8 @@ pub mod hooks;
 pub mod local_fs;
 pub mod local_paths;
 pub mod mcp;
+pub mod mcp_request;
+pub mod mcp_stdio;
 pub mod operator;
 pub mod run_store;
 pub mod runtime;
