@@ -76,7 +76,7 @@ const CONFLICT = 75;
  * written): without following a link, without blocking on a FIFO, a regular
  * file only. A planted hard link changes nothing: it is only locked.
  */
-function openLockFile(dir, name) {
+export function openLockFile(dir, name) {
   for (let i = 0; ; i++) {
     try {
       return lfs.openRegular(dir, name, false)[0];

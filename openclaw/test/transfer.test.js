@@ -5,11 +5,10 @@
 
 import test from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { download, sftpWord, upload } from "../lib/transfer.js";
-import { assertRefusal, recordingClient, tempDir, thrown } from "./helpers.js";
+import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, tempDir, thrown } from "./helpers.js";
 
 /** Names that sftp's batch parser would split, unquote or glob if bare. */
 const AWKWARD = [
@@ -110,23 +109,6 @@ test("downloads never write through a symlink in the workspace", async (t) => {
   assert.deepEqual(fs.readdirSync(path.join(ws, "out")), ["sub"]);
   assert.deepEqual(fs.readdirSync(path.join(ws, "out/sub")), ["f"]);
 });
-
-/** OpenSSH's sftp-server, for a local round trip through `sftp -D`. */
-const SFTP_SERVER = ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"]
-  .find((p) => fs.existsSync(p));
-const HAVE_SFTP = SFTP_SERVER !== undefined && spawnSync("sftp", ["-h"]).error === undefined;
-
-/**
- * A client whose sftp talks to a local sftp-server: the real batch parser
- * and globbing, and the host's open files as its fd 3, 4, ... as ssh.js
- * passes them.
- */
-export const localSftp = {
-  async sftp(_target, batch, { fds = [] } = {}) {
-    const r = spawnSync("sftp", ["-q", "-D", SFTP_SERVER, "-b", "-"], { input: batch, encoding: "utf8", stdio: ["pipe", "pipe", "pipe", ...fds] });
-    if (r.status !== 0) throw new Error(`sftp exit ${r.status}: ${r.stderr}\n${batch}`);
-  },
-};
 
 test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sftp or sftp-server not installed" }, async (t) => {
   const ws = tempDir(t);
