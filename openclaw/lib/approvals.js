@@ -6,8 +6,34 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as err from "./host-error.js";
+import { readAll } from "./local-fs.js";
 
 const MAX_RUN_ID = 256;
+/** Decisions are a line each; a file this large is not ours (approvals.rs). */
+const MAX_DECISIONS = 64 << 20;
+const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+
+/**
+ * The decisions, read without following a symlink (a link planted there
+ * could make any file's lines look like decisions) and without blocking on
+ * a FIFO; a regular file only. Undefined while there is none.
+ */
+function readDecisions(file) {
+  let fd;
+  try {
+    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (e) {
+    if (e.code === "ENOENT") return undefined;
+    if (e.code === "ELOOP") throw err.localIo(`reading ${file}: it is a symbolic link; the decisions are never read through one`);
+    throw err.localIo(`reading ${file}: ${e.message}`);
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) throw err.localIo(`reading ${file}: not a regular file`);
+    return readAll(fd, MAX_DECISIONS, file).toString("utf8");
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 /**
  * `CLUSTER_SLURM_APPROVALS` if set, else `$XDG_STATE_HOME/cluster-slurm/approvals.jsonl`,
@@ -27,13 +53,8 @@ export function lookup(file, workspace, runId) {
   if (typeof runId !== "string" || runId.length === 0 || Buffer.byteLength(runId) > MAX_RUN_ID) {
     throw err.denied(`${JSON.stringify(runId)} is not a run id (1 to ${MAX_RUN_ID} bytes)`);
   }
-  let text;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    if (e.code === "ENOENT") return undefined;
-    throw err.localIo(`reading ${file}: ${e.message}`);
-  }
+  const text = readDecisions(file);
+  if (text === undefined) return undefined;
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     if (!lines[i].trim()) continue;

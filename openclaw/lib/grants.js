@@ -26,6 +26,7 @@ import path from "node:path";
 import util from "node:util";
 import { denied, unknownCluster } from "./host-error.js";
 import { checkSlurmArgs } from "./slurm-args.js";
+import { neverWritten } from "./local-fs.js";
 
 export const ALLOWED_PROGRAMS = [
   "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo",
@@ -274,9 +275,14 @@ export class Grants {
   /**
    * A download's destination: inside the workspace, never through a symlink,
    * and never in the run store (the ledger and the rendered scripts are the
-   * guest's record, written only through `run-store`).
+   * guest's record, written only through `run-store`), never inside a name
+   * from NEVER_WRITTEN (lib/local-fs.js).
    */
   localDestination(raw) {
+    const never = typeof raw === "string" ? neverWritten(raw) : undefined;
+    if (never) {
+      throw denied(`local path ${show(raw)} is inside ${never}: the host never writes version-control metadata or direnv files (they run code); download elsewhere`);
+    }
     const target = this.destinationUnder(this.workspace, raw, "local path");
     const store = resolvedPlace(this.runsDir());
     const placed = resolvedPlace(target);

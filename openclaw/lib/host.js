@@ -2,6 +2,7 @@
 // before any side effect (the checkpoint of host/src/exec.rs, transfer.rs,
 // run_store.rs and approvals.rs), over the system OpenSSH client.
 
+import path from "node:path";
 import * as approvals from "./approvals.js";
 import { sftpPath } from "./grants.js";
 import * as err from "./host-error.js";
@@ -11,6 +12,12 @@ import * as transfer from "./transfer.js";
 
 /** Long transfers get the longest exec timeout, not the default minute. */
 const TRANSFER_TIMEOUT_MS = MAX_TIMEOUT_MS;
+
+/**
+ * A checked local path as transfer.js takes it: relative to the workspace,
+ * which it opens and walks from (never the absolute path again).
+ */
+const inWorkspace = (grants, full) => ({ base: grants.workspace, rel: path.relative(grants.workspace, full) });
 
 /**
  * @param {import("./grants.js").Grants} grants
@@ -37,14 +44,14 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
     async upload(cluster, localPath, remotePath) {
       const profile = grants.profile(cluster);
       const remote = sftpPath(grants.remotePath(profile, remotePath));
-      const local = grants.localSource(localPath);
+      const local = inWorkspace(grants, grants.localSource(localPath));
       return transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
     },
     async uploadAll(cluster, items) {
       const profile = grants.profile(cluster);
       // Every item is checked before anything moves.
       const checked = items.map(({ localPath, remotePath }) => ({
-        local: grants.localSource(localPath),
+        local: inWorkspace(grants, grants.localSource(localPath)),
         remote: sftpPath(grants.remotePath(profile, remotePath)),
       }));
       // No two items onto one place, nor one inside another (transfer.rs).
@@ -68,7 +75,7 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
     async download(cluster, remotePath, localPath) {
       const profile = grants.profile(cluster);
       const remote = sftpPath(grants.remotePath(profile, remotePath));
-      const local = grants.localDestination(localPath);
+      const local = inWorkspace(grants, grants.localDestination(localPath));
       return transfer.download(client, profile.sshTarget, remote, local, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
     },
     async read(path) {

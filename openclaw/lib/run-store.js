@@ -1,24 +1,55 @@
 // The run store (ledger and rendered scripts) inside the workspace's
 // localRunsDir, as in host/src/run_store.rs: paths confined by the grants,
-// every write an atomic replace (temporary file, fsync, rename), and an
-// exclusive lock for read-modify-write shared with the native host.
+// then reached from the opened workspace one real directory at a time
+// (lib/local-fs.js); every write an atomic replace (a fresh file under an
+// unpredictable name, created exclusively, fsync, rename, fsync of the
+// directory), so a link planted at any name is replaced, never written
+// through; and an exclusive lock for read-modify-write shared with the
+// native host.
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { show } from "./grants.js";
 import * as err from "./host-error.js";
+import * as lfs from "./local-fs.js";
 
 export const MAX_FILE = 64 << 20;
-let counter = 0;
+
+/** A checked run-store path as [workspace fd, parent names, file name, shown path]. */
+function place(grants, raw) {
+  const full = grants.storePath(raw);
+  const names = lfs.parts(path.relative(grants.workspace, full));
+  const name = names.pop();
+  let base;
+  try {
+    base = lfs.openBase(grants.workspace);
+  } catch (e) {
+    throw err.asLocalIo(e, grants.workspace);
+  }
+  return { base, names, name, full };
+}
 
 export function read(grants, raw) {
-  const full = grants.storePath(raw);
+  const { base, names, name, full } = place(grants, raw);
   try {
-    return new Uint8Array(fs.readFileSync(full));
+    let dir;
+    try {
+      dir = lfs.walk(base, names, false);
+    } catch (e) {
+      if (e.code === "ENOENT") return undefined;
+      throw e;
+    }
+    try {
+      const bytes = lfs.readRegular(dir, name, MAX_FILE, full);
+      return bytes === undefined ? undefined : new Uint8Array(bytes);
+    } finally {
+      fs.closeSync(dir);
+    }
   } catch (e) {
-    if (e.code === "ENOENT") return undefined;
     throw err.asLocalIo(e, full);
+  } finally {
+    fs.closeSync(base);
   }
 }
 
@@ -26,33 +57,13 @@ export function write(grants, raw, contents) {
   if (contents.length > MAX_FILE) {
     throw err.denied(`run store file ${show(raw)} larger than ${MAX_FILE} bytes`);
   }
-  const dir = path.dirname(grants.storePath(raw));
+  const { base, names, name, full } = place(grants, raw);
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    lfs.inDir(base, names, true, (dir) => lfs.replace(dir, name, contents));
   } catch (e) {
-    throw err.asLocalIo(e, dir);
-  }
-  // Checked again now that the directories exist.
-  const full = grants.storePath(raw);
-  const tmp = path.join(dir, `.${path.basename(full)}.tmp-${process.pid}-${counter++}`);
-  try {
-    const fd = fs.openSync(tmp, "wx", 0o644);
-    try {
-      fs.writeFileSync(fd, contents);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, full);
-    const dfd = fs.openSync(dir, "r");
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw err.asLocalIo(e, full);
+  } finally {
+    fs.closeSync(base);
   }
 }
 
@@ -61,39 +72,71 @@ export const LOCK_WAIT_S = 15;
 const CONFLICT = 75;
 
 /**
+ * The lock file, opened here (created if missing, never truncated or
+ * written): without following a link, without blocking on a FIFO, a regular
+ * file only. A planted hard link changes nothing: it is only locked.
+ */
+export function openLockFile(dir, name) {
+  for (let i = 0; ; i++) {
+    try {
+      return lfs.openRegular(dir, name, false)[0];
+    } catch (e) {
+      if (e.code !== "ENOENT" || i > 3) throw e;
+    }
+    try {
+      return lfs.createNew(dir, name, 0o644);
+    } catch (e) {
+      // Made by another caller meanwhile: open that one.
+      if (e.code !== "EEXIST") throw e;
+    }
+  }
+}
+
+/**
  * The exclusive lock of a run-store file, the one the native host takes:
- * flock(2) on `<path>.lock`. Node has no flock, so a small holder process
- * (util-linux `flock` running `cat`) keeps it until its stdin closes — at
- * `unlock`, at the end of the call, or when this process dies.
- * @param {Map<string, import("node:child_process").ChildProcess>} held this call's locks
+ * flock(2) on `<path>.lock`. Node has no flock, so util-linux `flock` takes
+ * it on the file this process opened (passed as its fd 3: a flock lock
+ * belongs to the open file, which this process keeps open after `flock`
+ * exits). Closing the file — at `unlock`, at the end of the call, or when
+ * this process dies — releases it.
+ * @param {Map<string, number>} held this call's locks (the open lock files)
  */
 export async function lock(grants, held, raw) {
   if (held.has(raw)) return;
-  const lockPath = grants.storePath(`${raw}.lock`);
+  const { base, names, name, full: lockPath } = place(grants, `${raw}.lock`);
+  let fd;
   try {
-    fs.mkdirSync(path.dirname(lockPath), { recursive: true });
+    fd = lfs.inDir(base, names, true, (dir) => openLockFile(dir, name));
   } catch (e) {
-    throw err.asLocalIo(e, path.dirname(lockPath));
+    throw err.asLocalIo(e, lockPath);
+  } finally {
+    fs.closeSync(base);
   }
-  const holder = spawn("flock", ["-w", String(LOCK_WAIT_S), "-E", String(CONFLICT), lockPath, "sh", "-c", "echo locked; exec cat"], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  const stderr = [];
-  holder.stderr.on("data", (c) => stderr.push(c));
-  holder.stdin.on("error", () => {});
-  await new Promise((resolve, reject) => {
-    holder.stdout.once("data", resolve);
-    holder.once("error", (e) => reject(err.localIo(`${lockPath}: cannot run flock: ${e.message}`)));
-    holder.once("exit", (code) => reject(code === CONFLICT
-      ? err.timeout(`${raw} stayed locked by another call for ${LOCK_WAIT_S} s (${lockPath})`)
-      : err.localIo(`${lockPath}: flock failed (${code}): ${Buffer.concat(stderr).toString().trim()}`)));
-  });
-  held.set(raw, holder);
+  try {
+    const holder = spawn("flock", ["-w", String(LOCK_WAIT_S), "-E", String(CONFLICT), "3"], {
+      stdio: ["ignore", "ignore", "pipe", fd],
+    });
+    const stderr = [];
+    holder.stderr.on("data", (c) => stderr.push(c));
+    await new Promise((resolve, reject) => {
+      holder.once("error", (e) => reject(err.localIo(`${lockPath}: cannot run flock: ${e.message}`)));
+      holder.once("close", (code) => {
+        if (code === 0) resolve();
+        else if (code === CONFLICT) reject(err.timeout(`${raw} stayed locked by another call for ${LOCK_WAIT_S} s (${lockPath})`));
+        else reject(err.localIo(`${lockPath}: flock failed (${code}): ${Buffer.concat(stderr).toString().trim()}`));
+      });
+    });
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  held.set(raw, fd);
 }
 
 export function unlock(held, raw) {
-  held.get(raw)?.stdin.end();
+  const fd = held.get(raw);
   held.delete(raw);
+  if (fd !== undefined) fs.closeSync(fd);
 }
 
 export function unlockAll(held) {

@@ -114,13 +114,16 @@ export class SshClient {
    * Run a program (ssh or sftp) to completion with bounded output.
    * @returns {Promise<{code: number|null, signal: string|null, stdout: Capped, stderr: Capped}>}
    */
-  run(program, args, { input, timeoutMs, cap = OUTPUT_CAP, signal, what }) {
+  run(program, args, { input, timeoutMs, cap = OUTPUT_CAP, signal, what, fds = [] }) {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
         reject(err.connection(`${what}: cancelled before it started`));
         return;
       }
-      const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe"] });
+      // `fds`: open files the child gets as its fd 3, 4, ... (transfer.js
+      // names local files by them, /proc/self/fd/N, so sftp reads and
+      // writes exactly the files this process checked).
+      const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe", ...fds] });
       const stdout = new Capped(cap);
       const stderr = new Capped(64 << 10);
       let outcome = null;
@@ -175,10 +178,13 @@ export class SshClient {
     };
   }
 
-  /** An sftp batch (one command per line; see transfer.js for quoting). */
-  async sftp(target, batch, { timeoutMs, signal }) {
+  /**
+   * An sftp batch (one command per line; see transfer.js for quoting), with
+   * `fds` passed to sftp as its fd 3, 4, ...
+   */
+  async sftp(target, batch, { timeoutMs, signal, fds }) {
     const args = [...this.options(), "-q", "-b", "-", "--", target];
-    const r = await this.run("sftp", args, { input: batch, timeoutMs, signal, what: `sftp ${target}` });
+    const r = await this.run("sftp", args, { input: batch, timeoutMs, signal, fds, what: `sftp ${target}` });
     const stderr = Buffer.concat(r.stderr.chunks);
     if (r.code === 0) return;
     throw sshFailure(target, stderr)

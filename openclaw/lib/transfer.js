@@ -1,13 +1,36 @@
 // File transfer over the system `sftp`, with the semantics of the native
 // host (host/src/sftp.rs): a file or a directory tree each way; in trees,
 // only regular files and directories travel (symlinks are skipped, never
-// followed); downloads land in a private staging directory first and are
-// moved into place without ever writing through a symlink in the workspace.
+// followed). The local side never goes by a path that could have changed
+// since it was checked (lib/local-fs.js):
+// - uploads: the tree is planned from the opened workspace, one real
+//   directory at a time; right before it is sent, each file is opened the
+//   same way (O_NOFOLLOW) and must still be the inode the plan found (same
+//   device and inode), and sftp reads that open file (its fd 3, 4, ...,
+//   named /proc/self/fd/N), never the path;
+// - downloads: sftp writes into a private staging directory outside the
+//   workspace; every file is then moved into the workspace through
+//   directories walked again, per file, from the opened workspace (a
+//   directory swapped for a symlink after the plan is refused, never
+//   followed), renamed over its name (a planted link is replaced, never
+//   written through). Where the staging directory is on another file
+//   system, the file is copied into a partial file beside the destination
+//   that is created exclusively (or reused only when it is the directory's
+//   own single-link regular file) and then renamed. Names from
+//   NEVER_WRITTEN (.git, .envrc, ...) are never written.
+//
+// `opts.beforeOpen(shown)` is called right before each local open: a test
+// hook, for swaps driven deterministically between plan and open. Only
+// tests pass it; host.js builds the options itself, so neither the guest
+// nor the agent can reach it.
 
+import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { show } from "./grants.js";
 import * as err from "./host-error.js";
+import * as lfs from "./local-fs.js";
 
 /**
  * One path as an sftp batch word: every character outside a safe set
@@ -37,114 +60,357 @@ const remoteParent = (p) => {
   return i <= 0 ? (i === 0 ? "/" : ".") : p.slice(0, i);
 };
 
-/** Every regular file and directory below `dir`, in name order, parents first. */
-function walk(dir, rel = "") {
+/** A local side: `rel`, a clean relative path without symlinks, below the directory `base`. */
+const shownOf = (local, sub = "") => path.join(local.base, local.rel, sub);
+
+/** Files per sftp run of an upload: each is an open fd of the child. */
+const UPLOAD_BATCH = 128;
+
+/**
+ * Every regular file and directory below the open directory `dirFd`, in
+ * name order, parents first, each with its device and inode; reached from
+ * the handle, one real directory at a time.
+ */
+function walkTree(dirFd, rel = "") {
   const out = [];
-  const names = fs.readdirSync(path.join(dir, rel)).sort();
+  const names = fs.readdirSync(`/proc/self/fd/${dirFd}`).sort();
   for (const name of names) {
     const r = rel ? `${rel}/${name}` : name;
-    const st = fs.lstatSync(path.join(dir, r));
-    if (st.isDirectory()) out.push({ rel: r, dir: true }, ...walk(dir, r));
-    else if (st.isFile()) out.push({ rel: r, dir: false, size: st.size });
+    const st = fs.lstatSync(lfs.at(dirFd, name));
+    if (st.isDirectory()) {
+      out.push({ rel: r, dir: true });
+      out.push(...lfs.inDir(dirFd, [name], false, (sub) => walkTree(sub, r)));
+    } else if (st.isFile()) {
+      out.push({ rel: r, dir: false, size: st.size, dev: st.dev, ino: st.ino });
+    }
   }
   return out;
 }
 
-export async function upload(client, target, local, remote, opts) {
+/**
+ * Open the planned file `rel` of the tree at `local` for sending: through
+ * real directories, without following a final link, and only if it is
+ * still the file the plan found.
+ */
+function openPlanned(baseFd, local, rel, planned, opts) {
+  const shown = shownOf(local, rel);
+  opts.beforeOpen?.(shown);
+  const names = lfs.parts(path.join(local.rel, rel));
+  const name = names.pop();
+  let fd;
   let st;
   try {
-    st = fs.statSync(local);
+    [fd, st] = lfs.inDir(baseFd, names, false, (dir) => lfs.openRegular(dir, name, false));
   } catch (e) {
-    throw err.localIo(`stat ${local}: ${e.message}`);
+    throw err.localIo(`${shown}: ${e.message} (it changed while it was being uploaded; nothing of it was sent)`);
   }
-  const lines = [];
-  let files = 0;
-  let bytes = 0;
-  if (st.isFile()) {
-    lines.push(...mkdirs(remoteParent(remote)), `put -p ${sftpWord(local)} ${sftpWord(remote)}`);
-    files = 1;
-    bytes = st.size;
-  } else if (st.isDirectory()) {
-    lines.push(...mkdirs(remote));
+  if (st.dev !== planned.dev || st.ino !== planned.ino) {
+    fs.closeSync(fd);
+    throw err.localIo(`${shown} was replaced by another file while it was being uploaded; nothing of it was sent`);
+  }
+  return fd;
+}
+
+/** Send `lines` with `files` (each `{rel, planned, line(fdPath)}`) opened right before. */
+async function sendBatch(client, target, baseFd, local, lines, files, opts) {
+  const fds = [];
+  try {
+    const batch = [...lines];
+    for (const f of files) {
+      fds.push(openPlanned(baseFd, local, f.rel, f.planned, opts));
+      batch.push(f.line(`/proc/self/fd/${2 + fds.length}`));
+    }
+    await client.sftp(target, `${batch.join("\n")}\n`, { timeoutMs: opts.timeoutMs, signal: opts.signal, fds });
+  } finally {
+    for (const fd of fds) fs.closeSync(fd);
+  }
+}
+
+/**
+ * Upload `local` ({base, rel}: a file or a directory, its path already
+ * resolved inside the workspace by the grants) to `remote`.
+ */
+export async function upload(client, target, local, remote, opts = {}) {
+  let baseFd;
+  try {
+    baseFd = lfs.openBase(local.base);
+  } catch (e) {
+    throw err.asLocalIo(e, `opening ${local.base}`);
+  }
+  try {
+    const names = lfs.parts(local.rel);
+    const name = names.pop();
+    if (name === undefined) throw err.localIo(`${local.base}: name a file or directory in it`);
+    let st;
+    try {
+      st = lfs.inDir(baseFd, names, false, (dir) => fs.lstatSync(lfs.at(dir, name)));
+    } catch (e) {
+      throw err.localIo(`stat ${shownOf(local)}: ${e.message}`);
+    }
+    const put = (r) => (fdPath) => `put -p ${fdPath} ${sftpWord(r)}`;
+    if (st.isFile()) {
+      const planned = { dev: st.dev, ino: st.ino };
+      await sendBatch(client, target, baseFd, local, mkdirs(remoteParent(remote)), [{ rel: "", planned, line: put(remote) }], opts);
+      return { files: 1, bytes: BigInt(st.size) };
+    }
+    if (!st.isDirectory()) throw err.localIo(`${shownOf(local)}: not a regular file or directory`);
+    sftpWord(remote);
     let entries;
     try {
-      entries = walk(local);
+      entries = lfs.inDir(baseFd, [...names, name], false, (dir) => walkTree(dir));
     } catch (e) {
-      throw err.localIo(`reading ${local}: ${e.message}`);
+      throw err.localIo(`reading ${shownOf(local)}: ${e.message}`);
     }
+    let lines = mkdirs(remote);
+    let files = [];
+    let count = 0;
+    let bytes = 0;
     for (const e of entries) {
       const r = `${remote}/${e.rel}`;
       if (e.dir) lines.push(`-mkdir ${sftpWord(r)}`);
       else {
-        lines.push(`put -p ${sftpWord(path.join(local, e.rel))} ${sftpWord(r)}`);
-        files += 1;
+        files.push({ rel: e.rel, planned: e, line: put(r) });
+        count += 1;
         bytes += e.size;
+        if (files.length === UPLOAD_BATCH) {
+          await sendBatch(client, target, baseFd, local, lines, files, opts);
+          lines = [];
+          files = [];
+        }
       }
     }
-  } else {
-    throw err.localIo(`${local}: not a regular file or directory`);
+    if (lines.length || files.length) await sendBatch(client, target, baseFd, local, lines, files, opts);
+    return { files: count, bytes: BigInt(bytes) };
+  } finally {
+    fs.closeSync(baseFd);
   }
-  await client.sftp(target, `${lines.join("\n")}\n`, opts);
-  return { files, bytes: BigInt(bytes) };
 }
 
-/** Refuse to write through a symlink; say what is there now. */
-function existing(p) {
-  let st;
+/** The longest file name most local file systems take. */
+const NAME_MAX = 255;
+
+/**
+ * The partial file of a copy into `name`: `.NAME.cluster-slurm-part`, as
+ * the native host names it; for a name too long to carry the decoration,
+ * `.<SHA-256 of the name, 40 hex digits>.cluster-slurm-part` (sftp.rs
+ * `partial_path`).
+ */
+export function partialName(name) {
+  const plain = `.${name}.cluster-slurm-part`;
+  if (Buffer.byteLength(plain) <= NAME_MAX) return plain;
+  return `.${crypto.createHash("sha256").update(name).digest("hex").slice(0, 40)}.cluster-slurm-part`;
+}
+
+/**
+ * The partial file `partial` of `dirFd`, open for writing: reused only when
+ * it is this directory's own regular file with a single link (emptied
+ * first), else removed and made afresh under an exclusive create, so a link
+ * planted at its name is never written through.
+ */
+export function openPartial(dirFd, partial, shown) {
+  for (let i = 0; i < 4; i++) {
+    try {
+      const [fd, st] = lfs.openRegular(dirFd, partial, true);
+      if (st.nlink === 1) {
+        fs.ftruncateSync(fd, 0);
+        return fd;
+      }
+      // Another name shares this file (a planted hard link): let go of it, never write it.
+      fs.closeSync(fd);
+      fs.unlinkSync(lfs.at(dirFd, partial));
+    } catch (e) {
+      // A symlink, FIFO or anything else at the partial's name: not ours.
+      if (e.code !== "ENOENT") fs.unlinkSync(lfs.at(dirFd, partial));
+    }
+    try {
+      return lfs.createNew(dirFd, partial, 0o600);
+    } catch (e) {
+      // Someone made it meanwhile: look again.
+      if (e.code !== "EEXIST") throw e;
+    }
+  }
+  throw err.localIo(`${shown}: its partial file keeps being replaced; is another download to it in progress?`);
+}
+
+/** Copy the staged file into `name` of `dirFd` through its partial file. */
+function copyIn(dirFd, name, staged, st, shown) {
+  const partial = partialName(name);
+  const out = openPartial(dirFd, partial, shown);
   try {
-    st = fs.lstatSync(p);
-  } catch {
-    return null;
+    const src = fs.openSync(staged, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (;;) {
+        const n = fs.readSync(src, buf, 0, buf.length, null);
+        if (n === 0) break;
+        fs.writeSync(out, buf, 0, n);
+      }
+    } finally {
+      fs.closeSync(src);
+    }
+    fs.fchmodSync(out, st.mode & 0o777);
+    fs.futimesSync(out, st.atime, st.mtime);
+    fs.fsyncSync(out);
+    fs.closeSync(out);
+    fs.renameSync(lfs.at(dirFd, partial), lfs.at(dirFd, name));
+  } catch (e) {
+    try {
+      fs.closeSync(out);
+    } catch {
+      // Closed already.
+    }
+    fs.rmSync(lfs.at(dirFd, partial), { force: true });
+    throw e;
   }
-  if (st.isSymbolicLink()) throw err.denied(`${p} is a symlink; refusing to write through it`);
-  return st;
 }
 
-export async function download(client, target, remote, local, opts) {
-  const parent = path.dirname(local);
+/**
+ * Put the staged file `staged` at `name` of `dirFd`: renamed over it (a
+ * rename replaces the directory entry: nothing is written through what was
+ * there), or copied in across file systems. A symlink or directory there
+ * is refused.
+ */
+export function placeFile(dirFd, name, staged, st, shown, { forceCopy = false } = {}) {
+  let now = null;
+  try {
+    now = fs.lstatSync(lfs.at(dirFd, name));
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+  }
+  if (now?.isSymbolicLink()) throw err.denied(`${shown} is a symlink; refusing to write through it`);
+  if (now?.isDirectory()) throw err.localIo(`${shown} exists and is a directory`);
+  if (!forceCopy) {
+    try {
+      fs.renameSync(staged, lfs.at(dirFd, name));
+      return;
+    } catch (e) {
+      if (e.code !== "EXDEV") throw e;
+    }
+  }
+  copyIn(dirFd, name, staged, st, shown);
+}
+
+/**
+ * Where downloads are staged: the host's state directory (as the native
+ * host's records: `$XDG_STATE_HOME/cluster-slurm/downloads`, else under
+ * ~/.local/state), outside the workspace so the agent cannot reach into it
+ * while sftp writes; if that lies inside the workspace, a fresh private
+ * directory in the system's temporary directory.
+ */
+function stagingDir(workspace, root) {
+  if (root === undefined) {
+    const state = process.env.XDG_STATE_HOME || path.join(process.env.HOME || os.homedir(), ".local/state");
+    root = path.join(state, "cluster-slurm", "downloads");
+    try {
+      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+      const real = fs.realpathSync(root);
+      const ws = fs.realpathSync(workspace);
+      if (real === ws || real.startsWith(`${ws}/`) || ws.startsWith(`${real}/`)) root = undefined;
+    } catch {
+      root = undefined;
+    }
+  }
+  return fs.mkdtempSync(path.join(root ?? os.tmpdir(), "cluster-slurm-download-"));
+}
+
+/** Every regular file and directory of our own staging tree, parents first. */
+function walkStaged(dir, rel = "") {
+  const out = [];
+  for (const name of fs.readdirSync(path.join(dir, rel)).sort()) {
+    const r = rel ? `${rel}/${name}` : name;
+    const st = fs.lstatSync(path.join(dir, r));
+    if (st.isDirectory()) out.push({ rel: r, dir: true }, ...walkStaged(dir, r));
+    else if (st.isFile()) out.push({ rel: r, dir: false, st });
+  }
+  return out;
+}
+
+/** A symlink met on the way is a refusal, as the grants would word it; the rest is local-io. */
+function localFailure(e, what) {
+  if (e?.code === "ELOOP") return err.denied(`${what}: ${e.message}`);
+  return err.asLocalIo(e, what);
+}
+
+/**
+ * Download `remote` (a file or a directory tree) to `local` ({base, rel}:
+ * the destination path itself, checked by the grants).
+ * `opts.stagingRoot` (tests) puts the staging directory elsewhere;
+ * `opts.forceCopy` (tests) copies instead of renaming.
+ */
+export async function download(client, target, remote, local, opts = {}) {
+  const shown = shownOf(local);
+  const never = lfs.neverWritten(local.rel);
+  if (never) throw err.denied(`local path ${show(local.rel)} is inside ${never}: the host never writes version-control metadata or direnv files (they run code); download elsewhere`);
+  const word = sftpWord(remote);
   let staging;
   try {
-    fs.mkdirSync(parent, { recursive: true });
-    staging = fs.mkdtempSync(path.join(parent, `.${path.basename(local)}.part-`));
+    staging = stagingDir(local.base, opts.stagingRoot);
   } catch (e) {
-    throw err.asLocalIo(e, `creating a staging directory in ${parent}`);
+    throw err.asLocalIo(e, "creating a staging directory for a download");
   }
+  const sftpOpts = { timeoutMs: opts.timeoutMs, signal: opts.signal };
   try {
     const landed = path.join(staging, "x");
-    await client.sftp(target, `get -R -p ${sftpWord(remote)} ${sftpWord(landed)}\n`, opts);
+    await client.sftp(target, `get -R -p ${word} ${sftpWord(landed)}\n`, sftpOpts);
     let st;
     try {
       st = fs.lstatSync(landed);
     } catch (e) {
       throw err.remote(`sftp ${target}: ${remote} did not arrive (${e.message})`);
     }
-    if (st.isFile()) {
-      if (existing(local)?.isDirectory()) throw err.localIo(`${local} exists and is a directory`);
-      fs.renameSync(landed, local);
-      return { files: 1, bytes: BigInt(st.size) };
-    }
-    if (!st.isDirectory()) throw err.remote(`${remote}: not a regular file or directory`);
-    const here = existing(local);
-    if (here && !here.isDirectory()) throw err.localIo(`${local} exists and is not a directory`);
-    if (!here) fs.mkdirSync(local);
-    let files = 0;
-    let bytes = 0;
-    for (const e of walk(landed)) {
-      const dest = path.join(local, e.rel);
-      const now = existing(dest);
-      if (e.dir) {
-        if (now && !now.isDirectory()) throw err.localIo(`${dest} exists and is not a directory`);
-        if (!now) fs.mkdirSync(dest);
-      } else {
-        if (now?.isDirectory()) throw err.localIo(`${dest} exists and is a directory`);
-        fs.renameSync(path.join(landed, e.rel), dest);
-        files += 1;
-        bytes += e.size;
+    if (!st.isFile() && !st.isDirectory()) throw err.remote(`${remote}: not a regular file or directory`);
+    const entries = st.isDirectory() ? walkStaged(landed) : [];
+    // A tree that holds a name never written is refused whole, before
+    // anything is written, so nothing is silently left out.
+    for (const e of entries) {
+      const bad = lfs.neverWritten(e.rel);
+      if (bad) {
+        throw err.localIo(`${remote} holds ${remote}/${e.rel} (${bad}): the host never writes version-control metadata or direnv files (they run code); download the parts around it, or rename it on the cluster`);
       }
     }
-    return { files, bytes: BigInt(bytes) };
+    const baseFd = lfs.openBase(local.base);
+    try {
+      const names = lfs.parts(local.rel);
+      const name = names.pop();
+      if (st.isFile()) {
+        opts.beforeOpen?.(shown);
+        lfs.inDir(baseFd, names, true, (dir) => placeFile(dir, name, landed, st, shown, opts));
+        return { files: 1, bytes: BigInt(st.size) };
+      }
+      opts.beforeOpen?.(shown);
+      lfs.inDir(baseFd, names, true, (dir) => {
+        let here = null;
+        try {
+          here = fs.lstatSync(lfs.at(dir, name));
+        } catch (e) {
+          if (e.code !== "ENOENT") throw e;
+        }
+        if (here?.isSymbolicLink()) throw err.denied(`${shown} is a symlink; refusing to write through it`);
+        if (here && !here.isDirectory()) throw err.localIo(`${shown} exists and is not a directory`);
+      });
+      let files = 0;
+      let bytes = 0;
+      for (const e of entries) {
+        const dest = shownOf(local, e.rel);
+        const to = [...names, name, ...lfs.parts(e.rel)];
+        // Walked again for every entry: whatever was swapped in since the
+        // last one is met here, and a link is refused.
+        opts.beforeOpen?.(dest);
+        if (e.dir) {
+          lfs.inDir(baseFd, to, true, () => {});
+        } else {
+          const last = to.pop();
+          lfs.inDir(baseFd, to, true, (dir) => placeFile(dir, last, path.join(landed, e.rel), e.st, dest, opts));
+          files += 1;
+          bytes += e.st.size;
+        }
+      }
+      return { files, bytes: BigInt(bytes) };
+    } finally {
+      fs.closeSync(baseFd);
+    }
   } catch (e) {
-    throw err.asLocalIo(e, `downloading ${remote} to ${local}`);
+    throw localFailure(e, `downloading ${remote} to ${shown}`);
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
   }

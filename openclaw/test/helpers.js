@@ -3,6 +3,7 @@
 // a refusal is a typed host-error value rather than a JS exception.
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -73,3 +74,20 @@ export function thrown(fn) {
   }
   assert.fail(`expected a refusal, got ${JSON.stringify(value)}`);
 }
+
+/** OpenSSH's sftp-server, for a local round trip through `sftp -D`. */
+const SFTP_SERVER = ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"]
+  .find((p) => fs.existsSync(p));
+export const HAVE_SFTP = SFTP_SERVER !== undefined && spawnSync("sftp", ["-h"]).error === undefined;
+
+/**
+ * A client whose sftp talks to a local sftp-server: the real batch parser
+ * and globbing, and the host's open files as its fd 3, 4, ... as ssh.js
+ * passes them.
+ */
+export const localSftp = HAVE_SFTP ? {
+  async sftp(_target, batch, { fds = [] } = {}) {
+    const r = spawnSync("sftp", ["-q", "-D", SFTP_SERVER, "-b", "-"], { input: batch, encoding: "utf8", stdio: ["pipe", "pipe", "pipe", ...fds] });
+    if (r.status !== 0) throw new Error(`sftp exit ${r.status}: ${r.stderr}\n${batch}`);
+  },
+} : undefined;

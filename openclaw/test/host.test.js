@@ -29,11 +29,14 @@ async function refused(promise, tag, message) {
   await assert.rejects(promise, (e) => assertRefusal(e, tag, message));
 }
 
-/** The sftp batch that uploads one file to `remote` (mkdir of each parent, then put). */
-function uploadBatch(local, remote) {
+/**
+ * The sftp batch that uploads one file to `remote` (mkdir of each parent,
+ * then put): sftp reads the file the host opened and checked, its fd 3.
+ */
+function uploadBatch(remote) {
   const parts = remote.split("/").filter(Boolean).slice(0, -1);
   const mkdirs = parts.map((_, i) => `-mkdir /${parts.slice(0, i + 1).join("/")}\n`);
-  return `${mkdirs.join("")}put -p ${local} ${remote}\n`;
+  return `${mkdirs.join("")}put -p /proc/self/fd/3 ${remote}\n`;
 }
 
 test("rs refused_execs_never_reach_the_transport", async (t) => {
@@ -95,7 +98,7 @@ test("rs refused_transfers_never_reach_the_transport", async (t) => {
   // The checked, canonical local path and the normalised remote one.
   assert.deepEqual(
     client.calls.map((c) => [c.kind, c.target, c.batch]),
-    [["sftp", "login", uploadBatch(`${grants.workspace}/input.txt`, "/scratch/u/runs/r1/input.txt")]],
+    [["sftp", "login", uploadBatch("/scratch/u/runs/r1/input.txt")]],
   );
   assert.deepEqual(fs.readdirSync(outside), []);
 });
@@ -242,8 +245,10 @@ test("allowed transfers reach the client with checked paths", async (t) => {
   assert.deepEqual(got, { files: 1, bytes: BigInt("remote /scratch/u/runs/r1/result.json".length) });
   assert.equal(fs.readFileSync(path.join(ws, "downloads/r1/result.json"), "utf8"), "remote /scratch/u/runs/r1/result.json");
   assert.equal(client.calls.length, 2);
-  assert.equal(client.calls[0].batch, uploadBatch(`${grants.workspace}/input.txt`, "/scratch/u/runs/r1/input.txt"));
-  assert.match(client.calls[1].batch, /^get -R -p \/scratch\/u\/runs\/r1\/result\.json \S+\/downloads\/r1\/\.result\.json\.part-\w+\/x\n$/);
+  assert.equal(client.calls[0].batch, uploadBatch("/scratch/u/runs/r1/input.txt"));
+  // Staged outside the workspace (the host's state directory), then moved in.
+  assert.match(client.calls[1].batch, /^get -R -p \/scratch\/u\/runs\/r1\/result\.json \S+\/cluster-slurm-download-\w+\/x\n$/);
+  assert.ok(!client.calls[1].batch.includes(ws), "staged inside the workspace");
   assert.ok(client.calls.every((c) => c.target === "login"));
   // The staging directory is gone.
   assert.deepEqual(fs.readdirSync(path.join(ws, "downloads/r1")), ["result.json"]);
@@ -259,7 +264,7 @@ test("home roots: sftp paths are relative to the login home", async (t) => {
   await host.exec(request("h", "ls", [], "~/runs/r1"));
   await refused(host.upload("h", "input.txt", "~/other/x"), "denied");
   assert.deepEqual(client.calls.map((c) => c.batch ?? c.command), [
-    `-mkdir runs\n-mkdir runs/r1\nput -p ${grants.workspace}/input.txt runs/r1/input.txt\n`,
+    "-mkdir runs\n-mkdir runs/r1\nput -p /proc/self/fd/3 runs/r1/input.txt\n",
     'cd -- "$HOME"/runs/r1 && exec ls',
   ]);
 });

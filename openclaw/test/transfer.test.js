@@ -5,11 +5,10 @@
 
 import test from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { download, sftpWord, upload } from "../lib/transfer.js";
-import { assertRefusal, recordingClient, tempDir, thrown } from "./helpers.js";
+import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, tempDir, thrown } from "./helpers.js";
 
 /** Names that sftp's batch parser would split, unquote or glob if bare. */
 const AWKWARD = [
@@ -61,8 +60,8 @@ test("transfers refuse a batch-breaking name before running sftp", async (t) => 
   const ws = tempDir(t);
   fs.writeFileSync(path.join(ws, "f"), "x");
   const client = recordingClient();
-  await assert.rejects(upload(client, "login", path.join(ws, "f"), "/r/a\nput /etc/passwd /r/x", {}), (e) => assertRefusal(e, "denied"));
-  await assert.rejects(download(client, "login", "/r/a\nb", path.join(ws, "out"), {}), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(upload(client, "login", { base: ws, rel: "f" }, "/r/a\nput /etc/passwd /r/x", {}), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(download(client, "login", "/r/a\nb", { base: ws, rel: "out" }, {}), (e) => assertRefusal(e, "denied"));
   assert.deepEqual(client.calls, []);
   // The staging directory of the refused download is gone.
   assert.deepEqual(fs.readdirSync(ws), ["f"]);
@@ -79,15 +78,16 @@ test("directory uploads send only regular files and directories", async (t) => {
   fs.symlinkSync(path.join(outside, "secret"), path.join(src, "leak"));
   fs.symlinkSync(outside, path.join(src, "sub/leakdir"));
   const client = recordingClient();
-  const stats = await upload(client, "login", src, "/r/up", {});
+  const stats = await upload(client, "login", { base: ws, rel: "src dir" }, "/r/up", {});
   assert.deepEqual(stats, { files: 2, bytes: 5n });
-  const local = sftpWord(src);
+  // sftp reads the files the host opened and checked: its fds 3 and 4.
   assert.deepEqual(client.calls.map((c) => c.batch), [
     "-mkdir /r\n-mkdir /r/up\n"
-    + `put -p ${local}/a.txt /r/up/a.txt\n`
     + "-mkdir /r/up/sub\n"
-    + `put -p ${local}/sub/b\\*.txt /r/up/sub/b\\*.txt\n`,
+    + "put -p /proc/self/fd/3 /r/up/a.txt\n"
+    + "put -p /proc/self/fd/4 /r/up/sub/b\\*.txt\n",
   ]);
+  assert.equal(client.calls[0].opts.fds.length, 2);
 });
 
 test("downloads never write through a symlink in the workspace", async (t) => {
@@ -103,25 +103,12 @@ test("downloads never write through a symlink in the workspace", async (t) => {
   });
   fs.mkdirSync(path.join(ws, "out/sub"), { recursive: true });
   fs.symlinkSync(path.join(outside, "f"), path.join(ws, "out/sub/f"));
-  await assert.rejects(download(client, "login", "/r/tree", path.join(ws, "out"), {}), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(download(client, "login", "/r/tree", { base: ws, rel: "out" }, {}), (e) => assertRefusal(e, "denied"));
   assert.deepEqual(fs.readdirSync(outside), [], "nothing was written outside the workspace");
   // Only the planted link remains; the staging directory is gone.
   assert.deepEqual(fs.readdirSync(path.join(ws, "out")), ["sub"]);
   assert.deepEqual(fs.readdirSync(path.join(ws, "out/sub")), ["f"]);
 });
-
-/** OpenSSH's sftp-server, for a local round trip through `sftp -D`. */
-const SFTP_SERVER = ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"]
-  .find((p) => fs.existsSync(p));
-const HAVE_SFTP = SFTP_SERVER !== undefined && spawnSync("sftp", ["-h"]).error === undefined;
-
-/** A client whose sftp talks to a local sftp-server: the real batch parser and globbing. */
-const localSftp = {
-  async sftp(_target, batch) {
-    const r = spawnSync("sftp", ["-q", "-D", SFTP_SERVER, "-b", "-"], { input: batch, encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`sftp exit ${r.status}: ${r.stderr}\n${batch}`);
-  },
-};
 
 test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sftp or sftp-server not installed" }, async (t) => {
   const ws = tempDir(t);
@@ -129,9 +116,9 @@ test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sf
   for (const name of AWKWARD) {
     // A file each way, and a directory of that name holding a file of that name.
     fs.writeFileSync(path.join(ws, name), `content of ${name}`);
-    await upload(localSftp, "local", path.join(ws, name), `${remote}/up/${name}`, {});
+    await upload(localSftp, "local", { base: ws, rel: name }, `${remote}/up/${name}`, {});
     assert.equal(fs.readFileSync(path.join(remote, "up", name), "utf8"), `content of ${name}`, name);
-    await download(localSftp, "local", `${remote}/up/${name}`, path.join(ws, "down", name), {});
+    await download(localSftp, "local", `${remote}/up/${name}`, { base: ws, rel: `down/${name}` }, {});
     assert.equal(fs.readFileSync(path.join(ws, "down", name), "utf8"), `content of ${name}`, name);
   }
   const tree = path.join(ws, "tree");
@@ -140,8 +127,8 @@ test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sf
     fs.mkdirSync(path.join(tree, name));
     fs.writeFileSync(path.join(tree, name, name), name);
   }
-  await upload(localSftp, "local", tree, `${remote}/tree [1]`, {});
-  await download(localSftp, "local", `${remote}/tree [1]`, path.join(ws, "tree back"), {});
+  await upload(localSftp, "local", { base: ws, rel: "tree" }, `${remote}/tree [1]`, {});
+  await download(localSftp, "local", `${remote}/tree [1]`, { base: ws, rel: "tree back" }, {});
   for (const name of AWKWARD) assert.equal(fs.readFileSync(path.join(ws, "tree back", name, name), "utf8"), name, name);
   // Globs stayed literal: nothing but the named files arrived.
   assert.deepEqual(fs.readdirSync(path.join(remote, "up")).sort(), [...AWKWARD].sort());
@@ -156,6 +143,6 @@ test("sftpWord keeps astral characters (emoji) whole", async (t) => {
   if (!HAVE_SFTP) return;
   const ws = tempDir(t);
   fs.writeFileSync(path.join(ws, "😀.txt"), "smile");
-  await upload(localSftp, "local", path.join(ws, "😀.txt"), `${ws}/copy 😀.txt`, {});
+  await upload(localSftp, "local", { base: ws, rel: "😀.txt" }, `${ws}/copy 😀.txt`, {});
   assert.equal(fs.readFileSync(path.join(ws, "copy 😀.txt"), "utf8"), "smile");
 });
