@@ -388,6 +388,8 @@ export async function download(client, target, remote, local, opts = {}) {
         if (here?.isSymbolicLink()) throw err.denied(`${shown} is a symlink; refusing to write through it`);
         if (here && !here.isDirectory()) throw err.localIo(`${shown} exists and is not a directory`);
       });
+      // Made now, so an empty tree arrives as an empty directory.
+      lfs.inDir(baseFd, [...names, name], true, () => {});
       let files = 0;
       let bytes = 0;
       for (const e of entries) {

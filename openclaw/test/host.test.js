@@ -62,7 +62,7 @@ test("rs refused_execs_never_reach_the_transport", async (t) => {
 });
 
 test("rs refused_transfers_never_reach_the_transport", async (t) => {
-  const { ws, grants, host, client } = setup(t);
+  const { ws, host, client } = setup(t);
   const outside = tempDir(t, "outside");
   fs.symlinkSync(outside, path.join(ws, "escape"));
   await refused(host.upload("c", "input.txt", "/etc/cron.d/x"), "denied");
@@ -238,7 +238,7 @@ test("allowed transfers reach the client with checked paths", async (t) => {
     const m = /^get -R -p (\S+) (\S+)\n$/.exec(batch);
     if (m) fs.writeFileSync(m[2], `remote ${m[1]}`);
   };
-  const { ws, grants, host, client } = setup(t, { onSftp: land });
+  const { ws, host, client } = setup(t, { onSftp: land });
   const stats = await host.upload("c", "input.txt", "/scratch/u/runs/r1//input.txt");
   assert.deepEqual(stats, { files: 1, bytes: 4n });
   const got = await host.download("c", "r1/result.json", "downloads/r1/result.json");

@@ -50,6 +50,19 @@ function landing(files) {
   });
 }
 
+/** What `promise` rejected with (undefined if it resolved). */
+async function outcome(promise) {
+  try {
+    await promise;
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+/** A file's text, or undefined when there is none. */
+const contentOf = (p) => (fs.existsSync(p) ? fs.readFileSync(p, "utf8") : undefined);
+
 async function refusal(promise) {
   try {
     await promise;
@@ -60,10 +73,10 @@ async function refusal(promise) {
 }
 
 // Negative control (seen): with the old write (`.NAME.tmp-PID-N` opened
-// create+truncate, following links), the symlink planted at the predictable
-// temp name got the ledger written into the victim (it read "[]", not
-// "precious"). With `replace` writing the target in place (open "w"), the
-// hard link at r1/job.slurm and the symlink below the grants overwrote it.
+// create+truncate, following links), the links planted at the predictable
+// temp names got written through: the victim held "#!/bin/bash\n", not
+// "precious". With `replace` writing the target in place (open "w" instead
+// of the rename), the hard links at the targets overwrote it the same way.
 test("planted links in the run store are replaced, never written through", (t) => {
   const ws = tempDir(t);
   const { outside, victim } = outsideVictim(t);
@@ -102,8 +115,9 @@ test("planted links in the run store are replaced, never written through", (t) =
 });
 
 // Negative control (seen): with `openRegular` opening without
-// O_NOFOLLOW|O_NONBLOCK, the symlinked file was read through ("precious")
-// and the read of the FIFO hung the test until it was killed.
+// O_NOFOLLOW|O_NONBLOCK, the read of the FIFO hung the test until it was
+// killed (20 s); without O_NOFOLLOW alone, the symlink below the grants was
+// read through ("Missing expected exception").
 test("the run store reads regular files only, never through a link, never blocking", (t) => {
   const ws = tempDir(t);
   const { victim } = outsideVictim(t);
@@ -130,11 +144,11 @@ function thrownOf(fn) {
   assert.fail("expected a refusal");
 }
 
-// Negative control (seen): with the old holder (`flock FILE sh -c ...`,
-// which opens FILE by path, O_CREAT, following links and blocking on a
-// FIFO), the lock on the FIFO never answered (the test was killed after
-// its 20 s timeout), and `openLockFile` without O_NOFOLLOW (its open
-// replaced by a plain "r") locked the symlink's target outside.
+// Negative control (seen): with the old holder (`flock FILE ...`, which
+// opens FILE by path with O_CREAT, following links and blocking on a
+// FIFO), the lock on the FIFO never answered (the test hit its 20 s
+// timeout); with O_NOFOLLOW dropped from `openRegular`, `openLockFile`
+// opened the symlink's outside target ("Missing expected exception").
 test("the lock file is never opened through a link and never written", { timeout: 20_000 }, async (t) => {
   const ws = tempDir(t);
   const { outside, victim } = outsideVictim(t);
@@ -161,8 +175,10 @@ test("the lock file is never opened through a link and never written", { timeout
 
 // Negative control (seen): with `openPartial` reusing any regular file
 // (the `nlink === 1` check removed), the hard link planted at the partial
-// name had the victim truncated and overwritten with "remote" ; opening the
-// partial with plain "w" (no O_EXCL|O_NOFOLLOW) wrote it through the symlink.
+// name had the victim overwritten with "remote"; with its first open
+// following links (plain "r+" instead of `openRegular`), the symlink did
+// the same. (The exclusive create alone changed as "w" showed nothing: the
+// planted symlink is removed before it, as not ours.)
 test("a link planted at a download's partial file is never written through", (t) => {
   const ws = tempDir(t);
   const { outside, victim } = outsideVictim(t);
@@ -197,10 +213,9 @@ test("a link planted at a download's partial file is never written through", (t)
   fs.closeSync(dir);
 });
 
-// Negative control (seen): with the per-file walk replaced by a rename to
-// the path (`fs.renameSync(staged, path.join(ws, "out/sub/f"))`, what the
-// host did before), the file landed in the outside directory
-// (readdirSync(outside) was ["f"]).
+// Negative control (seen): with the per-file walk replaced by what the
+// host did before (mkdir -p and rename by path), the file landed in the
+// outside directory (readdirSync(outside) was ["f"]).
 test("a directory swapped for a link between a download's plan and a file's open is refused", async (t) => {
   const ws = tempDir(t);
   const outside = tempDir(t, "outside");
@@ -212,19 +227,19 @@ test("a directory swapped for a link between a download's plan and a file's open
     fs.renameSync(path.join(ws, "out/sub"), path.join(ws, "out/sub.moved"));
     fs.symlinkSync(outside, path.join(ws, "out/sub"));
   };
-  const e = await refusal(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { beforeOpen, stagingRoot: staging }));
-  assertRefusal(e, "denied", /sub is a symbolic link/);
+  const e = await outcome(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { beforeOpen, stagingRoot: staging }));
   assert.deepEqual(fs.readdirSync(outside), [], "written outside the workspace");
+  assertRefusal(e, "denied", /sub is a symbolic link/);
   assert.deepEqual(fs.readdirSync(staging), [], "the staging directory is left");
   // The staging directory was outside the workspace.
   assert.ok(!landedOf(client.calls[0].batch).startsWith(ws));
 });
 
 // Negative control (seen): with the dev/ino comparison in `openPlanned`
-// removed, the hard-link swap sent the outside file: the remote a.txt held
-// "secret". (The symlink swaps are refused twice over: O_NOFOLLOW, and a
-// followed link would be another inode; with both removed the remote a.txt
-// held "secret" too.)
+// removed, the hard-link swap sent the outside file ("hardlink: sent",
+// 'secret'). The symlink swaps are refused twice over (O_NOFOLLOW, and a
+// followed link is another inode): with both removed, "symlink: sent",
+// 'secret'.
 test("a file swapped mid-upload is never sent", { skip: !localSftp && "no sftp" }, async (t) => {
   for (const swap of ["symlink", "hardlink", "dir-symlink"]) {
     const ws = tempDir(t);
@@ -246,32 +261,32 @@ test("a file swapped mid-upload is never sent", { skip: !localSftp && "no sftp" 
       if (swap === "symlink") fs.symlinkSync(path.join(outside, "secret"), target);
       else fs.linkSync(path.join(outside, "secret"), target);
     };
-    const e = await refusal(upload(localSftp, "local", { base: ws, rel: "src" }, `${remote}/up`, { beforeOpen }));
+    const e = await outcome(upload(localSftp, "local", { base: ws, rel: "src" }, `${remote}/up`, { beforeOpen }));
+    assert.equal(contentOf(path.join(remote, "up/sub/a.txt")), undefined, `${swap}: sent`);
     assertRefusal(e, "local-io", swap === "hardlink" ? /was replaced by another file/ : /symbolic link/);
-    assert.ok(!fs.existsSync(path.join(remote, "up/sub/a.txt")), `${swap}: something was sent`);
     // A single-file upload is checked the same way.
     if (swap !== "dir-symlink") {
       fs.rmSync(target);
       fs.writeFileSync(target, "mine");
-      const single = await refusal(upload(localSftp, "local", { base: ws, rel: "src/sub/a.txt" }, `${remote}/one`, { beforeOpen }));
+      const single = await outcome(upload(localSftp, "local", { base: ws, rel: "src/sub/a.txt" }, `${remote}/one`, { beforeOpen }));
+      assert.equal(contentOf(path.join(remote, "one")), undefined, `${swap}: single file sent`);
       assertRefusal(single, "local-io");
-      assert.ok(!fs.existsSync(path.join(remote, "one")), `${swap}: the single file was sent`);
     }
   }
 });
 
 // Negative control (seen): with the NEVER_WRITTEN check over the staged
-// tree removed, out/.git/hooks/post-checkout was written (and `out/a`
-// before it); with the grants' check removed, "proj/.git/config" was
-// downloaded into place.
+// tree removed, the first tree was written whole ("written: a,
+// .git/hooks/post-checkout"); with the grants' check removed,
+// localDestination("proj/.git/config") was accepted ("expected a refusal").
 test("vcs metadata and direnv files are never downloaded", async (t) => {
   const ws = tempDir(t);
   const staging = tempDir(t, "staging");
   for (const tree of [{ a: "x", ".git/hooks/post-checkout": "#!/bin/sh\ntouch /tmp/pwned\n" }, { a: "x", "deep/er/.envrc": "export X=1\n" }, { "z/.direnv/x": "" }]) {
     const client = landing(tree);
-    const e = await refusal(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { stagingRoot: staging }));
+    const e = await outcome(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { stagingRoot: staging }));
+    assert.ok(!fs.existsSync(path.join(ws, "out")), `written: ${Object.keys(tree).join(", ")}`);
     assertRefusal(e, "local-io", /never writes version-control metadata or direnv files/);
-    assert.ok(!fs.existsSync(path.join(ws, "out")), "part of a refused tree was written");
   }
   const grants = grantsFor(ws);
   for (const into of ["proj/.git/config", ".envrc", "a/.hg", ".jj/x", "x/.svn/y", ".bzr", ".direnv/z"]) {
@@ -285,8 +300,9 @@ test("vcs metadata and direnv files are never downloaded", async (t) => {
   assert.deepEqual(fs.readdirSync(path.join(ws, "fine")).sort(), [".github", ".gitignore"]);
 });
 
-// Negative control (seen): with `partialName` never hashing, the copy of
-// the 255-byte name failed with ENAMETOOLONG (its partial name is 276 bytes).
+// Negative control (seen): with `partialName` never hashing, the copied
+// download failed: local-io "ENAMETOOLONG: name too long" on the partial of
+// the 254-byte "é…" name (its partial name is 274 bytes).
 test("255-byte names download, renamed or copied (their partial names are hashed)", async (t) => {
   const ws = tempDir(t);
   const staging = tempDir(t, "staging");
@@ -306,7 +322,7 @@ test("255-byte names download, renamed or copied (their partial names are hashed
 
 // Negative control (seen): with the decisions read by `fs.readFileSync`
 // (following links), the symlink to a job-written result.json made its
-// forged line an approval ({approved: true, by: "agent"}).
+// forged line an approval: lookup returned {approved: true, by: "agent"}.
 test("the approvals file is never read through a link or from a FIFO", (t) => {
   const ws = tempDir(t);
   const state = tempDir(t, "state");

@@ -1,5 +1,6 @@
-// The run store's lock (lib/run-store.js): flock(2) on `<path>.lock`, held by
-// a small `flock` process, as the native host holds it (host/src/run_store.rs).
+// The run store's lock (lib/run-store.js): flock(2) on `<path>.lock`, taken
+// by util-linux `flock` on the file Node opened and held by that open file,
+// as the native host holds it (host/src/run_store.rs).
 
 import test from "node:test";
 import assert from "node:assert/strict";
@@ -36,7 +37,7 @@ test("a held lock blocks every other holder until it is released", async (t) => 
   await waiting;
   assert.equal(acquired, true);
   unlockAll(second);
-  // The holder process exits once its stdin closes; then the lock is free.
+  // Closing the lock file releases the lock.
   for (let i = 0; i < 50 && !freeForOthers(file); i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(freeForOthers(file), true, "the lock outlived unlockAll");
 });

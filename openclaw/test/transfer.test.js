@@ -146,3 +146,12 @@ test("sftpWord keeps astral characters (emoji) whole", async (t) => {
   await upload(localSftp, "local", { base: ws, rel: "😀.txt" }, `${ws}/copy 😀.txt`, {});
   assert.equal(fs.readFileSync(path.join(ws, "copy 😀.txt"), "utf8"), "smile");
 });
+
+test("an empty remote tree arrives as an empty directory", async (t) => {
+  const ws = tempDir(t);
+  const client = recordingClient({
+    onSftp: (batch) => fs.mkdirSync(/^get -R -p \S+ (\S+)\n$/.exec(batch)[1]),
+  });
+  assert.deepEqual(await download(client, "login", "/r/empty", { base: ws, rel: "a/empty" }, { stagingRoot: tempDir(t, "staging") }), { files: 0, bytes: 0n });
+  assert.deepEqual(fs.readdirSync(path.join(ws, "a/empty")), []);
+});
