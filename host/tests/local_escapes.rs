@@ -25,6 +25,7 @@ use std::time::Duration;
 use cluster_slurm_host::approvals::ApprovalBook;
 use cluster_slurm_host::audit::AuditLog;
 use cluster_slurm_host::bindings::HostError;
+use cluster_slurm_host::confine::DEFAULT_MAX_DOWNLOAD_BYTES;
 use cluster_slurm_host::copy;
 use cluster_slurm_host::grants::Grants;
 use cluster_slurm_host::hooks::{self, Point};
@@ -36,6 +37,8 @@ use cluster_slurm_host::ssh_config::resolve;
 use serde_json::json;
 
 const TB: &str = "/var/tmp/cluster-slurm-testbed";
+/// The profile's remoteRoot, as SFTP reads it (below the testbed user's home).
+const ROOT: &str = "cluster-runs";
 
 async fn connect() -> Connection {
     let cfg = PathBuf::from(TB).join("ssh/ssh_config");
@@ -234,6 +237,8 @@ async fn a_link_planted_at_a_partial_file_is_never_written_through() {
             &conn,
             &format!("{}/result.json", remote.path),
             &Target::ambient(&dest).unwrap(),
+            ROOT,
+            DEFAULT_MAX_DOWNLOAD_BYTES,
         )
         .await
         .unwrap();
@@ -286,6 +291,8 @@ async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
         &conn,
         &format!("{}/tree", remote.path),
         &Target::ambient(&out).unwrap(),
+        ROOT,
+        DEFAULT_MAX_DOWNLOAD_BYTES,
     )
     .await
     .unwrap_err();
@@ -365,7 +372,7 @@ async fn a_file_swapped_mid_upload_is_never_sent() {
         let grants = grants(ws.path());
         let source: Source = grants.local_source("tree").unwrap();
         let dest = format!("{}/{case}", remote.path);
-        let e = copy::upload(&conn, &source, &dest).await.unwrap_err();
+        let e = copy::upload(&conn, &source, &dest, ROOT).await.unwrap_err();
         hooks::clear();
         assert!(
             fired.load(std::sync::atomic::Ordering::SeqCst),
@@ -412,6 +419,8 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
         &conn,
         &format!("{}/tree", remote.path),
         &Target::ambient(&ws.path().join("out")).unwrap(),
+        ROOT,
+        DEFAULT_MAX_DOWNLOAD_BYTES,
     )
     .await
     .unwrap_err();
@@ -427,6 +436,8 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
         &conn,
         &format!("{}/long", remote.path),
         &Target::ambient(&ws.path().join("long")).unwrap(),
+        ROOT,
+        DEFAULT_MAX_DOWNLOAD_BYTES,
     )
     .await
     .unwrap();
