@@ -105,20 +105,15 @@ impl Confine {
 
     fn outside(&self, path: &str, real: &str) -> SshError {
         SshError::Denied(format!(
-            "remote path {path} resolves to {real} on the cluster, outside remoteRoot {} ({}): a symbolic link leads out of it; nothing was read or written there",
+            "remote path {} resolves to {real} on the cluster, outside remoteRoot {} ({}): a symbolic link leads out of it; nothing was read or written there",
+            shown(path),
             self.shown_root(),
             self.real
         ))
     }
 
     fn shown_root(&self) -> String {
-        if self.given == "." {
-            "~".to_string()
-        } else if self.given.starts_with('/') {
-            self.given.clone()
-        } else {
-            format!("~/{}", self.given)
-        }
+        shown(&self.given)
     }
 
     /// A download's source, resolved on the cluster: the path the transfer
@@ -147,7 +142,8 @@ impl Confine {
     ) -> Result<(), SshError> {
         if bytes > self.max_download_bytes {
             return Err(SshError::Denied(format!(
-                "download of {remote} is {bytes} bytes ({files} file(s)), over host.maxDownloadBytes ({} bytes); nothing was transferred. Download a part of it, or the operator raises host.maxDownloadBytes",
+                "download of {} is {bytes} bytes ({files} file(s)), over host.maxDownloadBytes ({} bytes); nothing was transferred. Download a part of it, or the operator raises host.maxDownloadBytes",
+                shown(remote),
                 self.max_download_bytes
             )));
         }
@@ -258,18 +254,32 @@ impl Confine {
             Ok(m) => match m.file_type() {
                 FileType::File => Ok(FileAt::Regular(m.size.unwrap_or(0))),
                 FileType::Symlink => Err(SshError::Denied(format!(
-                    "remote path {path} is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)"
+                    "remote path {} is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)",
+                    shown(path)
                 ))),
                 FileType::Dir => Err(SshError::Remote(format!(
                     "{path} exists and is a directory"
                 ))),
                 FileType::Other => Err(SshError::Denied(format!(
-                    "remote path {path} is not a regular file (a device, FIFO or socket); an upload only replaces regular files"
+                    "remote path {} is not a regular file (a device, FIFO or socket); an upload only replaces regular files",
+                    shown(path)
                 ))),
             },
             Err(e) if is_no_such_file(&e) => Ok(FileAt::Missing),
             Err(e) => Err(remote_err("stat", path, e)),
         }
+    }
+}
+
+/// A path in SFTP form (relative = below the home) as the agent wrote it:
+/// `~/...` for one below the home.
+pub fn shown(path: &str) -> String {
+    if path == "." || path.is_empty() {
+        "~".to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("~/{path}")
     }
 }
 

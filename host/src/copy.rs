@@ -442,16 +442,11 @@ const DENIED_MARK: &str = "cluster-slurm-denied: ";
 /// missing; a symlink counts only when it resolves inside `$r`. Exit 97 on
 /// a link out, 98 when it is something else (the files then go over SFTP,
 /// which reports it).
-const DIR_CHECK: &str = r#"d() { if [ -L "$1" ]; then t=$(cd -P -- "$1" 2>/dev/null && pwd -P) || { printf 'cluster-slurm-denied: %s is a symbolic link to no directory
-' "$1" >&2; exit 97; }; case "$t/" in "${r%/}"/*) ;; *) printf 'cluster-slurm-denied: %s is a symbolic link that resolves to %s, outside %s
-' "$1" "$t" "$r" >&2; exit 97;; esac; elif [ -d "$1" ]; then :; elif [ -e "$1" ]; then printf '%s exists and is not a directory
-' "$1" >&2; exit 98; else mkdir -- "$1" 2>/dev/null || { [ -d "$1" ] && [ ! -L "$1" ]; } || { printf 'cannot make %s
-' "$1" >&2; exit 98; }; fi; };"#;
+const DIR_CHECK: &str = r#"d() { if [ -L "$1" ]; then t=$(cd -P -- "$1" 2>/dev/null && pwd -P) || { printf 'cluster-slurm-denied: %s/%s is a symbolic link to no directory\n' "$r" "$1" >&2; exit 97; }; case "$t/" in "${r%/}"/*) ;; *) printf 'cluster-slurm-denied: %s/%s is a symbolic link that resolves to %s, outside %s\n' "$r" "$1" "$t" "$r" >&2; exit 97;; esac; elif [ -d "$1" ]; then :; elif [ -e "$1" ]; then printf '%s exists and is not a directory\n' "$1" >&2; exit 98; else mkdir -- "$1" 2>/dev/null || { [ -d "$1" ] && [ ! -L "$1" ]; } || { printf 'cannot make %s\n' "$1" >&2; exit 98; }; fi; };"#;
 
-/// `f NAME...`: no NAME is a symlink, a device, a FIFO or a socket.
-const FILE_CHECK: &str = r#"f() { for n do if [ -L "$n" ]; then printf 'cluster-slurm-denied: %s is a symbolic link; an upload never writes through one
-' "$n" >&2; exit 97; elif [ -e "$n" ] && [ ! -f "$n" ] && [ ! -d "$n" ]; then printf 'cluster-slurm-denied: %s is not a regular file
-' "$n" >&2; exit 97; fi; done; };"#;
+/// `f NAME...`: no NAME (relative to the current directory) is a symlink,
+/// a device, a FIFO or a socket.
+const FILE_CHECK: &str = r#"f() { for n do if [ -L "$n" ]; then printf 'cluster-slurm-denied: %s/%s is a symbolic link; an upload never writes through one\n' "$(pwd -P)" "$n" >&2; exit 97; elif [ -e "$n" ] && [ ! -f "$n" ] && [ ! -d "$n" ]; then printf 'cluster-slurm-denied: %s/%s is not a regular file\n' "$(pwd -P)" "$n" >&2; exit 97; fi; done; };"#;
 
 /// The refusal a bundle command printed, as an error naming the root.
 fn bundle_denied(root: &str, stderr: &[u8]) -> SshError {
@@ -466,7 +461,8 @@ fn bundle_denied(root: &str, stderr: &[u8]) -> SshError {
         what.join("; ")
     };
     SshError::Denied(format!(
-        "upload below remoteRoot {root}: {what} (paths relative to the root as the cluster resolves it); nothing was written through it"
+        "upload below remoteRoot {}: {what}; nothing was written through it",
+        crate::confine::shown(root)
     ))
 }
 

@@ -818,7 +818,8 @@ pub async fn plan_download(
         FileType::Dir => {}
         _ => {
             return Err(SshError::Denied(format!(
-                "remote path {shown} is not a regular file or directory (a device, FIFO or socket): downloads read regular files only"
+                "remote path {} is not a regular file or directory (a device, FIFO or socket): downloads read regular files only",
+                crate::confine::shown(shown)
             )));
         }
     }
