@@ -3,6 +3,7 @@
 //! operator's grants before it touches the SSH transport.
 //!
 //! - [`grants`]: what the operator allows, and the one checkpoint.
+//! - [`remote_confine`]: remote paths decided on the cluster by what they are.
 //! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
 //! - [`budget`]: the connection budget shared by all processes of the user.
@@ -31,6 +32,7 @@ pub mod local_fs;
 pub mod local_paths;
 pub mod mcp;
 pub mod operator;
+pub mod remote_confine;
 pub mod run_store;
 pub mod runtime;
 #[cfg(test)]
