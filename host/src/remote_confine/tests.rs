@@ -167,12 +167,11 @@ fn run(shell: &str, p: &ProfileGrant, prog: &str, a: &[&str], cwd: Option<&str>)
     }
 }
 
-/// Negative control (run once by hand): with the script's checks removed
-/// (`SCRIPT` reduced to `shift 6; ... exec "$p" "$@" -- "./$b"` and the cwd
-/// `case` dropped), `tail -- p` printed TOP-SECRET, `tail -- z` ran until
-/// the 20 s timeout (output growing without end), `tail -- f` blocked
-/// until the timeout, `ls -- s` listed the outside directory, and the cwd
-/// `r1/slash` listed `/`: every assertion below failed.
+/// Negative control (run once): with the script's checks removed (`inr`
+/// a no-op, no symlink/regular-file/`-ef` checks, `capped` a plain `exec`,
+/// the login shell's cwd `case` running the command either way), this test
+/// failed at its first case: `tail -n 5 -- p` returned the outside file's
+/// TOP-SECRET line.
 #[test]
 fn planted_links_devices_and_fifos_are_refused_on_the_cluster() {
     let base = tempfile::tempdir().unwrap();
@@ -278,8 +277,8 @@ fn planted_links_devices_and_fifos_are_refused_on_the_cluster() {
     }
 }
 
-/// Negative control: without the `head -c` stage (`capped` running the
-/// program directly) the 3 MB read below came back whole.
+/// Negative control (run once, same broken script): without the `head -c`
+/// stage the 3 MiB read came back whole (the length assertion failed).
 #[test]
 fn reads_are_bounded_in_bytes_on_the_cluster() {
     let base = tempfile::tempdir().unwrap();
