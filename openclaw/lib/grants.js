@@ -23,6 +23,7 @@ import fs from "node:fs";
 import path from "node:path";
 import util from "node:util";
 import { denied, unknownCluster } from "./host-error.js";
+import { command as confinedCommand } from "./remote-confine.js";
 
 export const ALLOWED_PROGRAMS = [
   "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo",
@@ -187,15 +188,9 @@ export class Grants {
       if (value.split("/").includes("..")) throw denied(`argument ${show(arg)} may not contain '..' path segments`);
       if (value.startsWith("/")) this.remotePath(profile, value);
     }
-    const run = `exec ${quoteCommand(program, args)}`;
-    if (cwd !== undefined && cwd !== null) {
-      const dir = this.remotePath(profile, cwd);
-      return `cd -- ${shellPath(dir)} && ${run}`;
-    }
-    // The root may not exist yet on a fresh account: create it rather than
-    // run with the login directory as the working directory.
-    const root = shellPath(profile.remoteRoot);
-    return `{ cd -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -- ${root}; }; } && ${run}`;
+    const dir = cwd !== undefined && cwd !== null ? this.remotePath(profile, cwd) : null;
+    // The paths' text is checked above; what they are is decided on the cluster.
+    return confinedCommand(profile, program, args, dir);
   }
 
   /** An existing local file or directory to read (an upload source). */
