@@ -10,7 +10,8 @@
 //!
 //! Negative control (run once): with the cluster-side checks removed from
 //! host/src/remote_confine.rs (`inr` a no-op, no symlink / regular-file /
-//! `-ef` checks, no `head -c` stage), see each test's note for what leaked.
+//! `-ef` checks, no `head -c` stage, no cwd `case`), both tests failed; each
+//! test's note says what leaked.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -59,11 +60,9 @@ fn refused(ws: &Workspace, action: &str, params: Value, why: &str) -> String {
     err
 }
 
-/// Negative control: without the checks, `job_logs` of `p` returned
-/// /etc/passwd (its `root:x:0:0` line), `s/authorized_keys` returned the
-/// login user's key, `z` in offset mode came back as 1 MiB of NULs after
-/// running until the cut, `f` stalled until the host's 60 s timeout, and
-/// `fetch_workload_logs` returned /etc/passwd as the job's log.
+/// Negative control (run once on the testbed): without the checks, the
+/// first refusal already failed: `job_logs` of `p` returned /etc/passwd
+/// (`root:x:0:0:root:/root:/bin/bash ...`) as the log.
 #[test]
 fn logs_never_follow_planted_links_devices_or_fifos() {
     let ws = Workspace::new();
@@ -113,9 +112,10 @@ fn logs_never_follow_planted_links_devices_or_fifos() {
     assert!(!status.to_string().contains(PASSWD), "{status}");
 }
 
-/// Negative control: without the checks, `list_files` of `s` listed the
-/// login user's ~/.ssh and of `slash` the cluster's `/`; before `ls -b`,
-/// the name with a newline came back as two entries `odd` and `name`.
+/// Negative control (run once on the testbed): without the checks,
+/// `list_files` of `s` listed the login user's ~/.ssh (`authorized_keys`).
+/// (The odd names are `ls -b`'s, independent of those checks; the parser's
+/// own test is `guest/src/actions/files.rs::escaped_names_decode_exactly`.)
 #[test]
 fn listings_stay_inside_and_odd_names_come_back_exactly() {
     let ws = Workspace::new();
