@@ -547,7 +547,7 @@ test("rs slurm_identifiers_and_options_are_checked", (t) => {
   const g = grantsFor(tempDir(t));
   const p = g.profile("c");
   const ok = (prog, args) => g.execCommand(p, prog, args, "r1");
-  assert.ok(ok("scancel", ["--", "12", "13_2"]).endsWith("exec scancel -- 12 13_2"));
+  assert.ok(ok("scancel", ["--", "12", "13_2"]).includes(") exec scancel -- 12 13_2;;"));
   ok("squeue", ["-h", "-t", "all", "-j", "12,13", "-o", "%i"]);
   ok("sacct", ["-n", "-P", "-X", "-j", "12", "-o", "JobID"]);
   ok("squeue", ["--me", "-h", "-o", "%i"]);
@@ -568,6 +568,10 @@ test("rs slurm_identifiers_and_options_are_checked", (t) => {
     ["squeue", ["-j", "--me"], 'squeue job list "--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
     ["sacct", ["--jobs=1,x"], 'sacct job list "1,x" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
     ["sacct", ["-hj12"], 'sacct argument "-hj12": give -j on its own, followed by the job ids'],
+    // getopt_long's abbreviations of --jobs (negative control, seen: without
+    // the prefix rule both were accepted).
+    ["squeue", ["--jo", "1,--me"], 'squeue job list "1,--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
+    ["sacct", ["--j=--me"], 'sacct job list "--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
     ["sbatch", ["--parsable", "-t999"], 'sbatch needs "--" before the script name (so the name is never read as an option)'],
     ["sbatch", ["--parsable", "job.slurm"], 'sbatch needs "--" before the script name (so the name is never read as an option)'],
     ["sbatch", ["--", "job.slurm", "x"], 'sbatch takes one script after "--", not ["job.slurm", "x"]'],
