@@ -281,7 +281,9 @@ mod tests {
             &["-hj12"],
             // Abbreviations getopt_long reads as --jobs (seen on the
             // testbed: `squeue --jo 1,--me` says "Invalid job id: --me").
-            // Negative control (seen): without `is_jobs_prefix` both passed.
+            // Negative control: the check before `is_jobs_prefix` accepted
+            // both (the attack review got `--jo` through; the JS twin's
+            // control, run, failed here).
             &["--jo", "1,--me"],
             &["--j=--me"],
         ] {

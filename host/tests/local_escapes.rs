@@ -422,9 +422,10 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
     assert!(listing(ws.path()).is_empty(), "{:?}", listing(ws.path()));
     // A repository by content under another name (git takes `HEAD` with
     // `refs`/`objects` for one, and runs its config's core.fsmonitor), and
-    // `.GIT` (a case-insensitive file system's `.git`). Negative control
-    // (seen): without the `looks_like_git_dir` check in `plan_download` the
-    // `evil` tree downloaded whole (4 files).
+    // `.GIT` (a case-insensitive file system's `.git`). Negative control:
+    // the release before the `looks_like_git_dir` check downloaded such a
+    // tree whole (4 files; the attack review then ran its core.fsmonitor
+    // with `git status`).
     remote
         .sh(&format!(
             "mkdir -p {p}/repo/evil/refs/heads {p}/repo/evil/objects {p}/upper/.GIT/hooks && printf 'ref: refs/heads/main\n' > {p}/repo/evil/HEAD && printf '[core]\n\tfsmonitor = touch /tmp/pwned\n' > {p}/repo/evil/config && touch {p}/repo/evil/refs/heads/.keep {p}/repo/evil/objects/.keep {p}/upper/.GIT/hooks/post-checkout",
