@@ -444,7 +444,11 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
             matches!(&e, SshError::LocalIo(m) if m.contains("never writes version-control metadata")),
             "{tree}: {e:?}"
         );
-        assert!(listing(ws.path()).is_empty(), "{tree}: {:?}", listing(ws.path()));
+        assert!(
+            listing(ws.path()).is_empty(),
+            "{tree}: {:?}",
+            listing(ws.path())
+        );
     }
     // The destination itself may not be one either (the checkpoint).
     let g = grants(ws.path());
