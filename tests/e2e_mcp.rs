@@ -134,7 +134,7 @@ fn python_sdk_client_runs_a_workload_through_the_mcp_server() {
 /// Negative control: the same binary built with rmcp's own stdio transport
 /// (`serve_lines` serving `(read, write)`, the code before this fix) gives
 /// no reply to the first line, invalid UTF-8: the test fails with "no reply
-/// within 60 s". Seen: CONTROL_E2E.
+/// within 60 s" (seen, at the invalid UTF-8 line).
 #[test]
 fn malformed_lines_get_json_rpc_errors_and_the_server_keeps_serving() {
     let ws = Workspace::new();

@@ -74,6 +74,17 @@ impl ExecCtx {
             .transport
             .exec(profile, command, request.stdin, timeout, OUTPUT_CAP)
             .await?;
+        // The cluster-side half of the checkpoint (remote_confine) refused.
+        if let Some(why) = crate::remote_confine::refusal(
+            profile,
+            &request.program,
+            &request.args,
+            request.cwd.as_deref(),
+            out.exit_code,
+            &out.stderr,
+        ) {
+            return Err(HostError::Denied(why));
+        }
         Ok(ExecOutput {
             exit_code: out.exit_code,
             exit_signal: out.exit_signal,

@@ -22,7 +22,7 @@
 
 use crate::local_fs::Base;
 use crate::local_paths::{relative_clean, resolved_place};
-use crate::ssh::{quote_command, quote_word};
+use crate::ssh::quote_word;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -263,21 +263,9 @@ impl Grants {
         // Program-specific rules last, so a path outside the root is
         // reported as such whatever the program.
         crate::slurm_args::check(program, args).map_err(Refusal::Denied)?;
-        let run = format!("exec {}", quote_command(program, args));
-        Ok(match cwd {
-            Some(dir) => {
-                let dir = self.remote_path(profile, dir)?;
-                format!("cd -- {} && {run}", shell_path(&dir))
-            }
-            // The root may not exist yet on a fresh account: create it rather
-            // than run with the login directory as the working directory.
-            None => {
-                let root = shell_path(&profile.remote_root);
-                format!(
-                    "{{ cd -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -- {root}; }}; }} && {run}"
-                )
-            }
-        })
+        let cwd = cwd.map(|dir| self.remote_path(profile, dir)).transpose()?;
+        // The paths' text is checked above; what they are is decided on the cluster.
+        crate::remote_confine::command(profile, program, args, cwd.as_deref())
     }
 }
 
@@ -395,10 +383,18 @@ mod tests {
                 Some("~/runs/r1"),
             )
             .unwrap();
-        assert_eq!(cmd, "cd -- \"$HOME\"/runs/r1 && exec tail -n 5 -- x.out");
+        assert!(
+            cmd.starts_with(
+                "cd -P -- \"$HOME\"/runs && cs_r=$PWD && cd -P -- \"$HOME\"/runs/r1 && "
+            ),
+            "{cmd}"
+        );
+        assert!(cmd.ends_with(" cs \"$cs_r\" tail file 1048577 . 1 x.out -n 5;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"), "{cmd}");
         let cmd = g.exec_command(&p, "squeue", &[], None).unwrap();
         assert!(
-            cmd.starts_with("{ cd -- \"$HOME\"/runs 2>/dev/null || { mkdir -p -- \"$HOME\"/runs"),
+            cmd.starts_with(
+                "{ cd -P -- \"$HOME\"/runs 2>/dev/null || { mkdir -p -- \"$HOME\"/runs"
+            ),
             "{cmd}"
         );
     }
@@ -419,7 +415,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             cmd,
-            "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' -- job.slurm"
+            "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
         );
         let cmd = g
             .exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None)
@@ -454,7 +450,7 @@ mod tests {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let ok = |prog: &str, a: &[&str]| g.exec_command(&p, prog, &args(a), Some("r1"));
         let cmd = ok("scancel", &["--", "12", "13_2"]).unwrap();
-        assert!(cmd.ends_with("exec scancel -- 12 13_2"), "{cmd}");
+        assert!(cmd.contains(") exec scancel -- 12 13_2;;"), "{cmd}");
         assert!(ok("squeue", &["-h", "-t", "all", "-j", "12,13", "-o", "%i"]).is_ok());
         assert!(ok("sacct", &["-n", "-P", "-X", "-j", "12", "-o", "JobID"]).is_ok());
         assert!(ok("squeue", &["--me", "-h", "-o", "%i"]).is_ok());

@@ -3,6 +3,7 @@
 //! operator's grants before it touches the SSH transport.
 //!
 //! - [`grants`]: what the operator allows, and the one checkpoint ([`slurm_args`]: per SLURM program).
+//! - [`remote_confine`]: remote paths decided on the cluster by what they are.
 //! - [`exec`], [`transfer`], [`run_store`]: the WIT capabilities (ctx, view, `add_to_linker`).
 //! - [`transport`]: the seam to the network; [`ssh`], [`sftp`], [`ssh_config`] implement it.
 //! - [`budget`]: the connection budget shared by all processes of the user.
@@ -35,6 +36,7 @@ pub mod mcp;
 pub mod mcp_request;
 pub mod mcp_stdio;
 pub mod operator;
+pub mod remote_confine;
 pub mod run_store;
 pub mod runtime;
 #[cfg(test)]

@@ -40,12 +40,36 @@ pub(crate) fn relative_clean(raw: &str) -> Option<PathBuf> {
 /// so nothing is silently left out.
 pub const NEVER_WRITTEN: &[&str] = &[".git", ".hg", ".svn", ".bzr", ".jj", ".envrc", ".direnv"];
 
-/// The first component of `rel` that is a name no download writes.
+/// The first component of `rel` that is a name no download writes. Compared
+/// without regard to ASCII case: on a case-insensitive file system (macOS,
+/// some network shares) `.GIT` is `.git` to git.
 pub fn never_written(rel: &Path) -> Option<&'static str> {
     rel.components().find_map(|c| match c {
-        Component::Normal(name) => NEVER_WRITTEN.iter().copied().find(|n| name == *n),
+        Component::Normal(name) => {
+            let name = name.to_str()?;
+            NEVER_WRITTEN
+                .iter()
+                .copied()
+                .find(|n| name.eq_ignore_ascii_case(n))
+        }
         _ => None,
     })
+}
+
+/// Whether a directory holding these entries is a git repository to git,
+/// whatever it is called: git takes any directory with `HEAD` and `refs`,
+/// `objects` or `commondir` for one (and then runs its config's
+/// `core.fsmonitor`, hooks and filters, e.g. from a shell prompt), so a
+/// download may not create one under another name than `.git`.
+pub fn looks_like_git_dir<'a>(names: impl IntoIterator<Item = &'a str>) -> bool {
+    let (mut head, mut store) = (false, false);
+    for name in names {
+        head |= name.eq_ignore_ascii_case("HEAD");
+        store |= ["refs", "objects", "commondir"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n));
+    }
+    head && store
 }
 
 impl Grants {
@@ -260,6 +284,18 @@ mod tests {
         assert!(g.local_destination("outdir/x").is_err());
         assert!(g.store_path("runs.json").is_ok());
         assert!(g.store_path("../../x").is_err());
+    }
+
+    #[test]
+    fn repositories_are_recognised_by_content_and_names_by_any_case() {
+        assert!(looks_like_git_dir(["HEAD", "config", "objects", "refs"]));
+        assert!(looks_like_git_dir(["HEAD", "commondir"]));
+        assert!(looks_like_git_dir(["head", "REFS"]));
+        assert!(!looks_like_git_dir(["HEAD", "notes.txt"]));
+        assert!(!looks_like_git_dir(["refs", "objects", "config"]));
+        assert_eq!(never_written(Path::new("a/.GIT/hooks")), Some(".git"));
+        assert_eq!(never_written(Path::new("a/.Envrc")), Some(".envrc"));
+        assert_eq!(never_written(Path::new("a/git/x")), None);
     }
 
     /// Negative control: without the `never_written` check the first loop

@@ -180,9 +180,13 @@ impl ServerHandler for McpServer {
 /// still answered.
 ///
 /// Negative control for the whole module: with `serve_lines` on rmcp's own
-/// transport (`handler.serve((read, write))`, the code before this fix), the
-/// tests for invalid UTF-8, garbage, deep nesting and the 20/100 MB lines
-/// time out waiting for a reply that never comes. Seen: CONTROL_WHOLE.
+/// transport (`handler.serve((read, write))`, the code before this fix) all
+/// nine fail. Seen: invalid UTF-8, garbage, 100,000 `[`, the 20/100 MB lines
+/// and the exactly-16-MiB request time out ("no reply within 60 s"); a
+/// notification before initialize closes stdout (session ended); a missing
+/// method is answered with id null instead of 7; a batch gets a bare
+/// "Invalid request" not naming batches; bad tools/call params get -32601
+/// "method not found".
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +311,8 @@ mod tests {
         }
     }
 
+    /// Control (the UTF-8 check replaced by a lossy decode): the request is
+    /// answered as a tools/list. Seen: a result for id 1, not -32700.
     #[tokio::test]
     async fn invalid_utf8_is_a_parse_error() {
         let mut c = Client::initialized().await;
@@ -392,8 +398,9 @@ mod tests {
     #[tokio::test]
     async fn a_notification_or_response_before_initialize_does_not_end_the_session() {
         // Control: rmcp ends the session on either (it expects initialize
-        // first); with the `initialized` check removed from mcp_request,
-        // `initialize` below gets no answer. Seen: CONTROL_PREINIT.
+        // first); with the `initialized` checks removed from mcp_request,
+        // `initialize` below gets no answer. Seen: "the server closed
+        // stdout".
         let mut c = Client::start().await;
         c.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
             .await;
@@ -408,7 +415,8 @@ mod tests {
         let mut c = Client::initialized().await;
         // 100,000 `[`: refused by the count, before any parser recurses.
         // Control (nested_deeper_than always false): serde_json's own
-        // recursion limit answers -32700, not -32600. Seen: CONTROL_DEPTH1.
+        // recursion limit answers -32700, not -32600. Seen: -32700
+        // "recursion limit exceeded at line 1 column 128".
         let mut deep = vec![b'['; 100_000];
         deep.push(b'\n');
         c.send(&deep).await;
@@ -429,7 +437,7 @@ mod tests {
         let r = c.recv().await;
         assert_eq!(r["result"]["tools"][0]["name"], "probe", "{r}");
         // Control (guard removed): this one is answered with the tool list.
-        // Seen: CONTROL_DEPTH2.
+        // Seen: a result for id 12.
         c.send(request(MAX_NESTING + 1).as_bytes()).await;
         c.expect_error(INVALID_REQUEST, Value::Null).await;
         c.still_serving().await;
@@ -456,9 +464,10 @@ mod tests {
         c.send_huge(b"", 100_000_000, b"").await;
         c.expect_error(INVALID_REQUEST, Value::Null).await;
         c.still_serving().await;
-        // Control (limit usize::MAX): the 20 MB request is read whole and
-        // answered with the tool list, the 100 MB line with -32700.
-        // Seen: CONTROL_SIZE.
+        // Control (the length check in BoundedLines::next removed): the
+        // 20 MB request is read whole and answered with the tool list. Seen:
+        // a result for id 13 (and the request one byte over the limit in
+        // the next test answered too).
     }
 
     #[tokio::test]

@@ -336,8 +336,8 @@ mod tests {
             MAX_REQUEST_BYTES,
         );
         assert!(matches!(lines.next().await, Line::TooLong));
-        // Guard removed (no length check, the line extended without
-        // bound): `next` returns Complete and holds all 100 MiB; seen.
+        // Control (the length check removed): `next` returns Complete
+        // holding the whole line. Seen: Complete, 134,217,728 bytes held.
         assert!(lines.held() <= MAX_REQUEST_BYTES, "{}", lines.held());
         assert!(matches!(lines.next().await, Line::Complete));
         assert_eq!(lines.line(), b"{\"next\":1}");

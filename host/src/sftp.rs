@@ -832,6 +832,12 @@ pub async fn plan_download(
             .map_err(|e| remote_err("listing", &rdir, e))?;
         let mut entries: Vec<_> = rd.collect();
         entries.sort_by_key(|e| e.file_name());
+        let names: Vec<String> = entries.iter().map(|e| e.file_name()).collect();
+        if crate::local_paths::looks_like_git_dir(names.iter().map(String::as_str)) {
+            return Err(SshError::LocalIo(format!(
+                "{remote} holds {rdir}, which git would take for a repository (HEAD with refs/objects): the host never writes version-control metadata (its config runs code); download the parts around it, or rename it on the cluster"
+            )));
+        }
         for entry in entries {
             let name = entry.file_name();
             check_remote_name(&rdir, &name)?;

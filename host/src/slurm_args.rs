@@ -111,11 +111,13 @@ fn job_lists(program: &str, args: &[String]) -> Result<(), String> {
         if arg == "--" {
             break;
         }
-        let list = if matches!(arg, "-j" | "--jobs" | "--job") {
+        // getopt_long takes any unambiguous prefix of a long option, so
+        // `--jo` is `--jobs` too: every prefix of "jobs" counts as it.
+        let long = arg.strip_prefix("--");
+        let list = if arg == "-j" || long.is_some_and(is_jobs_prefix) {
             Some(iter.next().map_or("", String::as_str))
-        } else if let Some(v) = arg
-            .strip_prefix("--jobs=")
-            .or_else(|| arg.strip_prefix("--job="))
+        } else if let Some((name, v)) = long.and_then(|rest| rest.split_once('='))
+            && is_jobs_prefix(name)
         {
             Some(v)
         } else if let Some(v) = arg.strip_prefix("-j") {
@@ -134,6 +136,11 @@ fn job_lists(program: &str, args: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `j`, `jo`, `job`, `jobs`: the spellings getopt_long reads as `--jobs`.
+fn is_jobs_prefix(name: &str) -> bool {
+    !name.is_empty() && "jobs".starts_with(name)
 }
 
 /// `--` before the script, and nothing but the script after it (sbatch
@@ -272,6 +279,13 @@ mod tests {
             &["--job", "-u"],
             &["-j12,x"],
             &["-hj12"],
+            // Abbreviations getopt_long reads as --jobs (seen on the
+            // testbed: `squeue --jo 1,--me` says "Invalid job id: --me").
+            // Negative control: the check before `is_jobs_prefix` accepted
+            // both (the attack review got `--jo` through; the JS twin's
+            // control, run, failed here).
+            &["--jo", "1,--me"],
+            &["--j=--me"],
         ] {
             assert!(job_lists("sacct", &args(bad)).is_err(), "{bad:?}");
         }

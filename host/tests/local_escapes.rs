@@ -429,6 +429,36 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
         "{e:?}"
     );
     assert!(listing(ws.path()).is_empty(), "{:?}", listing(ws.path()));
+    // A repository by content under another name (git takes `HEAD` with
+    // `refs`/`objects` for one, and runs its config's core.fsmonitor), and
+    // `.GIT` (a case-insensitive file system's `.git`). Negative control:
+    // the release before the `looks_like_git_dir` check downloaded such a
+    // tree whole (4 files; the attack review then ran its core.fsmonitor
+    // with `git status`).
+    remote
+        .sh(&format!(
+            "mkdir -p {p}/repo/evil/refs/heads {p}/repo/evil/objects {p}/upper/.GIT/hooks && printf 'ref: refs/heads/main\n' > {p}/repo/evil/HEAD && printf '[core]\n\tfsmonitor = touch /tmp/pwned\n' > {p}/repo/evil/config && touch {p}/repo/evil/refs/heads/.keep {p}/repo/evil/objects/.keep {p}/upper/.GIT/hooks/post-checkout",
+            p = remote.path
+        ))
+        .await;
+    for tree in ["repo", "upper"] {
+        let e = copy::download(
+            &conn,
+            &format!("{}/{tree}", remote.path),
+            &Target::ambient(&ws.path().join("out")).unwrap(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, SshError::LocalIo(m) if m.contains("never writes version-control metadata")),
+            "{tree}: {e:?}"
+        );
+        assert!(
+            listing(ws.path()).is_empty(),
+            "{tree}: {:?}",
+            listing(ws.path())
+        );
+    }
     // The destination itself may not be one either (the checkpoint).
     let g = grants(ws.path());
     assert!(g.local_destination(".git/hooks/pre-commit").is_err());

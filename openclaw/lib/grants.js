@@ -27,6 +27,7 @@ import util from "node:util";
 import { denied, unknownCluster } from "./host-error.js";
 import { checkSlurmArgs } from "./slurm-args.js";
 import { neverWritten } from "./local-fs.js";
+import { command as confinedCommand } from "./remote-confine.js";
 
 export const ALLOWED_PROGRAMS = [
   "sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo",
@@ -194,15 +195,9 @@ export class Grants {
     // Program-specific rules last, as in grants.rs (slurm-args.js).
     const refused = checkSlurmArgs(program, args);
     if (refused !== null) throw denied(refused);
-    const run = `exec ${quoteCommand(program, args)}`;
-    if (cwd !== undefined && cwd !== null) {
-      const dir = this.remotePath(profile, cwd);
-      return `cd -- ${shellPath(dir)} && ${run}`;
-    }
-    // The root may not exist yet on a fresh account: create it rather than
-    // run with the login directory as the working directory.
-    const root = shellPath(profile.remoteRoot);
-    return `{ cd -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -- ${root}; }; } && ${run}`;
+    const dir = cwd !== undefined && cwd !== null ? this.remotePath(profile, cwd) : null;
+    // The paths' text is checked above; what they are is decided on the cluster.
+    return confinedCommand(profile, program, args, dir);
   }
 
   /** An existing local file or directory to read (an upload source). */

@@ -6,6 +6,7 @@ import path from "node:path";
 import * as approvals from "./approvals.js";
 import { sftpPath } from "./grants.js";
 import * as err from "./host-error.js";
+import { refusal } from "./remote-confine.js";
 import * as runStore from "./run-store.js";
 import { DEFAULT_TIMEOUT_MS, MAX_STDIN, MAX_TIMEOUT_MS } from "./ssh.js";
 import * as transfer from "./transfer.js";
@@ -39,7 +40,11 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
         throw err.denied(`stdin larger than ${MAX_STDIN} bytes`);
       }
       const timeoutMs = Math.min(request.timeoutMs ?? DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS);
-      return client.exec(profile.sshTarget, command, { stdin: request.stdin, timeoutMs, signal });
+      const out = await client.exec(profile.sshTarget, command, { stdin: request.stdin, timeoutMs, signal });
+      // The cluster-side half of the checkpoint (remote-confine.js) refused.
+      const why = refusal(profile, request.program, request.args, request.cwd, out.exitCode, out.stderr);
+      if (why !== null) throw err.denied(why);
+      return out;
     },
     async upload(cluster, localPath, remotePath) {
       const profile = grants.profile(cluster);

@@ -33,9 +33,25 @@ const { O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_D
  */
 export const NEVER_WRITTEN = [".git", ".hg", ".svn", ".bzr", ".jj", ".envrc", ".direnv"];
 
-/** The first component of the relative path `rel` that no download writes. */
+/**
+ * The first component of the relative path `rel` that no download writes,
+ * compared without regard to ASCII case (on a case-insensitive file system
+ * `.GIT` is `.git` to git).
+ */
 export function neverWritten(rel) {
-  return rel.split("/").find((name) => NEVER_WRITTEN.includes(name));
+  const hit = rel.split("/").find((name) => NEVER_WRITTEN.includes(name.toLowerCase()));
+  return hit === undefined ? undefined : hit.toLowerCase();
+}
+
+/**
+ * Whether a directory holding `names` is a git repository to git, whatever
+ * it is called (host/src/local_paths.rs looks_like_git_dir): `HEAD` with
+ * `refs`, `objects` or `commondir`; git then runs its config's fsmonitor,
+ * hooks and filters.
+ */
+export function looksLikeGitDir(names) {
+  const lower = names.map((n) => n.toLowerCase());
+  return lower.includes("head") && ["refs", "objects", "commondir"].some((n) => lower.includes(n));
 }
 
 /** `name` (one component) inside the directory open as `dirFd`. */

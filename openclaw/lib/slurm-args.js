@@ -71,13 +71,16 @@ function jobLists(program, args) {
     const arg = args[i];
     if (arg === "--") break;
     let list = null;
-    if (arg === "-j" || arg === "--jobs" || arg === "--job") {
+    // getopt_long takes any unambiguous prefix of a long option, so `--jo`
+    // is `--jobs` too (slurm_args.rs is_jobs_prefix).
+    const eq = arg.indexOf("=");
+    const longName = arg.startsWith("--") ? arg.slice(2, eq < 0 ? undefined : eq) : null;
+    const jobsLong = longName !== null && longName !== "" && "jobs".startsWith(longName);
+    if (arg === "-j" || (jobsLong && eq < 0)) {
       i++;
       list = i < args.length ? args[i] : "";
-    } else if (arg.startsWith("--jobs=")) {
-      list = arg.slice("--jobs=".length);
-    } else if (arg.startsWith("--job=")) {
-      list = arg.slice("--job=".length);
+    } else if (jobsLong) {
+      list = arg.slice(eq + 1);
     } else if (arg.startsWith("-j")) {
       list = arg.slice(2);
     } else if (!arg.startsWith("--") && arg.startsWith("-") && arg.includes("j")) {

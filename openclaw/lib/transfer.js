@@ -362,6 +362,18 @@ export async function download(client, target, remote, local, opts = {}) {
     const entries = st.isDirectory() ? walkStaged(landed) : [];
     // A tree that holds a name never written is refused whole, before
     // anything is written, so nothing is silently left out.
+    const byDir = new Map([["", []]]);
+    for (const e of entries) {
+      const slash = e.rel.lastIndexOf("/");
+      const dir = slash < 0 ? "" : e.rel.slice(0, slash);
+      if (!byDir.has(dir)) byDir.set(dir, []);
+      byDir.get(dir).push(e.rel.slice(slash + 1));
+    }
+    for (const [dir, names] of byDir) {
+      if (lfs.looksLikeGitDir(names)) {
+        throw err.localIo(`${remote} holds ${dir ? `${remote}/${dir}` : remote}, which git would take for a repository (HEAD with refs/objects): the host never writes version-control metadata (its config runs code); download the parts around it, or rename it on the cluster`);
+      }
+    }
     for (const e of entries) {
       const bad = lfs.neverWritten(e.rel);
       if (bad) {

@@ -10,7 +10,8 @@ import path from "node:path";
 import { callHost } from "../lib/host.js";
 import { MAX_FILE } from "../lib/run-store.js";
 import { DEFAULT_TIMEOUT_MS, MAX_STDIN, MAX_TIMEOUT_MS } from "../lib/ssh.js";
-import { assertRefusal, grantsFor, recordingClient, tempDir } from "./helpers.js";
+import { assertRefusal, grantsFor, recordingClient, tempDir, atRoot, inDir } from "./helpers.js";
+import { command as confined } from "../lib/remote-confine.js";
 
 /** capability_tests.rs `setup`: a workspace with input.txt and profile c. */
 function setup(t, clientOptions) {
@@ -57,7 +58,7 @@ test("rs refused_execs_never_reach_the_transport", async (t) => {
   assert.equal(new TextDecoder().decode(out.stdout), "ok");
   assert.deepEqual(
     client.calls.map((c) => [c.kind, c.target, c.command]),
-    [["exec", "login", "cd -- /scratch/u/runs/r1 && exec sbatch --parsable -- job.slurm"]],
+    [["exec", "login", inDir("/scratch/u/runs", "/scratch/u/runs/r1", "exec sbatch --parsable -- job.slurm")]],
   );
 });
 
@@ -218,10 +219,10 @@ test("an allowed exec reaches the client exactly as checked", async (t) => {
   await withSignal.exec({ ...request("c", "tail", ["-n", "5", "--", "x.out"], "r1"), timeoutMs: 5_000 });
   await host.exec({ ...request("c", "sacct", [], undefined), timeoutMs: 10 * MAX_TIMEOUT_MS });
   assert.deepEqual(client.calls.map((c) => [c.kind, c.target, c.command]), [
-    ["exec", "login", "cd -- /scratch/u/runs/r1 && exec sbatch --parsable '--job-name=a b' -- job.slurm"],
-    ["exec", "login", "{ cd -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs && cd -- /scratch/u/runs; }; } && exec squeue -o '%i|%T'"],
-    ["exec", "login", "cd -- /scratch/u/runs/r1 && exec tail -n 5 -- x.out"],
-    ["exec", "login", "{ cd -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs && cd -- /scratch/u/runs; }; } && exec sacct"],
+    ["exec", "login", inDir("/scratch/u/runs", "/scratch/u/runs/r1", "exec sbatch --parsable '--job-name=a b' -- job.slurm")],
+    ["exec", "login", atRoot("/scratch/u/runs", "exec squeue -o '%i|%T'")],
+    ["exec", "login", confined(grants.profile("c"), "tail", ["-n", "5", "--", "x.out"], "/scratch/u/runs/r1")],
+    ["exec", "login", atRoot("/scratch/u/runs", "exec sacct")],
   ]);
   // stdin passes through; timeouts default, and are capped, as in exec.rs.
   assert.deepEqual(client.calls.map((c) => c.opts), [
@@ -261,10 +262,10 @@ test("home roots: sftp paths are relative to the login home", async (t) => {
   const client = recordingClient();
   const host = callHost(grants, client, undefined);
   await host.upload("h", "input.txt", "r1/input.txt");
-  await host.exec(request("h", "ls", [], "~/runs/r1"));
+  await host.exec(request("h", "squeue", [], "~/runs/r1"));
   await refused(host.upload("h", "input.txt", "~/other/x"), "denied");
   assert.deepEqual(client.calls.map((c) => c.batch ?? c.command), [
     "-mkdir runs\n-mkdir runs/r1\nput -p /proc/self/fd/3 runs/r1/input.txt\n",
-    'cd -- "$HOME"/runs/r1 && exec ls',
+    inDir('"$HOME"/runs', '"$HOME"/runs/r1', "exec squeue"),
   ]);
 });

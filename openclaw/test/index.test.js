@@ -10,7 +10,9 @@ import os from "node:os";
 import path from "node:path";
 import { errorResult, runTool, splitConfig } from "../index.js";
 import { GrantError } from "../lib/grants.js";
-import { tempDir, thrown } from "./helpers.js";
+import { tempDir, thrown, atRoot } from "./helpers.js";
+import { SCRIPT } from "../lib/remote-confine.js";
+import { quoteWord } from "../lib/grants.js";
 
 const PROFILE = { clusters: { c: { sshTarget: "login.invalid", remoteRoot: "/scratch/u/runs" } } };
 
@@ -239,6 +241,6 @@ test("runTool: an allowed request reaches ssh only as the grants built it", asyn
   // The target after `--`, then the one checked and quoted command line.
   assert.deepEqual(argv.slice(-3), [
     "--", "login.invalid",
-    "{ cd -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs && cd -- /scratch/u/runs; }; } && exec mkdir -p -- r1",
+    atRoot("/scratch/u/runs", 'if command -v timeout >/dev/null 2>&1; then set -- timeout -k 5 30; else set --; fi; exec "$@" /bin/sh -c ' + quoteWord(SCRIPT) + ' cs "$cs_r" mkdir mkdirp 1048577 . 1 r1 -p'),
   ]);
 });

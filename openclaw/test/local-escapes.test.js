@@ -288,6 +288,19 @@ test("vcs metadata and direnv files are never downloaded", async (t) => {
     assert.ok(!fs.existsSync(path.join(ws, "out")), `written: ${Object.keys(tree).join(", ")}`);
     assertRefusal(e, "local-io", /never writes version-control metadata or direnv files/);
   }
+  // A repository by content rather than by name, and `.git` in another case
+  // (case-insensitive file systems). Negative control (seen): with the
+  // looksLikeGitDir check removed, the first tree was written whole
+  // ("written: evil/HEAD, evil/refs/heads/.keep, ...").
+  for (const tree of [
+    { "evil/HEAD": "ref: refs/heads/main\n", "evil/refs/heads/.keep": "", "evil/objects/.keep": "", "evil/config": "[core]\n\tfsmonitor = touch /tmp/pwned\n" },
+    { "HEAD": "ref: refs/heads/main\n", "commondir": "..\n" },
+    { "x/.GIT/hooks/post-checkout": "#!/bin/sh\n" },
+  ]) {
+    const e = await outcome(download(landing(tree), "login", "/r/tree", { base: ws, rel: "out" }, { stagingRoot: staging }));
+    assert.ok(!fs.existsSync(path.join(ws, "out")), `written: ${Object.keys(tree).join(", ")}`);
+    assertRefusal(e, "local-io", /never writes version-control metadata/);
+  }
   const grants = grantsFor(ws);
   for (const into of ["proj/.git/config", ".envrc", "a/.hg", ".jj/x", "x/.svn/y", ".bzr", ".direnv/z"]) {
     assertRefusal(thrownOf(() => grants.localDestination(into)), "denied", /never writes version-control metadata/);

@@ -11,8 +11,59 @@ use serde_json::{Value, json};
 const DEFAULT_LIST_LIMIT: u64 = 200;
 const DEFAULT_RUNS_LIMIT: u64 = 50;
 
-/// One entry of `ls -lnA --time-style=+%s`: mode, links, uid, gid, size,
-/// mtime, name.
+/// A name as `ls -b` (`--quoting-style=escape`) prints it, decoded: every
+/// byte of a name is written on one line (a newline as `\n`, a space as
+/// `\ `, a backslash as `\\`, other unprintable bytes as octal `\NNN`).
+/// Bytes that are not UTF-8 are shown as U+FFFD, and flagged by the caller.
+fn unescape_ls(text: &str) -> (String, bool) {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut it = text.bytes().peekable();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            bytes.push(b);
+            continue;
+        }
+        let Some(next) = it.next() else {
+            bytes.push(b'\\');
+            break;
+        };
+        let plain = match next {
+            b'n' => Some(b'\n'),
+            b't' => Some(b'\t'),
+            b'r' => Some(b'\r'),
+            b'a' => Some(0x07),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'v' => Some(0x0b),
+            b'0'..=b'7' => {
+                let mut value = u32::from(next - b'0');
+                for _ in 0..2 {
+                    match it.peek() {
+                        Some(d @ b'0'..=b'7') => {
+                            value = value * 8 + u32::from(*d - b'0');
+                            it.next();
+                        }
+                        _ => break,
+                    }
+                }
+                u8::try_from(value).ok()
+            }
+            _ => None,
+        };
+        match plain {
+            Some(p) => bytes.push(p),
+            // `\\`, `\ ` and any other escaped character stand for themselves.
+            None => bytes.push(next),
+        }
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, false),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
+    }
+}
+
+/// One entry of `ls -lnAb --time-style=+%s`: mode, links, uid, gid, size,
+/// mtime, name (escaped by `-b`, so one line per entry whatever its bytes).
 fn parse_ls_line(line: &str) -> Option<Value> {
     let mut rest = line.trim_start();
     let mut fields = Vec::new();
@@ -29,17 +80,23 @@ fn parse_ls_line(line: &str) -> Option<Value> {
         '-' => "file",
         _ => "other",
     };
+    // `-b` writes a name's spaces as `\ `, so the first " -> " is the arrow.
     let name = if kind == "symlink" {
         rest.split(" -> ").next().unwrap_or(rest)
     } else {
         rest
     };
-    Some(json!({
+    let (name, lossy) = unescape_ls(name);
+    let mut entry = json!({
         "name": name,
         "type": kind,
         "size": size.parse::<u64>().ok(),
         "modified": mtime.parse::<u64>().ok(),
-    }))
+    });
+    if let (true, Value::Object(m)) = (lossy, &mut entry) {
+        m.insert("nameNotUtf8".into(), json!(true));
+    }
+    Some(entry)
 }
 
 impl Tool<'_> {
@@ -213,7 +270,7 @@ impl Tool<'_> {
             }
             None => base,
         };
-        let args = ["-lnA", "--time-style=+%s", "--", "."]
+        let args = ["-lnAb", "--time-style=+%s", "--", "."]
             .map(String::from)
             .to_vec();
         let out = self.exec_ok(
@@ -251,7 +308,7 @@ impl Tool<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ls_line;
+    use super::{parse_ls_line, unescape_ls};
 
     #[test]
     fn ls_lines() {
@@ -264,5 +321,33 @@ mod tests {
         let l = parse_ls_line("lrwxrwxrwx 1 1001 1001 4 1763700000 latest -> data").unwrap();
         assert_eq!(l["name"], "latest");
         assert!(parse_ls_line("garbage").is_none());
+    }
+
+    /// Names as GNU `ls -lnAb` printed them on the testbed (coreutils 9.1),
+    /// for files named with a newline, spaces, quotes, a backslash, an arrow,
+    /// non-ASCII (C locale: octal) and a byte that is not UTF-8.
+    #[test]
+    fn escaped_names_decode_exactly() {
+        for (escaped, name) in [
+            ("n\\nl", "n\nl"),
+            ("a\\ b", "a b"),
+            ("q'\"", "q'\""),
+            ("bs\\\\x", "bs\\x"),
+            ("a\\ ->\\ b", "a -> b"),
+            ("\\303\\251", "é"),
+            ("é", "é"),
+            ("t\\tx", "t\tx"),
+            ("c\\001d", "c\u{1}d"),
+        ] {
+            let line = format!("-rw-r--r-- 1 1001 1001 0 1763700000 {escaped}");
+            let e = parse_ls_line(&line).unwrap();
+            assert_eq!(e["name"], name, "{escaped}");
+            assert!(e.get("nameNotUtf8").is_none());
+        }
+        let l = parse_ls_line("lrwxrwxrwx 1 1 1 4 1763700000 li\\ nk\\ ->\\ x -> a\\ b").unwrap();
+        assert_eq!(l["name"], "li nk -> x");
+        assert_eq!(unescape_ls("\\377x"), ("\u{FFFD}x".to_string(), true));
+        let bad = parse_ls_line("-rw-r--r-- 1 1 1 0 1 \\377\\376").unwrap();
+        assert_eq!(bad["nameNotUtf8"], true);
     }
 }

@@ -4,7 +4,7 @@
 use super::submit::Workload;
 use super::{QUERY_TIMEOUT_MS, Tool, invalid, object, tagged};
 use crate::config::Profile;
-use crate::host::ToolError;
+use crate::host::{HostError, ToolError};
 use crate::ledger::{RunRecord, iso_timestamp};
 use crate::paths::remote_join;
 use crate::request::Request;
@@ -284,7 +284,12 @@ impl Tool<'_> {
             &format!("exit-{job_id}"),
         );
         let args = vec!["-c".to_string(), "16".to_string(), "--".to_string(), marker];
-        let out = self.exec(&profile.id, "head", args, None, QUERY_TIMEOUT_MS)?;
+        let out = match self.exec(&profile.id, "head", args, None, QUERY_TIMEOUT_MS) {
+            // The host refuses a marker the job replaced by a symlink, FIFO
+            // or device (remote_confine): that is no marker, not a failed check.
+            Err(ToolError::Host(HostError::Denied(_))) => return Ok(None),
+            other => other?,
+        };
         let code = out
             .success()
             .then(|| out.stdout_text().trim().parse::<i32>().ok())
@@ -500,13 +505,18 @@ impl Tool<'_> {
         }
         let mut text = String::new();
         for path in self.log_paths(run, profile, job_id)? {
-            let entry = self.read_log(
+            let entry = match self.read_log(
                 profile,
                 &path,
                 Some(SIGNATURE_TAIL_LINES),
                 None,
                 super::logs::DEFAULT_BYTES,
-            )?;
+            ) {
+                // A log the host refuses to read (a planted symlink, FIFO or
+                // device) has no signature to find.
+                Err(ToolError::Host(HostError::Denied(_))) => continue,
+                other => other?,
+            };
             text.push_str(entry.get("log").and_then(Value::as_str).unwrap_or(""));
             text.push('\n');
         }

@@ -14,7 +14,7 @@
 
 use super::super::{QUERY_TIMEOUT_MS, Tool, local_io};
 use super::Workload;
-use crate::host::ToolError;
+use crate::host::{ExecOutput, HostError, ToolError};
 use crate::ledger::{JobRecord, RunRecord, iso_timestamp};
 use crate::paths::{basename, remote_join};
 use crate::routing::Selection;
@@ -79,13 +79,19 @@ impl Tool<'_> {
         let in_run = |workdir: &str| workdir.trim().trim_end_matches('/').ends_with(&dir_name);
 
         let marker_dir = remote_join(&run.remote_run_dir, MARKER_DIR);
-        let listed = self.exec(
+        // The host takes a path operand only after `--`, and refuses a
+        // marker directory the job replaced by a symlink: then there is no
+        // marker to trust, and squeue/sacct below decide.
+        let listed = match self.exec(
             &cluster,
             "ls",
-            vec!["-1".into(), marker_dir],
+            vec!["-1A".into(), "--".into(), marker_dir],
             None,
             QUERY_TIMEOUT_MS,
-        )?;
+        ) {
+            Err(ToolError::Host(HostError::Denied(_))) => ExecOutput::default(),
+            other => other?,
+        };
         if listed.success()
             && let Some(id) = listed.stdout_text().lines().find_map(|l| {
                 let l = l.trim();
