@@ -28,7 +28,7 @@
 use std::collections::HashSet;
 
 use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::FileType;
+use russh_sftp::protocol::{FileAttributes, FileType};
 
 use crate::sftp::{is_no_such_file, remote_err, remote_join};
 use crate::ssh::SshError;
@@ -51,12 +51,13 @@ pub struct Confine {
 }
 
 /// What is at a place an upload writes a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum FileAt {
     /// Nothing: the file is made with an exclusive create.
     Missing,
-    /// A regular file of this size: overwritten (or resumed).
-    Regular(u64),
+    /// A regular file with these attributes (as `lstat` showed them):
+    /// overwritten (or resumed) only if the opened handle shows the same.
+    Regular(FileAttributes),
 }
 
 impl Confine {
@@ -252,7 +253,7 @@ impl Confine {
     pub async fn write_file(&self, sftp: &SftpSession, path: &str) -> Result<FileAt, SshError> {
         match sftp.symlink_metadata(path.to_string()).await {
             Ok(m) => match m.file_type() {
-                FileType::File => Ok(FileAt::Regular(m.size.unwrap_or(0))),
+                FileType::File => Ok(FileAt::Regular(m)),
                 FileType::Symlink => Err(SshError::Denied(format!(
                     "remote path {} is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)",
                     shown(path)

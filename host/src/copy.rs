@@ -786,6 +786,7 @@ mod tests {
                     size: 6,
                     mode: 0o644,
                     mtime: None,
+                    owner: None,
                 };
                 (i % 2, job)
             })
@@ -841,6 +842,7 @@ mod tests {
             size: 6,
             mode: 0o644,
             mtime: None,
+            owner: None,
         };
         let full = {
             use sha2::{Digest, Sha256};

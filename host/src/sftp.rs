@@ -373,6 +373,10 @@ pub struct FileJob<L = PathBuf> {
     pub mode: u32,
     /// Modification time on the source side (seconds), when known.
     pub mtime: Option<u64>,
+    /// Downloads: the remote file's owner and group as listed, compared
+    /// with what the opened handle shows (a swap to someone else's file
+    /// between the listing and the open is refused).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Everything an upload will create, found by walking the local source once.
@@ -420,6 +424,7 @@ fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshE
                 size: meta.len(),
                 mode: meta.permissions().mode(),
                 mtime: None,
+                owner: None,
             }],
             ..UploadPlan::default()
         });
@@ -478,6 +483,7 @@ fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshE
                     size: meta.len(),
                     mode: meta.permissions().mode(),
                     mtime: None,
+                    owner: None,
                 });
             } else {
                 plan.skipped += 1;
@@ -666,10 +672,13 @@ async fn upload_file(
     };
     // A new file is made with an exclusive create: a link (or anything)
     // planted at its name after the look is not opened. An existing regular
-    // file is opened by its name (SFTP has no O_NOFOLLOW).
+    // file is opened by its name without truncating it (SFTP has no
+    // O_NOFOLLOW), and written only when the handle shows the very file
+    // looked at ([`same_file`]): a link swapped in meanwhile leads to
+    // another file, whose size, time or owner differ.
     let create = match at {
         FileAt::Missing => OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
-        FileAt::Regular(_) => OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+        FileAt::Regular(_) => OpenFlags::WRITE,
     };
     let (flags, offset, mut digest) = match start {
         Start::Resume { offset, prefix } => (OpenFlags::WRITE, offset, Hasher::Whole(prefix)),
@@ -683,10 +692,33 @@ async fn upload_file(
             },
         ),
     };
+    crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
     let mut dst = sftp
         .open_with_flags_and_attributes(remote.to_string(), flags, attrs)
         .await
         .map_err(|e| remote_err("creating", remote, e))?;
+    if let FileAt::Regular(seen) = &at {
+        let opened = dst
+            .metadata()
+            .await
+            .map_err(|e| remote_err("stat", remote, e))?;
+        if !same_file(seen, &opened) {
+            let _ = dst.shutdown().await;
+            return Err(SshError::Denied(format!(
+                "{remote} changed on the cluster between the look and the open (a link swapped in?); nothing was written to it"
+            )));
+        }
+        if offset == 0 {
+            // Truncated on the handle (ftruncate), never by name.
+            let empty = FileAttributes {
+                size: Some(0),
+                ..FileAttributes::empty()
+            };
+            dst.set_metadata(empty)
+                .await
+                .map_err(|e| remote_err("truncating", remote, e))?;
+        }
+    }
     if offset > 0 {
         src.seek(std::io::SeekFrom::Start(offset))
             .await
@@ -718,6 +750,26 @@ async fn upload_file(
         .await
         .map_err(|e| remote_io_err("closing", remote, e))?;
     Ok((total, digest.finish()))
+}
+
+/// True when the opened file's owner and group are the listed ones (or the
+/// listing did not say).
+fn owner_matches(listed: Option<(u32, u32)>, opened: &FileAttributes) -> bool {
+    listed.is_none_or(|owner| opened.uid.zip(opened.gid) == Some(owner))
+}
+
+/// True when an opened file is exactly the one looked at by name: same
+/// type, size, modification time, owner, group and permissions.
+fn same_file(seen: &FileAttributes, opened: &FileAttributes) -> bool {
+    opened.file_type() == FileType::File
+        && (seen.size, seen.mtime, seen.uid, seen.gid, seen.permissions)
+            == (
+                opened.size,
+                opened.mtime,
+                opened.uid,
+                opened.gid,
+                opened.permissions,
+            )
 }
 
 /// The hash an upload takes as it sends: of the whole file (small files, and
@@ -798,6 +850,7 @@ pub async fn plan_download(
         size: attrs.size.unwrap_or(0),
         mode: attrs.permissions.unwrap_or(0o644),
         mtime: attrs.mtime.map(u64::from),
+        owner: attrs.uid.zip(attrs.gid),
     };
     let local = target.rel().to_path_buf();
     let mut plan = DownloadPlan {
@@ -1222,14 +1275,25 @@ async fn download_file(
         _ => (0, Sha256::new()),
     };
     // Opened first: a file the cluster will not give leaves nothing behind.
+    crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
     let mut src = sftp
         .open(remote.to_string())
         .await
         .map_err(|e| remote_err("opening", remote, e))?;
     // What was opened, asked of the handle (fstat): a regular file, or
     // nothing is read (a device or FIFO swapped in after the listing).
+    // Its owner must be the listed one: SFTP opens by name and follows a
+    // link, and has no inode to compare, so a job that swaps a listed file
+    // for a link to another user's file (root's `/etc/shadow`) in the
+    // instant between listing and open is caught here.
     match src.metadata().await {
-        Ok(m) if m.file_type() == FileType::File => {}
+        Ok(m) if m.file_type() == FileType::File && owner_matches(job.owner, &m) => {}
+        Ok(m) if m.file_type() == FileType::File => {
+            let _ = src.shutdown().await;
+            return Err(SshError::Denied(format!(
+                "{remote} belongs to another owner than when it was listed (a link swapped in?); nothing was read from it"
+            )));
+        }
         Ok(_) => {
             let _ = src.shutdown().await;
             return Err(SshError::Denied(format!(

@@ -446,6 +446,8 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
             &conn,
             &format!("{}/{tree}", remote.path),
             &Target::ambient(&ws.path().join("out")).unwrap(),
+            ROOT,
+            DEFAULT_MAX_DOWNLOAD_BYTES,
         )
         .await
         .unwrap_err();

@@ -422,3 +422,94 @@ async fn uploads_never_write_through_a_job_made_link() {
     p.assert_outside_untouched("inside").await;
     p.remove().await;
 }
+
+/// Install a hook that, the first time a transfer is about to open a
+/// remote path ending in `name`, runs `swap` on the cluster (over the
+/// system ssh, synchronously: the transfer waits for it). Returns whether
+/// it fired.
+fn swap_before_remote_open(
+    name: &'static str,
+    swap: String,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use cluster_slurm_host::hooks::{self, Point};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fired = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = fired.clone();
+    let cfg = cfg();
+    hooks::install(move |point| {
+        if let Point::BeforeRemoteOpen(path) = point
+            && path.ends_with(name)
+            && !seen.swap(true, Ordering::SeqCst)
+        {
+            let out = std::process::Command::new("ssh")
+                .arg("-F")
+                .arg(&cfg)
+                .arg("slurm-testbed")
+                .arg(format!("cd && {{ {swap}; }}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{swap}: {out:?}");
+        }
+    });
+    fired
+}
+
+/// A listed file swapped for a link to root's `/etc/passwd` in the instant
+/// between the listing and the open (driven by the `BeforeRemoteOpen`
+/// hook, no timing) is refused: SFTP opens by name and follows the link,
+/// but the opened handle's owner is not the listed one. Nothing lands in
+/// the workspace. Negative control (done): with `owner_matches` always
+/// true, the download "succeeded" and the local file held the testbed's
+/// passwd (`root:x:0:0`; the hash check passed, since the cluster hashed
+/// the same link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_swapped_for_a_link_mid_download_is_refused() {
+    let p = Planted::new("dswap").await;
+    // Longer than the passwd file, so all of it would fit the listed size.
+    p.sh(&format!("head -c 8192 /dev/urandom > {}/data.bin", p.run))
+        .await;
+    let fired = swap_before_remote_open(
+        "/data.bin",
+        format!("ln -sfn /etc/passwd {}/data.bin", p.run),
+    );
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let local = ws.path().join("data.bin");
+    let (got, took) = download(&t, &p.remote("data.bin"), &local).await;
+    cluster_slurm_host::hooks::clear();
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
+    let copied = local_contents(ws.path());
+    assert!(
+        !copied.contains("root:x:0:0"),
+        "passwd downloaded: {copied}"
+    );
+    assert_denied("download-swap", got, took, "another owner");
+    p.remove().await;
+}
+
+/// An existing destination file swapped for a link to a file outside the
+/// root between the upload's look (`lstat`) and its open is never written:
+/// it is opened without truncation and written only when the handle shows
+/// the very file looked at. Negative control (done): with `same_file`
+/// always true, the outside victim was overwritten with the upload's 3 MiB
+/// (`assert_outside_untouched` failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
+    let p = Planted::new("uswap").await;
+    p.sh(&format!("printf old > {}/target.bin", p.run)).await;
+    let fired = swap_before_remote_open(
+        "/target.bin",
+        format!("ln -sfn ~/{}/victim {}/target.bin", p.outside, p.run),
+    );
+    let ws = tempfile::tempdir().unwrap();
+    // Large enough to go over SFTP (small files travel in tar bundles).
+    let big = ws.path().join("big.bin");
+    std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
+    let t = transport();
+    let (got, took) = upload(&t, &big, &p.remote("target.bin")).await;
+    cluster_slurm_host::hooks::clear();
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
+    p.assert_outside_untouched("upload-swap").await;
+    assert_denied("upload-swap", got, took, "changed on the cluster");
+    p.remove().await;
+}
