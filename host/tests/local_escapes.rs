@@ -18,7 +18,7 @@
 )]
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,30 +32,13 @@ use cluster_slurm_host::hooks::{self, Point};
 use cluster_slurm_host::local_fs::{Source, Target};
 use cluster_slurm_host::run_store::RunStoreCtx;
 use cluster_slurm_host::sftp::partial_path;
-use cluster_slurm_host::ssh::{ConnectOptions, Connection, SshError};
-use cluster_slurm_host::ssh_config::resolve;
+use cluster_slurm_host::ssh::{Connection, SshError};
 use serde_json::json;
 
-const TB: &str = "/var/tmp/cluster-slurm-testbed";
+mod common;
+use common::connect;
 /// The profile's remoteRoot, as SFTP reads it (below the testbed user's home).
 const ROOT: &str = "cluster-runs";
-
-async fn connect() -> Connection {
-    let cfg = PathBuf::from(TB).join("ssh/ssh_config");
-    assert!(
-        cfg.exists(),
-        "testbed missing ({}): run `just testbed-up`",
-        cfg.display()
-    );
-    let params = resolve("slurm-testbed", Some(&cfg)).unwrap();
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Connection::connect(&params, Some(&cfg), &opts)
-        .await
-        .unwrap()
-}
 
 /// A directory of its own under the testbed user's run root, made and
 /// removed through the connection (as the cluster user).

@@ -17,42 +17,20 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster_slurm_host::bindings::HostError;
 use cluster_slurm_host::grants::ProfileGrant;
 use cluster_slurm_host::local_fs::{Source, Target};
-use cluster_slurm_host::ssh::{ConnectOptions, Connection, SshError};
-use cluster_slurm_host::ssh_config::resolve;
+use cluster_slurm_host::ssh::{Connection, SshError};
 use cluster_slurm_host::transport::{Moved, SshTransport, Transport};
 
-const TB: &str = "/var/tmp/cluster-slurm-testbed";
+mod common;
+use common::{connect, ssh_config as cfg};
 /// No call here should take long: a stall (a FIFO opened, /dev/zero read)
 /// shows as a call over this.
 const PROMPT: Duration = Duration::from_secs(15);
-
-fn cfg() -> PathBuf {
-    let cfg = PathBuf::from(TB).join("ssh/ssh_config");
-    assert!(
-        cfg.exists(),
-        "testbed missing ({}): run `just testbed-up`",
-        cfg.display()
-    );
-    cfg
-}
-
-async fn connect() -> Connection {
-    let cfg = cfg();
-    let params = resolve("slurm-testbed", Some(&cfg)).unwrap();
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Connection::connect(&params, Some(&cfg), &opts)
-        .await
-        .unwrap()
-}
 
 fn profile() -> ProfileGrant {
     ProfileGrant {
