@@ -19,7 +19,7 @@
     clippy::indexing_slicing
 )]
 
-use cluster_slurm_e2e::Workspace;
+use cluster_slurm_e2e::{Workspace, testbed_value};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -170,4 +170,96 @@ fn listings_stay_inside_and_odd_names_come_back_exactly() {
             why,
         );
     }
+}
+
+/// Transfers through the real CLI: `download` of a planted link, device or
+/// FIFO is refused; a download of the whole run directory brings the job's
+/// own files and skips every link (never following one); an upload whose
+/// layout runs into the planted `s -> ~/.ssh` is refused and writes
+/// nothing into `~/.ssh`. Negative control (run): with the binary of the
+/// commit before the transfer confinement (`host/src/confine.rs`, the
+/// bundle command's checks in `host/src/copy.rs`) the first download, of
+/// `p -> /etc/passwd`, succeeded; each guard's own control is noted in
+/// `host/tests/remote_escapes.rs`.
+#[test]
+fn transfers_never_follow_planted_links_devices_or_fifos() {
+    let ws = Workspace::new();
+    let run_id = planted(&ws);
+    for (path, why) in [
+        ("p", "outside remoteRoot"),
+        ("z", "outside remoteRoot"),
+        ("s", "outside remoteRoot"),
+        ("s/authorized_keys", "outside remoteRoot"),
+        ("slash/etc/passwd", "outside remoteRoot"),
+        ("f", "not a regular file"),
+    ] {
+        refused(
+            &ws,
+            "download",
+            json!({"runId": run_id, "remotePath": path, "localPath": format!("got/{path}")}),
+            why,
+        );
+        assert!(!ws.path().join("got").join(path).exists(), "{path}");
+    }
+    refused(
+        &ws,
+        "download_workload_outputs",
+        json!({"runId": run_id, "remoteFile": "p"}),
+        "outside remoteRoot",
+    );
+    // The whole run directory, by its absolute path.
+    let run_dir = ws.call("list_files", json!({"runId": run_id}))["remoteDir"].clone();
+    let started = Instant::now();
+    let all = ws.call(
+        "download",
+        json!({"runId": run_id, "remotePath": run_dir, "localPath": "all"}),
+    );
+    assert!(started.elapsed() < BOUND, "{all}");
+    assert_eq!(ws.read("all/real.out"), "fine\n");
+    let mut stack = vec![ws.path().join("all")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            assert!(!kind.is_symlink(), "{:?}", entry.path());
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let text = std::fs::read(entry.path()).unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&text).contains(PASSWD),
+                    "{:?} holds /etc/passwd",
+                    entry.path()
+                );
+            }
+        }
+    }
+    for name in ["p", "s", "z", "f", "slash"] {
+        assert!(!ws.path().join("all").join(name).exists(), "{name}: {all}");
+    }
+    // Uploads keep their workspace layout: a local `s/` lands on the
+    // planted `s -> ~/.ssh` (small files in a bundle, a large one over SFTP).
+    ws.write("s/planted-by-upload", "x");
+    std::fs::write(ws.path().join("s/planted-big.bin"), vec![b'B'; 2 << 20]).unwrap();
+    refused(
+        &ws,
+        "upload",
+        json!({"runId": run_id, "localPaths": ["s"]}),
+        "outside",
+    );
+    // The testbed's login home is on this machine: the remote root's parent.
+    let root = testbed_value()["clusters"]["local-cpu"]["remoteRoot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ssh_dir = std::path::Path::new(&root).parent().unwrap().join(".ssh");
+    let listed: Vec<String> = std::fs::read_dir(&ssh_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!listed.is_empty(), "{}", ssh_dir.display());
+    assert!(
+        !listed.iter().any(|n| n.starts_with("planted")),
+        "written into ~/.ssh: {listed:?}"
+    );
 }

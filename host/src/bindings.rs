@@ -34,6 +34,7 @@ impl From<SshError> for HostError {
             SshError::Connection(_) | SshError::Config(_) => HostError::Connection(text),
             SshError::Remote(_) => HostError::Remote(text),
             SshError::LocalIo(_) => HostError::LocalIo(text),
+            SshError::Denied(_) => HostError::Denied(text),
         }
     }
 }

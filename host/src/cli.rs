@@ -175,6 +175,9 @@ fn load(cli: &Cli) -> Result<Loaded> {
     if let Some(n) = operator.connections_per_minute {
         transport = transport.with_connection_budget(n);
     }
+    if let Some(bytes) = operator.max_download_bytes {
+        transport = transport.with_download_cap(bytes);
+    }
     let transport = Arc::new(transport);
     let audit = Arc::new(match &audit_path {
         Some(path) => audit::AuditLog::at(path),

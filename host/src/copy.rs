@@ -23,6 +23,7 @@
 //! arrives and compared before it replaces anything.
 
 use crate::bundle::Bundle;
+use crate::confine::Confine;
 use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
 use crate::sftp::{self, FileJob, Start, TransferStats, UploadPlan};
 use crate::ssh::{Connection, SshError, quote_word};
@@ -39,8 +40,9 @@ pub async fn upload(
     conn: &Connection,
     local: &Source,
     remote: &str,
+    root: &str,
 ) -> Result<(TransferStats, u32), SshError> {
-    let mut all = upload_all(conn, &[(local.clone(), remote.to_string())]).await?;
+    let mut all = upload_all(conn, &[(local.clone(), remote.to_string())], root).await?;
     all.pop()
         .ok_or_else(|| SshError::LocalIo("nothing was uploaded".to_string()))
 }
@@ -50,9 +52,13 @@ pub async fn upload(
 /// directories, unpacks them and hashes them. Larger files go over one SFTP
 /// session, skipped when unchanged and resumed when cut off, then checked.
 /// Returns, per item, its figures and how many of its files were checked.
+/// Every item is written only inside `root` (the profile's `remoteRoot`,
+/// SFTP form) as the cluster resolves it: see [`crate::confine`], and
+/// [`send_bundles`] for the bundles' own check.
 pub async fn upload_all(
     conn: &Connection,
     items: &[(Source, String)],
+    root: &str,
 ) -> Result<Vec<(TransferStats, u32)>, SshError> {
     let mut plans = Vec::with_capacity(items.len());
     for (local, remote) in items {
@@ -78,7 +84,7 @@ pub async fn upload_all(
     let leftovers: std::collections::HashSet<(usize, String)> = if small.is_empty() {
         Default::default()
     } else {
-        send_bundles(conn, &plans, &small, &mut stats, &mut checked)
+        send_bundles(conn, root, &plans, &small, &mut stats, &mut checked)
             .await?
             .into_iter()
             .collect()
@@ -108,14 +114,18 @@ pub async fn upload_all(
     }
     let session = conn.open_sftp().await?;
     let moved = async {
+        let mut confine = Confine::resolve(&session, root, 0, true).await?;
         let mut moved = Vec::with_capacity(sftp_plans.len());
         for plan in &sftp_plans {
             if !needs_sftp(plan) {
                 moved.push(TransferStats::default());
                 continue;
             }
+            // Directories checked before the cluster is asked about (or
+            // hashes) any file in them.
+            sftp::prepare_upload(&session, plan, &mut confine).await?;
             let starts = sftp_starts(conn, &session, plan).await?;
-            moved.push(sftp::upload_planned(&session, plan, starts).await?);
+            moved.push(sftp::upload_planned(&session, plan, starts, &mut confine).await?);
         }
         Ok::<_, SshError>(moved)
     }
@@ -178,15 +188,20 @@ async fn sftp_starts(
 }
 
 /// Download `remote` to `local` over `conn`, each file checked against the
-/// cluster's hash before it replaces anything.
+/// cluster's hash before it replaces anything. `remote` must resolve inside
+/// `root` (the profile's `remoteRoot`, SFTP form) on the cluster, and its
+/// files together be at most `max_bytes` (`host.maxDownloadBytes`).
 pub async fn download(
     conn: &Connection,
     remote: &str,
     target: &Target,
+    root: &str,
+    max_bytes: u64,
 ) -> Result<TransferStats, SshError> {
     let session = conn.open_sftp().await?;
     let moved = async {
-        let plan = sftp::plan_download(&session, remote, target).await?;
+        let confine = Confine::resolve(&session, root, max_bytes, false).await?;
+        let plan = sftp::plan_download(&session, remote, target, &confine).await?;
         let base = target.base();
         // Hashed before anything moves: the files a local file of the same
         // size may already be (skipped when the hashes agree).
@@ -286,8 +301,9 @@ fn relative_to<'a>(path: &'a str, base: &str) -> Option<&'a str> {
 }
 
 /// Send the `small` files of `plans` as tar streams: each is one command
-/// that makes the directories, unpacks the stream and hashes what it wrote
-/// (names relative to the common base). Four streams are in flight at a
+/// that checks and makes the directories inside `root`, unpacks the stream
+/// and hashes what it wrote (names relative to the common base); a link
+/// out of the root fails the whole upload with `SshError::Denied`. Four streams are in flight at a
 /// time: the next is read from disk while others unpack, and the cluster
 /// creates files side by side. Files whose hash comes back equal are done
 /// (added to `stats` and `checked`); the others — tar missing or failing, a
@@ -295,6 +311,7 @@ fn relative_to<'a>(path: &'a str, base: &str) -> Option<&'a str> {
 /// SFTP.
 async fn send_bundles(
     conn: &Connection,
+    root: &str,
     plans: &[UploadPlan],
     small: &[(usize, &FileJob<LocalFile>)],
     stats: &mut [TransferStats],
@@ -310,28 +327,41 @@ async fn send_bundles(
         small.iter().map(|(_, f)| f.remote.as_str()),
         dirs.iter().copied(),
     );
-    // The directories are made by `mkdir -p` (which follows a symlinked
-    // root and leaves existing directories as they are); the stream holds
-    // files only, so tar never replaces or re-permissions a directory.
-    // Inside the base, names are relative to it: every stream repeats the
-    // directories (several run at once), so they should cost little room.
+    // GNU tar (1.34, seen here) resolves a member's path through the file
+    // system: a member `a/f` whose `a` a job made a symlink to somewhere
+    // else is written there (it replaces a symlink at the member's own name,
+    // though). `mkdir -p` follows links too. So the command itself, before
+    // tar reads a byte, walks from the root (`cd -P`, resolved by `pwd -P`)
+    // down every directory the streams use, one component at a time, parents
+    // first ([`DIR_CHECK`]): a real directory is fine (its parent was
+    // checked), a symlink only when `cd -P` into it lands inside the root, a
+    // missing one is made (`mkdir` of one name). The files' own names are
+    // looked at too: a symlink or a device there is refused ([`FILE_CHECK`]).
+    // Done in the same command that unpacks, so only a job racing this very
+    // instant could swap a directory in between (SFTP has the same window).
+    // The stream holds files only, so tar never replaces or re-permissions a
+    // directory. Every stream repeats the checks (several run at once); each
+    // costs a few builtins per directory.
+    let Some(base_rel) = below(&base, root) else {
+        // Not below the root by its text: cannot happen after the grants;
+        // SFTP, which checks every path on its own, then carries them.
+        return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
+    };
+    let chain = dir_chain(dirs.iter().filter_map(|d| below(d, root)));
     let mut make_dirs = format!(
-        "mkdir -p -- {base} && cd -- {base}",
-        base = quote_word(&base)
+        "{DIR_CHECK} {FILE_CHECK} mkdir -p -- {root} && cd -P -- {root} && r=$(pwd -P)",
+        root = quote_word(root)
     );
-    let inner: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| relative_to(d, &base))
-        .filter(|d| !d.is_empty())
-        .map(verify::path_word)
-        .collect();
-    if !inner.is_empty() {
-        make_dirs.push_str(" && mkdir -p --");
-        for dir in &inner {
-            make_dirs.push(' ');
-            make_dirs.push_str(dir);
-        }
+    for dir in &chain {
+        make_dirs.push_str(" && d ");
+        make_dirs.push_str(&verify::path_word(dir));
     }
+    make_dirs.push_str(" && cd -- ");
+    make_dirs.push_str(&if base_rel.is_empty() {
+        ".".to_string()
+    } else {
+        verify::path_word(&base_rel)
+    });
     let Some(room) = verify::COMMAND_BYTES.checked_sub(make_dirs.len() + 400) else {
         // Too many to name in one command: made over SFTP, one by one.
         return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
@@ -360,8 +390,9 @@ async fn send_bundles(
                 .map(|c| verify::path_word(&c.name))
                 .collect();
             let command = verify::at_home(&format!(
-                "{make_dirs} && tar -x --no-overwrite-dir -f - && {{ {}; }}",
-                verify::hash_command(&words, plain),
+                "{make_dirs} && set -- {} && f \"$@\" && tar -x --no-overwrite-dir -f - && {{ {}; }}",
+                words.join(" "),
+                verify::hash_args(plain),
             ));
             let conn = conn.clone();
             in_flight.spawn(async move {
@@ -377,7 +408,11 @@ async fn send_bundles(
         };
         let (out, carried) =
             done.map_err(|e| SshError::LocalIo(format!("sending a bundle stopped: {e}")))?;
-        let theirs = verify::parse_sha256sum(&String::from_utf8_lossy(&out?.stdout));
+        let out = out?;
+        if out.exit_code == Some(DENIED_EXIT) {
+            return Err(bundle_denied(root, &out.stderr));
+        }
+        let theirs = verify::parse_sha256sum(&String::from_utf8_lossy(&out.stdout));
         for c in carried {
             match theirs.get(&verify::printed_name(&c.name)) {
                 Some(hash) if *hash == c.sha256 => {
@@ -395,6 +430,77 @@ async fn send_bundles(
         }
     }
     Ok(leftovers)
+}
+
+/// The exit code of a bundle command that found a link leading out.
+const DENIED_EXIT: i32 = 97;
+/// What a bundle command's stderr starts a refusal with.
+const DENIED_MARK: &str = "cluster-slurm-denied: ";
+
+/// `d DIR`: DIR (relative to the resolved root `$r`, the current directory,
+/// its parent already checked) is a directory inside the root, made if
+/// missing; a symlink counts only when it resolves inside `$r`. Exit 97 on
+/// a link out, 98 when it is something else (the files then go over SFTP,
+/// which reports it).
+const DIR_CHECK: &str = r#"d() { if [ -L "$1" ]; then t=$(cd -P -- "$1" 2>/dev/null && pwd -P) || { printf 'cluster-slurm-denied: %s/%s is a symbolic link to no directory\n' "$r" "$1" >&2; exit 97; }; case "$t/" in "${r%/}"/*) ;; *) printf 'cluster-slurm-denied: %s/%s is a symbolic link that resolves to %s, outside %s\n' "$r" "$1" "$t" "$r" >&2; exit 97;; esac; elif [ -d "$1" ]; then :; elif [ -e "$1" ]; then printf '%s exists and is not a directory\n' "$1" >&2; exit 98; else mkdir -- "$1" 2>/dev/null || { [ -d "$1" ] && [ ! -L "$1" ]; } || { printf 'cannot make %s\n' "$1" >&2; exit 98; }; fi; };"#;
+
+/// `f NAME...`: no NAME (relative to the current directory) is a symlink,
+/// a device, a FIFO or a socket.
+const FILE_CHECK: &str = r#"f() { for n do if [ -L "$n" ]; then printf 'cluster-slurm-denied: %s/%s is a symbolic link; an upload never writes through one\n' "$(pwd -P)" "$n" >&2; exit 97; elif [ -e "$n" ] && [ ! -f "$n" ] && [ ! -d "$n" ]; then printf 'cluster-slurm-denied: %s/%s is not a regular file\n' "$(pwd -P)" "$n" >&2; exit 97; fi; done; };"#;
+
+/// The refusal a bundle command printed, as an error naming the root.
+fn bundle_denied(root: &str, stderr: &[u8]) -> SshError {
+    let said = String::from_utf8_lossy(stderr);
+    let what: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.strip_prefix(DENIED_MARK))
+        .collect();
+    let what = if what.is_empty() {
+        "a path leads out of it".to_string()
+    } else {
+        what.join("; ")
+    };
+    SshError::Denied(format!(
+        "upload below remoteRoot {}: {what}; nothing was written through it",
+        crate::confine::shown(root)
+    ))
+}
+
+/// `path` relative to the root `root` (both SFTP form): `""` for the root
+/// itself; None when it is not below it.
+fn below(path: &str, root: &str) -> Option<String> {
+    let root = match root.trim_end_matches('/') {
+        "" => "/",
+        r => r,
+    };
+    let path = match path.trim_end_matches('/') {
+        "" if path.starts_with('/') => "/",
+        p => p,
+    };
+    if path == root {
+        return Some(String::new());
+    }
+    relative_to(path, root).map(str::to_string)
+}
+
+/// Every directory of `rels` (relative paths) and each of its ancestors,
+/// once, each after its parent.
+fn dir_chain(rels: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for rel in rels {
+        let mut at = String::new();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            if seen.insert(at.clone()) {
+                out.push(at.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Tar streams unpacking on the cluster at once, each of at most
@@ -680,6 +786,7 @@ mod tests {
                     size: 6,
                     mode: 0o644,
                     mtime: None,
+                    owner: None,
                 };
                 (i % 2, job)
             })
@@ -735,6 +842,7 @@ mod tests {
             size: 6,
             mode: 0o644,
             mtime: None,
+            owner: None,
         };
         let full = {
             use sha2::{Digest, Sha256};

@@ -24,6 +24,9 @@ pub enum Point<'a> {
     /// A local file or directory is about to be opened by a transfer, after
     /// it was planned (the path is the one shown in messages).
     BeforeOpen(&'a Path),
+    /// A remote file is about to be opened over SFTP by a transfer, after
+    /// it was listed or looked at (the path is the one SFTP opens).
+    BeforeRemoteOpen(&'a str),
 }
 
 #[cfg(feature = "test-hooks")]

@@ -25,6 +25,7 @@ pub mod bundle;
 #[cfg(test)]
 mod capability_tests;
 pub mod cli;
+pub mod confine;
 pub mod copy;
 pub mod exec;
 pub mod grants;

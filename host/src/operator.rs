@@ -4,7 +4,8 @@
 //!
 //! ```json
 //! { "host": { "sshConfig": "ssh_config", "workspace": "/path/to/workspace",
-//!            "auditLog": "audit.jsonl", "connectionsPerMinute": 10, "approvals": "approvals.jsonl" },
+//!            "auditLog": "audit.jsonl", "connectionsPerMinute": 10, "approvals": "approvals.jsonl",
+//!            "maxDownloadBytes": 21474836480 },
 //!   "defaultCluster": "local-cpu", "clusters": { "local-cpu": { ... } } }
 //! ```
 //!
@@ -15,12 +16,13 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// The keys of the `host` section.
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 6] = [
     "sshConfig",
     "workspace",
     "auditLog",
     "connectionsPerMinute",
     "approvals",
+    "maxDownloadBytes",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -36,6 +38,9 @@ pub struct OperatorConfig {
     pub connections_per_minute: Option<u32>,
     /// The operators' approval decisions (None: the default place).
     pub approvals: Option<PathBuf>,
+    /// File content one download call may bring (None: the default,
+    /// [`crate::confine::DEFAULT_MAX_DOWNLOAD_BYTES`]).
+    pub max_download_bytes: Option<u64>,
 }
 
 impl OperatorConfig {
@@ -74,6 +79,16 @@ impl OperatorConfig {
                 None => bail!("host.connectionsPerMinute must be a whole number from 1 to 1000"),
             },
         };
+        let max_download_bytes = match host.get("maxDownloadBytes") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64().filter(|n| *n >= 1) {
+                Some(n) => Some(n),
+                None => bail!(
+                    "host.maxDownloadBytes must be a whole number of bytes, at least 1 (the default is {})",
+                    crate::confine::DEFAULT_MAX_DOWNLOAD_BYTES
+                ),
+            },
+        };
         let audit_log = match host.get("auditLog") {
             Some(Value::Bool(false)) => Some(None),
             Some(Value::Bool(true)) => None,
@@ -85,6 +100,7 @@ impl OperatorConfig {
             approvals: path_of("approvals")?,
             audit_log,
             connections_per_minute,
+            max_download_bytes,
             ssh_config: path_of("sshConfig")?,
             workspace: path_of("workspace")?,
             plugin: Value::Object(map),

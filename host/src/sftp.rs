@@ -1,13 +1,18 @@
 //! File and directory transfers over one SFTP session.
 //!
 //! * Only regular files and directories are copied. Symbolic links (and devices,
-//!   sockets, ...) *inside* a directory tree are skipped, never followed, and
-//!   counted in [`TransferStats::skipped`]. The top-level source path itself may
-//!   be a symlink (the caller named it explicitly).
+//!   sockets, ...) *inside* a directory tree are skipped, never followed,
+//!   counted in [`TransferStats::skipped`] and named in
+//!   [`TransferStats::skipped_names`]. Every remote path is held to the
+//!   profile's root by what it resolves to on the cluster ([`crate::confine`]):
+//!   a download reads the resolved source, which must be in the root, a
+//!   regular file (checked again on the opened handle) or a directory, and
+//!   at most the bytes listed; uploads write only into directories reached
+//!   inside the root and never through a symlink.
 //! * Uploads stream through a bounded buffer (russh-sftp pipelines up to 16 write
 //!   requests) and close each remote file with `shutdown`, which waits for every
 //!   write acknowledgement and the CLOSE reply. Missing remote parent directories
-//!   are created (`mkdir -p`). New remote files get the local permission bits
+//!   are created, one checked component at a time. New remote files get the local permission bits
 //!   (subject to the server's umask); if the local file is executable the bits are
 //!   also set explicitly on an existing remote file.
 //! * Local files are reached only through opened directory handles
@@ -30,7 +35,8 @@
 //!   then carried out with one [`Start`] per file: fresh, unchanged (skipped)
 //!   or resumed at an offset. [`crate::copy`] makes those decisions.
 //! * Downloaded files are not fsync'ed.
-//! * Callers do the path policy checks; this module only moves bytes safely.
+//! * Callers do the path policy checks on the text ([`crate::grants`]); this
+//!   module holds the paths to what they are on the cluster and moves bytes safely.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -41,6 +47,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::confine::{Confine, FileAt};
 use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
 use crate::ssh::SshError;
 use cap_fs_ext::DirExt;
@@ -61,6 +68,9 @@ pub struct TransferStats {
     pub bytes: u64,
     /// Entries inside a directory tree that were skipped (symlinks, devices, ...).
     pub skipped: u32,
+    /// Downloads only: the first [`SKIPPED_NAMES`] of them, as remote paths
+    /// (for the audit log: a link a job made is named, never followed).
+    pub skipped_names: Vec<String>,
     /// Files the destination already held unchanged (nothing sent).
     pub unchanged: u32,
     /// Uploads only: files that travelled in tar bundles (counted in `files` too).
@@ -82,6 +92,9 @@ pub struct TransferStats {
     /// hashes side by side (see [`crate::verify::check_ranges`]).
     pub ranged: Vec<(String, Vec<RangeHash>)>,
 }
+
+/// How many skipped entries a download names.
+pub const SKIPPED_NAMES: usize = 20;
 
 /// Files at least this large, sent whole, are checked by ranges.
 pub const RANGED_MIN: u64 = 32 << 20;
@@ -198,7 +211,7 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn remote_err(op: &str, path: &str, e: SftpError) -> SshError {
+pub(crate) fn remote_err(op: &str, path: &str, e: SftpError) -> SshError {
     match e {
         SftpError::Status(st) => match st.status_code {
             StatusCode::NoSuchFile => {
@@ -255,11 +268,11 @@ fn local_err(op: &str, path: &Path, e: std::io::Error) -> SshError {
     SshError::LocalIo(format!("{op} {}: {e}", path.display()))
 }
 
-fn is_no_such_file(e: &SftpError) -> bool {
+pub(crate) fn is_no_such_file(e: &SftpError) -> bool {
     matches!(e, SftpError::Status(st) if st.status_code == StatusCode::NoSuchFile)
 }
 
-fn remote_join(base: &str, name: &str) -> String {
+pub(crate) fn remote_join(base: &str, name: &str) -> String {
     if base.is_empty() {
         name.to_string()
     } else if base.ends_with('/') {
@@ -279,8 +292,11 @@ fn remote_parent(path: &str) -> String {
     }
 }
 
-/// `mkdir -p` over SFTP (follows existing symlinked directories, like mkdir -p).
-async fn remote_mkdir_p(sftp: &SftpSession, path: &str) -> Result<(), SshError> {
+/// `mkdir -p` over SFTP (follows existing symlinked directories, like
+/// mkdir -p): only for the operator's own `remoteRoot`
+/// ([`crate::confine::Confine::resolve`]); below it, directories are made
+/// by [`crate::confine::Confine::write_dir`], which follows no link out.
+pub(crate) async fn remote_mkdir_p(sftp: &SftpSession, path: &str) -> Result<(), SshError> {
     let mut missing = Vec::new();
     let mut cur = path.trim_end_matches('/').to_string();
     while !cur.is_empty() && cur != "/" && cur != "." {
@@ -357,6 +373,10 @@ pub struct FileJob<L = PathBuf> {
     pub mode: u32,
     /// Modification time on the source side (seconds), when known.
     pub mtime: Option<u64>,
+    /// Downloads: the remote file's owner and group as listed, compared
+    /// with what the opened handle shows (a swap to someone else's file
+    /// between the listing and the open is refused).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Everything an upload will create, found by walking the local source once.
@@ -404,6 +424,7 @@ fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshE
                 size: meta.len(),
                 mode: meta.permissions().mode(),
                 mtime: None,
+                owner: None,
             }],
             ..UploadPlan::default()
         });
@@ -462,6 +483,7 @@ fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshE
                     size: meta.len(),
                     mode: meta.permissions().mode(),
                     mtime: None,
+                    owner: None,
                 });
             } else {
                 plan.skipped += 1;
@@ -480,7 +502,9 @@ pub async fn remote_sizes(
     let mut sizes = HashMap::new();
     if plan.single_file {
         for job in &plan.files {
-            match sftp.metadata(job.remote.clone()).await {
+            // The name's own type: a link there is never reused (nor hashed
+            // through: the upload refuses it).
+            match sftp.symlink_metadata(job.remote.clone()).await {
                 Ok(m) if m.is_regular() => {
                     sizes.insert(job.remote.clone(), m.size.unwrap_or(0));
                 }
@@ -517,15 +541,32 @@ pub async fn remote_sizes(
 }
 
 /// Upload `local` (a file or a directory tree) to the remote path `remote`
-/// (the destination path itself, not its parent), sending every file whole.
+/// (the destination path itself, not its parent) in `confine`'s root,
+/// sending every file whole.
 pub async fn upload(
     sftp: &SftpSession,
     local: &Source,
     remote: &str,
+    confine: &mut Confine,
 ) -> Result<TransferStats, SshError> {
     let plan = plan_upload(local, remote).await?;
     let starts = plan.files.iter().map(|_| Start::Fresh).collect();
-    upload_planned(sftp, &plan, starts).await
+    upload_planned(sftp, &plan, starts, confine).await
+}
+
+/// Check, and make where missing, every directory of `plan` inside
+/// `confine`'s root (see [`Confine::write_dir`]), before anything is asked
+/// about or written to the files in them.
+pub async fn prepare_upload(
+    sftp: &SftpSession,
+    plan: &UploadPlan,
+    confine: &mut Confine,
+) -> Result<(), SshError> {
+    confine.write_dir(sftp, &plan.base_dir, true).await?;
+    for dir in &plan.dirs {
+        confine.write_dir(sftp, dir, true).await?;
+    }
+    Ok(())
 }
 
 /// Carry out `plan`; `starts` holds one decision per file of the plan.
@@ -533,11 +574,11 @@ pub async fn upload_planned(
     sftp: &SftpSession,
     plan: &UploadPlan,
     starts: Vec<Start>,
+    confine: &mut Confine,
 ) -> Result<TransferStats, SshError> {
-    remote_mkdir_p(sftp, &plan.base_dir).await?;
-    for dir in &plan.dirs {
-        remote_mkdir_one(sftp, dir).await?;
-    }
+    // Already done by a caller that asked about the files first: then every
+    // directory is in `confine`'s checked set and this costs nothing.
+    prepare_upload(sftp, plan, confine).await?;
     let mut stats = TransferStats {
         skipped: plan.skipped,
         ..TransferStats::default()
@@ -547,7 +588,8 @@ pub async fn upload_planned(
             stats.unchanged += 1;
             continue;
         };
-        let (sent, hash) = upload_file(sftp, job, start).await?;
+        let at = confine.write_file(sftp, &job.remote).await?;
+        let (sent, hash) = upload_file(sftp, job, start, at).await?;
         stats.bytes += sent;
         stats.resumed_bytes += resumed;
         stats.files += 1;
@@ -616,6 +658,7 @@ async fn upload_file(
     sftp: &SftpSession,
     job: &FileJob<LocalFile>,
     start: Start,
+    at: FileAt,
 ) -> Result<(u64, SentHash), SshError> {
     let (local, remote, mode) = (job.local.shown(), job.remote.as_str(), job.mode);
     let opened = job
@@ -627,10 +670,20 @@ async fn upload_file(
         permissions: Some(mode & 0o777),
         ..FileAttributes::empty()
     };
+    // A new file is made with an exclusive create: a link (or anything)
+    // planted at its name after the look is not opened. An existing regular
+    // file is opened by its name without truncating it (SFTP has no
+    // O_NOFOLLOW), and written only when the handle shows the very file
+    // looked at ([`same_file`]): a link swapped in meanwhile leads to
+    // another file, whose size, time or owner differ.
+    let create = match at {
+        FileAt::Missing => OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+        FileAt::Regular(_) => OpenFlags::WRITE,
+    };
     let (flags, offset, mut digest) = match start {
         Start::Resume { offset, prefix } => (OpenFlags::WRITE, offset, Hasher::Whole(prefix)),
         _ => (
-            OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+            create,
             0,
             if job.size >= RANGED_MIN {
                 Hasher::Ranges(RangeDigests::new(job.size))
@@ -639,10 +692,33 @@ async fn upload_file(
             },
         ),
     };
+    crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
     let mut dst = sftp
         .open_with_flags_and_attributes(remote.to_string(), flags, attrs)
         .await
         .map_err(|e| remote_err("creating", remote, e))?;
+    if let FileAt::Regular(seen) = &at {
+        let opened = dst
+            .metadata()
+            .await
+            .map_err(|e| remote_err("stat", remote, e))?;
+        if !same_file(seen, &opened) {
+            let _ = dst.shutdown().await;
+            return Err(SshError::Denied(format!(
+                "{remote} changed on the cluster between the look and the open (a link swapped in?); nothing was written to it"
+            )));
+        }
+        if offset == 0 {
+            // Truncated on the handle (ftruncate), never by name.
+            let empty = FileAttributes {
+                size: Some(0),
+                ..FileAttributes::empty()
+            };
+            dst.set_metadata(empty)
+                .await
+                .map_err(|e| remote_err("truncating", remote, e))?;
+        }
+    }
     if offset > 0 {
         src.seek(std::io::SeekFrom::Start(offset))
             .await
@@ -659,20 +735,41 @@ async fn upload_file(
         |e| remote_io_err("writing", remote, e),
     )
     .await?;
-    // Waits for all outstanding write acks, then CLOSE and its reply.
-    dst.shutdown()
-        .await
-        .map_err(|e| remote_io_err("closing", remote, e))?;
     if mode & 0o111 != 0 {
+        // On the open handle (fsetstat), not by name: a name can be swapped.
         let attrs = FileAttributes {
             permissions: Some(mode & 0o777),
             ..FileAttributes::empty()
         };
-        sftp.set_metadata(remote.to_string(), attrs)
+        dst.set_metadata(attrs)
             .await
             .map_err(|e| remote_err("chmod", remote, e))?;
     }
+    // Waits for all outstanding write acks, then CLOSE and its reply.
+    dst.shutdown()
+        .await
+        .map_err(|e| remote_io_err("closing", remote, e))?;
     Ok((total, digest.finish()))
+}
+
+/// True when the opened file's owner and group are the listed ones (or the
+/// listing did not say).
+fn owner_matches(listed: Option<(u32, u32)>, opened: &FileAttributes) -> bool {
+    listed.is_none_or(|owner| opened.uid.zip(opened.gid) == Some(owner))
+}
+
+/// True when an opened file is exactly the one looked at by name: same
+/// type, size, modification time, owner, group and permissions.
+fn same_file(seen: &FileAttributes, opened: &FileAttributes) -> bool {
+    opened.file_type() == FileType::File
+        && (seen.size, seen.mtime, seen.uid, seen.gid, seen.permissions)
+            == (
+                opened.size,
+                opened.mtime,
+                opened.uid,
+                opened.gid,
+                opened.permissions,
+            )
 }
 
 /// The hash an upload takes as it sends: of the whole file (small files, and
@@ -723,17 +820,28 @@ pub struct DownloadPlan {
     pub files: Vec<FileJob>,
     /// Entries that are neither regular files nor directories (never followed).
     pub skipped: u32,
+    /// The first [`SKIPPED_NAMES`] of them (remote paths).
+    pub skipped_names: Vec<String>,
 }
 
-/// List `remote` (a file or a directory tree) and plan its download to
-/// `target` (the destination path itself, not its parent).
+/// Resolve `remote` (a file or a directory tree) on the cluster, list it,
+/// and plan its download to `target` (the destination path itself, not its
+/// parent). The source must resolve inside `confine`'s root and its files
+/// must fit `host.maxDownloadBytes`; every path of the plan is the resolved
+/// one (see [`crate::confine`]).
 pub async fn plan_download(
     sftp: &SftpSession,
     remote: &str,
     target: &Target,
+    confine: &Confine,
 ) -> Result<DownloadPlan, SshError> {
+    let shown = remote;
+    let real = confine.download_source(sftp, remote).await?;
+    let remote = real.as_str();
+    // The resolved path's own type (it is no link, unless one was made
+    // there this instant: then it is not followed either).
     let meta = sftp
-        .metadata(remote.to_string())
+        .symlink_metadata(remote.to_string())
         .await
         .map_err(|e| remote_err("stat", remote, e))?;
     let job = |remote: String, local: PathBuf, attrs: &FileAttributes| FileJob {
@@ -742,6 +850,7 @@ pub async fn plan_download(
         size: attrs.size.unwrap_or(0),
         mode: attrs.permissions.unwrap_or(0o644),
         mtime: attrs.mtime.map(u64::from),
+        owner: attrs.uid.zip(attrs.gid),
     };
     let local = target.rel().to_path_buf();
     let mut plan = DownloadPlan {
@@ -750,17 +859,20 @@ pub async fn plan_download(
         dirs: Vec::new(),
         files: Vec::new(),
         skipped: 0,
+        skipped_names: Vec::new(),
     };
     match meta.file_type() {
         FileType::File => {
             plan.single_file = true;
             plan.files.push(job(remote.to_string(), local, &meta));
+            confine.check_download_size(shown, meta.size.unwrap_or(0), 1)?;
             return Ok(plan);
         }
         FileType::Dir => {}
         _ => {
-            return Err(SshError::Remote(format!(
-                "{remote}: not a regular file or directory"
+            return Err(SshError::Denied(format!(
+                "remote path {} is not a regular file or directory (a device, FIFO or socket): downloads read regular files only",
+                crate::confine::shown(shown)
             )));
         }
     }
@@ -795,10 +907,23 @@ pub async fn plan_download(
                     stack.push((rpath, lpath));
                 }
                 FileType::File => plan.files.push(job(rpath, lpath, &entry.metadata())),
-                _ => plan.skipped += 1,
+                // The listing's types are the entries' own (lstat): a link
+                // is a link, never what it points at. Not followed, named.
+                _ => {
+                    plan.skipped += 1;
+                    if plan.skipped_names.len() < SKIPPED_NAMES {
+                        plan.skipped_names.push(rpath);
+                    }
+                }
             }
         }
     }
+    let bytes = plan
+        .files
+        .iter()
+        .map(|f| f.size)
+        .fold(0u64, u64::saturating_add);
+    confine.check_download_size(shown, bytes, plan.files.len())?;
     // No file may land where another keeps its partial download.
     let destinations: std::collections::HashSet<&Path> =
         plan.files.iter().map(|f| f.local.as_path()).collect();
@@ -822,8 +947,9 @@ pub async fn download(
     sftp: &SftpSession,
     remote: &str,
     target: &Target,
+    confine: &Confine,
 ) -> Result<TransferStats, SshError> {
-    let plan = plan_download(sftp, remote, target).await?;
+    let plan = plan_download(sftp, remote, target, confine).await?;
     let starts = plan.files.iter().map(|_| Start::Fresh).collect();
     download_planned(sftp, &plan, starts, None).await
 }
@@ -926,6 +1052,7 @@ pub async fn download_planned(
     }
     let mut stats = TransferStats {
         skipped: plan.skipped,
+        skipped_names: plan.skipped_names.clone(),
         ..TransferStats::default()
     };
     for (job, start) in plan.files.iter().zip(starts) {
@@ -994,7 +1121,7 @@ async fn walk_blocking(base: &Base, rel: &Path, create: Create) -> Result<Dir, S
 /// True when the remote file's size or modification time is no longer what
 /// the listing said (or it cannot be read any more).
 async fn changed_since_listed(sftp: &SftpSession, job: &FileJob) -> bool {
-    match sftp.metadata(job.remote.clone()).await {
+    match sftp.symlink_metadata(job.remote.clone()).await {
         Ok(m) => m.size != Some(job.size) || m.mtime.map(u64::from) != job.mtime,
         Err(_) => true,
     }
@@ -1148,10 +1275,36 @@ async fn download_file(
         _ => (0, Sha256::new()),
     };
     // Opened first: a file the cluster will not give leaves nothing behind.
+    crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
     let mut src = sftp
         .open(remote.to_string())
         .await
         .map_err(|e| remote_err("opening", remote, e))?;
+    // What was opened, asked of the handle (fstat): a regular file, or
+    // nothing is read (a device or FIFO swapped in after the listing).
+    // Its owner must be the listed one: SFTP opens by name and follows a
+    // link, and has no inode to compare, so a job that swaps a listed file
+    // for a link to another user's file (root's `/etc/shadow`) in the
+    // instant between listing and open is caught here.
+    match src.metadata().await {
+        Ok(m) if m.file_type() == FileType::File && owner_matches(job.owner, &m) => {}
+        Ok(m) if m.file_type() == FileType::File => {
+            let _ = src.shutdown().await;
+            return Err(SshError::Denied(format!(
+                "{remote} belongs to another owner than when it was listed (a link swapped in?); nothing was read from it"
+            )));
+        }
+        Ok(_) => {
+            let _ = src.shutdown().await;
+            return Err(SshError::Denied(format!(
+                "{remote} is no longer a regular file on the cluster (it was when listed); nothing was read from it"
+            )));
+        }
+        Err(e) => {
+            let _ = src.shutdown().await;
+            return Err(remote_err("stat", remote, e));
+        }
+    }
     let mode = (job.mode & 0o777) | 0o600;
     let (file, kept) = open_partial(&dir, &partial, mode, offset > 0, &shown)?;
     // A partial that could not be kept starts from nothing.
@@ -1173,8 +1326,10 @@ async fn download_file(
                 .await
                 .map_err(|e| remote_io_err("seeking in", remote, e))?;
         }
+        // At most the size listed (and checked against the cap): a file
+        // that grew since is kept as listed and shows as `changing`.
         let total = pump(
-            &mut src,
+            &mut (&mut src).take(job.size.saturating_sub(offset)),
             &mut dst,
             &mut digest,
             |e| remote_io_err("reading", remote, e),

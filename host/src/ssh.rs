@@ -100,6 +100,12 @@ pub enum SshError {
     LocalIo(String),
     #[error("SSH configuration error: {0}")]
     Config(String),
+    /// The host's policy refused the request on what the cluster showed
+    /// (a remote path that resolves outside remoteRoot, a symlink where a
+    /// file is written, a device or FIFO as a source, a download over the
+    /// operator's size cap); nothing was read or written through it.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl SshError {

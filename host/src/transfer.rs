@@ -144,6 +144,13 @@ impl transfer::Host for TransferView<'_> {
                 resumed_bytes: acc.resumed_bytes + m.resumed_bytes,
                 changing: acc.changing + m.changing,
                 bundled: acc.bundled + m.bundled,
+                skipped: acc.skipped + m.skipped,
+                skipped_names: acc
+                    .skipped_names
+                    .iter()
+                    .chain(&m.skipped_names)
+                    .cloned()
+                    .collect(),
             })
         });
         call.end(&total.map_err(Clone::clone), moved_details);
@@ -211,7 +218,7 @@ fn clash(a: &str, b: &str) -> HostError {
 }
 
 /// What the audit log records about a finished transfer.
-fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 7] {
+fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 9] {
     [
         ("files", json!(moved.files)),
         ("bytes", json!(moved.bytes)),
@@ -220,6 +227,9 @@ fn moved_details(moved: &Moved) -> [(&'static str, serde_json::Value); 7] {
         ("resumedBytes", json!(moved.resumed_bytes)),
         ("changing", json!(moved.changing)),
         ("bundled", json!(moved.bundled)),
+        // Links a job made in a tree are named here, never followed.
+        ("skipped", json!(moved.skipped)),
+        ("skippedNames", json!(moved.skipped_names)),
     ]
 }
 

@@ -3,7 +3,7 @@
 //! Tests swap in a recording transport to prove that refused requests never
 //! get here; production uses [`SshTransport`].
 
-use crate::grants::ProfileGrant;
+use crate::grants::{ProfileGrant, sftp_path};
 use crate::local_fs::{Source, Target};
 use crate::sftp;
 use crate::ssh::{ConnectOptions, ExecResult, Pool, SshError};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Moved {
     pub files: u32,
     pub bytes: u64,
@@ -31,6 +31,11 @@ pub struct Moved {
     pub changing: u32,
     /// Uploaded files that travelled in tar bundles.
     pub bundled: u32,
+    /// Entries of a tree that were not copied: symlinks (never followed),
+    /// devices, FIFOs, sockets.
+    pub skipped: u32,
+    /// Downloads: the first of those, as remote paths (for the audit log).
+    pub skipped_names: Vec<String>,
 }
 
 pub trait Transport: Send + Sync {
@@ -79,6 +84,8 @@ pub struct SshTransport {
     ssh_config: Option<PathBuf>,
     options: ConnectOptions,
     requests: AtomicU64,
+    /// `host.maxDownloadBytes`: file content one download call may bring.
+    max_download_bytes: u64,
 }
 
 impl SshTransport {
@@ -90,7 +97,15 @@ impl SshTransport {
             ssh_config,
             options: ConnectOptions::default(),
             requests: AtomicU64::new(0),
+            max_download_bytes: crate::confine::DEFAULT_MAX_DOWNLOAD_BYTES,
         }
+    }
+
+    /// At most `bytes` bytes of file content per download call; a larger
+    /// one is refused before anything moves (`host.maxDownloadBytes`).
+    pub fn with_download_cap(mut self, bytes: u64) -> SshTransport {
+        self.max_download_bytes = bytes;
+        self
     }
 
     /// At most `per_minute` new connections per login node and minute, over
@@ -166,7 +181,8 @@ impl Transport for SshTransport {
     ) -> BoxFuture<'a, Result<Vec<Moved>, SshError>> {
         Box::pin(async move {
             let conn = self.connection(profile).await?;
-            let work = crate::copy::upload_all(&conn, &items);
+            let root = sftp_path(&profile.remote_root);
+            let work = crate::copy::upload_all(&conn, &items, &root);
             let all = tokio::time::timeout(TRANSFER_TIMEOUT, work)
                 .await
                 .map_err(|_| {
@@ -189,14 +205,20 @@ impl SshTransport {
     /// One SFTP session on the profile's shared connection per transfer.
     async fn copy(&self, profile: &ProfileGrant, copy: Copy) -> Result<Moved, SshError> {
         let conn = self.connection(profile).await?;
+        // The root every path of the transfer must stay in, as the cluster
+        // resolves it (see crate::confine).
+        let root = sftp_path(&profile.remote_root);
         let work = async {
             match &copy {
                 Copy::Up { local, remote } => {
-                    let (stats, verified) = crate::copy::upload(&conn, local, remote).await?;
+                    let (stats, verified) =
+                        crate::copy::upload(&conn, local, remote, &root).await?;
                     Ok::<_, SshError>(Moved::of(&stats, verified))
                 }
                 Copy::Down { remote, local } => {
-                    let stats = crate::copy::download(&conn, remote, local).await?;
+                    let stats =
+                        crate::copy::download(&conn, remote, local, &root, self.max_download_bytes)
+                            .await?;
                     Ok(Moved::of(&stats, stats.verified + stats.unchanged))
                 }
             }
@@ -226,6 +248,8 @@ impl Moved {
             resumed_bytes: stats.resumed_bytes,
             changing: stats.changing,
             bundled: stats.bundled,
+            skipped: stats.skipped,
+            skipped_names: stats.skipped_names.clone(),
         }
     }
 }

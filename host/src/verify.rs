@@ -76,15 +76,18 @@ pub fn at_home(command: &str) -> String {
 /// The list appears once (`set --`), so a command stays within the
 /// 128 KiB a single argument may have.
 pub fn hash_command(words: &[String], plain_names: bool) -> String {
-    let list = words.join(" ");
+    format!("set -- {}; {}", words.join(" "), hash_args(plain_names))
+}
+
+/// Hash the positional parameters (`"$@"`); `plain_names` when none holds
+/// a line break or a backslash (which only `sha256sum` escapes).
+pub fn hash_args(plain_names: bool) -> String {
     if plain_names {
         // openssl only when it works here (a broken one on PATH must not
         // fail every check).
-        format!(
-            "set -- {list}; if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then openssl dgst -sha256 -r \"$@\"; else sha256sum -- \"$@\"; fi"
-        )
+        "if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then openssl dgst -sha256 -r \"$@\"; else sha256sum -- \"$@\"; fi".to_string()
     } else {
-        format!("sha256sum -- {list}")
+        "sha256sum -- \"$@\"".to_string()
     }
 }
 

@@ -18,41 +18,27 @@
 )]
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_slurm_host::approvals::ApprovalBook;
 use cluster_slurm_host::audit::AuditLog;
 use cluster_slurm_host::bindings::HostError;
+use cluster_slurm_host::confine::DEFAULT_MAX_DOWNLOAD_BYTES;
 use cluster_slurm_host::copy;
 use cluster_slurm_host::grants::Grants;
 use cluster_slurm_host::hooks::{self, Point};
 use cluster_slurm_host::local_fs::{Source, Target};
 use cluster_slurm_host::run_store::RunStoreCtx;
 use cluster_slurm_host::sftp::partial_path;
-use cluster_slurm_host::ssh::{ConnectOptions, Connection, SshError};
-use cluster_slurm_host::ssh_config::resolve;
+use cluster_slurm_host::ssh::{Connection, SshError};
 use serde_json::json;
 
-const TB: &str = "/var/tmp/cluster-slurm-testbed";
-
-async fn connect() -> Connection {
-    let cfg = PathBuf::from(TB).join("ssh/ssh_config");
-    assert!(
-        cfg.exists(),
-        "testbed missing ({}): run `just testbed-up`",
-        cfg.display()
-    );
-    let params = resolve("slurm-testbed", Some(&cfg)).unwrap();
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Connection::connect(&params, Some(&cfg), &opts)
-        .await
-        .unwrap()
-}
+mod common;
+use common::connect;
+/// The profile's remoteRoot, as SFTP reads it (below the testbed user's home).
+const ROOT: &str = "cluster-runs";
 
 /// A directory of its own under the testbed user's run root, made and
 /// removed through the connection (as the cluster user).
@@ -234,6 +220,8 @@ async fn a_link_planted_at_a_partial_file_is_never_written_through() {
             &conn,
             &format!("{}/result.json", remote.path),
             &Target::ambient(&dest).unwrap(),
+            ROOT,
+            DEFAULT_MAX_DOWNLOAD_BYTES,
         )
         .await
         .unwrap();
@@ -286,6 +274,8 @@ async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
         &conn,
         &format!("{}/tree", remote.path),
         &Target::ambient(&out).unwrap(),
+        ROOT,
+        DEFAULT_MAX_DOWNLOAD_BYTES,
     )
     .await
     .unwrap_err();
@@ -365,7 +355,7 @@ async fn a_file_swapped_mid_upload_is_never_sent() {
         let grants = grants(ws.path());
         let source: Source = grants.local_source("tree").unwrap();
         let dest = format!("{}/{case}", remote.path);
-        let e = copy::upload(&conn, &source, &dest).await.unwrap_err();
+        let e = copy::upload(&conn, &source, &dest, ROOT).await.unwrap_err();
         hooks::clear();
         assert!(
             fired.load(std::sync::atomic::Ordering::SeqCst),
@@ -412,6 +402,8 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
         &conn,
         &format!("{}/tree", remote.path),
         &Target::ambient(&ws.path().join("out")).unwrap(),
+        ROOT,
+        DEFAULT_MAX_DOWNLOAD_BYTES,
     )
     .await
     .unwrap_err();
@@ -437,6 +429,8 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
             &conn,
             &format!("{}/{tree}", remote.path),
             &Target::ambient(&ws.path().join("out")).unwrap(),
+            ROOT,
+            DEFAULT_MAX_DOWNLOAD_BYTES,
         )
         .await
         .unwrap_err();
@@ -457,6 +451,8 @@ async fn vcs_metadata_is_never_downloaded_and_long_names_are() {
         &conn,
         &format!("{}/long", remote.path),
         &Target::ambient(&ws.path().join("long")).unwrap(),
+        ROOT,
+        DEFAULT_MAX_DOWNLOAD_BYTES,
     )
     .await
     .unwrap();

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cluster_slurm_host::confine::{Confine, DEFAULT_MAX_DOWNLOAD_BYTES};
 use cluster_slurm_host::local_fs::{Source, Target};
 use cluster_slurm_host::sftp;
 use cluster_slurm_host::ssh::{ConnectOptions, Connection, Pool, SshError, quote_command};
@@ -626,8 +627,14 @@ async fn sftp_tree_round_trip() {
     let remote_root = format!("sshdev-test-{}", std::process::id());
     let remote = format!("{remote_root}/up/nested/tree");
     let s = c.open_sftp().await.unwrap();
+    // The test's own remote root, resolved on the cluster (made if missing).
+    let mut confine = Confine::resolve(&s, &remote_root, DEFAULT_MAX_DOWNLOAD_BYTES, true)
+        .await
+        .unwrap();
     let start = Instant::now();
-    let up = sftp::upload(&s, &src_of(&src), &remote).await.unwrap();
+    let up = sftp::upload(&s, &src_of(&src), &remote, &mut confine)
+        .await
+        .unwrap();
     eprintln!("upload: {up:?} in {:?}", start.elapsed());
     assert_eq!(up.files, 4);
     assert_eq!(up.bytes, 6 + 19 + big.len() as u64);
@@ -663,7 +670,9 @@ async fn sftp_tree_round_trip() {
 
     let dst = d.path().join("down/x/y");
     let start = Instant::now();
-    let down = sftp::download(&s, &remote, &dst_of(&dst)).await.unwrap();
+    let down = sftp::download(&s, &remote, &dst_of(&dst), &confine)
+        .await
+        .unwrap();
     eprintln!("download: {down:?} in {:?}", start.elapsed());
     assert_eq!(down.files, 4);
     assert_eq!(down.skipped, 2);
@@ -701,6 +710,7 @@ async fn sftp_tree_round_trip() {
         &s,
         &src_of(&src.join("a.txt")),
         &format!("{remote_root}/single/dir/a.txt"),
+        &mut confine,
     )
     .await
     .unwrap();
@@ -710,6 +720,7 @@ async fn sftp_tree_round_trip() {
         &s,
         &format!("{remote_root}/single/dir/a.txt"),
         &dst_of(&d.path().join("existing")),
+        &confine,
     )
     .await
     .unwrap();
@@ -724,6 +735,7 @@ async fn sftp_tree_round_trip() {
         &s,
         &format!("{remote_root}/nope.txt"),
         &dst_of(&d.path().join("nope")),
+        &confine,
     )
     .await
     .unwrap_err();
@@ -738,6 +750,7 @@ async fn sftp_tree_round_trip() {
         &s,
         &format!("{remote_root}/single/dir/a.txt"),
         &dst_of(&d.path().join("dest-link")),
+        &confine,
     )
     .await
     .unwrap_err();
@@ -750,6 +763,7 @@ async fn sftp_tree_round_trip() {
         &s,
         &src_of(&src.join("a.txt")),
         &format!("{remote_root}/single/dir/a.txt/below"),
+        &mut confine,
     )
     .await
     .unwrap_err();
@@ -768,6 +782,7 @@ async fn sftp_tree_round_trip() {
         &s,
         &format!("{remote_root}/locked"),
         &dst_of(&d.path().join("locked")),
+        &confine,
     )
     .await
     .unwrap_err();

@@ -1,7 +1,7 @@
 // Remote confinement by what paths are, not how they read: the JavaScript
-// twin of host/src/remote_confine.rs (same script, same shapes, same
-// messages; openclaw/test/remote-confine.test.js checks the script is the
-// Rust one byte for byte). The command line decides on the cluster, in the
+// twin of host/src/remote_confine.rs (the same script file,
+// remote-confine.sh, which the Rust host compiles in; same shapes, same
+// messages). The command line decides on the cluster, in the
 // command that uses the path: the root and the working directory resolved
 // physically (`cd -P`), the one path operand walked under the root with no
 // symlink as its last component, regular files only for tail/head/sha256sum
@@ -9,6 +9,7 @@
 // timed with coreutils `timeout` when present. A refusal on the cluster exits
 // REFUSED_EXIT with a MARKER line; refusal() turns it into the denial text.
 
+import { readFileSync } from "node:fs";
 import { denied } from "./host-error.js";
 import { quoteCommand, quoteWord, shellPath, show } from "./grants.js";
 
@@ -19,39 +20,8 @@ export const OUTPUT_CAP = 1 << 20;
 export const READ_BOUND_S = 30;
 export const HASH_BOUND_S = 600;
 
-export const SCRIPT = `r=$1 p=$2 k=$3 cap=$4 n=$6
-no() { printf 'cluster-slurm-confine: %s\\n' "$1" >&2; exit 90; }
-gone() { printf '%s: cannot open %s: No such file or directory\\n' "$p" "$1" >&2; exit 1; }
-inr() { case $PWD in "$r"|"$r"/*) ;; *) no outside;; esac; }
-capped() { { s=$( { { "$@" 4>&- 5>&-; echo $? >&4; } | head -c "$cap" >&5 4>&-; } 4>&1 ); } 5>&1; [ "$s" = 141 ] && s=0; exit "\${s:-1}"; }
-case $5 in r) cd -P -- "$r" || exit 1;; esac
-shift 6
-inr
-while [ "$n" -gt 1 ]; do
-c=$1; shift; n=$((n - 1))
-if [ ! -e "./$c" ] && [ ! -L "./$c" ]; then case $k in mkdirp) mkdir -- "./$c" || exit 1;; *) gone "$c";; esac; fi
-cd -P -- "./$c" || exit 1
-inr
-done
-b=
-if [ "$n" = 1 ]; then b=$1; shift; fi
-if [ -n "$b" ]; then
-[ -L "./$b" ] && no symlink
-case $k in mkdir*) ;; *) [ -e "./$b" ] || gone "$b";; esac
-fi
-case $k in
-file)
-[ -n "$b" ] && [ -f "./$b" ] || no notfile
-exec 3< "./$b" || exit 1
-[ "./$b" -ef /dev/fd/3 ] && [ ! -L "./$b" ] || no changed
-capped "$p" "$@" <&3 3<&-;;
-list)
-if [ -n "$b" ] && [ -d "./$b" ]; then cd -P -- "./$b" || exit 1; inr; b=; fi
-if [ -n "$b" ]; then capped "$p" "$@" -d -- "./$b"; else capped "$p" "$@" -- .; fi;;
-entry) capped "$p" "$@" -- "./\${b:-.}";;
-mkdir*) exec mkdir "$@" -- "./\${b:-.}";;
-esac
-exit 1`;
+/** The cluster-side script, one file for both hosts (host/src/remote_confine.rs explains it). */
+export const SCRIPT = readFileSync(new URL("./remote-confine.sh", import.meta.url), "utf8");
 
 const ALLOWED = {
   tail: "-n N, -c N or -c +N",

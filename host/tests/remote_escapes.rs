@@ -1,0 +1,493 @@
+//! Nothing a job plants in its run directory makes a transfer read or write
+//! outside the profile's remoteRoot on the cluster. A job can make any
+//! symlink, FIFO or sparse file there; each test plants those directly on
+//! the testbed (over ssh, as the cluster user), transfers through them with
+//! the production transport ([`SshTransport`], the path every CLI and MCP
+//! call takes), and checks that nothing outside the root was read (its
+//! contents are not in the local copy) or written (the outside target is
+//! unchanged), that the call returned promptly, and that a refusal is
+//! `denied` with a message naming what was found.
+//!
+//! Each test names its negative control: the guard whose removal makes it
+//! fail, and what was seen when it was removed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cluster_slurm_host::bindings::HostError;
+use cluster_slurm_host::grants::ProfileGrant;
+use cluster_slurm_host::local_fs::{Source, Target};
+use cluster_slurm_host::ssh::{Connection, SshError};
+use cluster_slurm_host::transport::{Moved, SshTransport, Transport};
+
+mod common;
+use common::{connect, ssh_config as cfg};
+/// No call here should take long: a stall (a FIFO opened, /dev/zero read)
+/// shows as a call over this.
+const PROMPT: Duration = Duration::from_secs(15);
+
+fn profile() -> ProfileGrant {
+    ProfileGrant {
+        label: "tb".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: "~/cluster-runs".into(),
+    }
+}
+
+fn transport() -> SshTransport {
+    SshTransport::new(Some(cfg())).with_connection_budget(1000)
+}
+
+/// A job's run directory under the root (`~/cluster-runs/rx-TAG-PID`, as
+/// the grants spell it) and a directory outside the root
+/// (`~/rx-outside-TAG-PID`) holding a victim file, both made and removed as
+/// the cluster user.
+struct Planted {
+    conn: Connection,
+    /// Below the home: `cluster-runs/rx-...`.
+    run: String,
+    /// Below the home: `rx-outside-...`.
+    outside: String,
+}
+
+const VICTIM: &str = "VICTIM-UNTOUCHED";
+
+impl Planted {
+    async fn new(tag: &str) -> Planted {
+        let pid = std::process::id();
+        let p = Planted {
+            conn: connect().await,
+            run: format!("cluster-runs/rx-{tag}-{pid}"),
+            outside: format!("rx-outside-{tag}-{pid}"),
+        };
+        p.sh(&format!(
+            "cd && rm -rf {r} {o} && mkdir -p {r} {o} && printf {VICTIM} > {o}/victim",
+            r = p.run,
+            o = p.outside
+        ))
+        .await;
+        p
+    }
+
+    /// The run directory as a remote path of the profile.
+    fn remote(&self, rel: &str) -> String {
+        format!("~/{}/{rel}", self.run)
+    }
+
+    async fn sh(&self, command: &str) -> String {
+        let out = self
+            .conn
+            .exec(
+                &format!("cd && {{ {command}; }}"),
+                None,
+                Duration::from_secs(60),
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out.exit_code,
+            Some(0),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// In the run directory: `ln -s TARGET NAME` (a job's doing).
+    async fn link(&self, target: &str, name: &str) {
+        self.sh(&format!("ln -s {target} {}/{name}", self.run))
+            .await;
+    }
+
+    /// Everything in the outside directory, `name:contents` per file: the
+    /// victim alone, untouched, means nothing was written there.
+    async fn outside_state(&self) -> String {
+        self.sh(&format!(
+            "cd {o} && find . -type f | sort | while read -r f; do printf '%s:' \"$f\"; cat \"$f\"; echo; done",
+            o = self.outside
+        ))
+        .await
+    }
+
+    async fn assert_outside_untouched(&self, case: &str) {
+        assert_eq!(
+            self.outside_state().await,
+            format!("./victim:{VICTIM}\n"),
+            "{case}: something was written outside the root"
+        );
+    }
+
+    async fn remove(self) {
+        self.sh(&format!("rm -rf {} {}", self.run, self.outside))
+            .await;
+    }
+}
+
+/// Every file below `dir` with its contents, for "not in the local copy".
+fn local_contents(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push_str(&e.path().display().to_string());
+                out.push('\n');
+                if ft.is_file() {
+                    out.push_str(&String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn download(
+    t: &SshTransport,
+    remote: &str,
+    local: &Path,
+) -> (Result<Moved, SshError>, Duration) {
+    let started = Instant::now();
+    let remote = cluster_slurm_host::grants::sftp_path(remote);
+    let moved = t
+        .download(&profile(), remote, Target::ambient(local).unwrap())
+        .await;
+    (moved, started.elapsed())
+}
+
+async fn upload(
+    t: &SshTransport,
+    local: &Path,
+    remote: &str,
+) -> (Result<Moved, SshError>, Duration) {
+    let started = Instant::now();
+    let remote = cluster_slurm_host::grants::sftp_path(remote);
+    let moved = t
+        .upload(&profile(), Source::ambient(local).unwrap(), remote)
+        .await;
+    (moved, started.elapsed())
+}
+
+/// The refusal as the guest sees it: `denied`, its message holding `needle`.
+fn assert_denied(case: &str, got: Result<Moved, SshError>, took: Duration, needle: &str) {
+    assert!(took < PROMPT, "{case}: took {took:?}");
+    let e = got.expect_err(case);
+    let HostError::Denied(m) = HostError::from(e.clone()) else {
+        panic!("{case}: not denied: {e:?}")
+    };
+    assert!(m.contains(needle), "{case}: {m}");
+    eprintln!("{case}: {m}");
+}
+
+/// Downloads through job-made links to outside files and directories are
+/// refused: the source is resolved on the cluster and must lie in the
+/// resolved root. A link inside a downloaded tree is skipped, never
+/// followed, and named (what the audit log records). A link that stays
+/// inside the root still works. Negative controls (done): with
+/// `Confine::download_source` returning the resolved path without the
+/// `holds` check, `p -> /etc/passwd` downloaded the testbed's passwd (the
+/// test failed at "etc-passwd: not denied: Ok(Moved { files: 1, ...})");
+/// with the tree walk taking a listed symlink as a file
+/// (`FileType::Symlink` added to the `FileType::File` arm of
+/// `plan_download`), the tree download brought `p` with `root:x:0:0` in it
+/// (the "tree" assertion failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_never_follow_a_job_made_link_out_of_the_root() {
+    let p = Planted::new("down").await;
+    p.sh(&format!(
+        "printf mine > {r}/mine.txt && mkdir {r}/real && printf in > {r}/real/in.txt",
+        r = p.run
+    ))
+    .await;
+    p.link("/etc/passwd", "p").await;
+    p.link("~/.ssh", "s").await;
+    p.link("/", "up").await;
+    p.link(&format!("~/{}", p.outside), "out").await;
+    p.link("real", "alias").await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    for (case, remote) in [
+        ("etc-passwd", "p"),
+        ("ssh-dir", "s"),
+        ("ssh-key", "s/authorized_keys"),
+        ("slash", "up"),
+        ("slash-passwd", "up/etc/passwd"),
+        ("outside-victim", "out/victim"),
+    ] {
+        let local = ws.path().join(case);
+        let (got, took) = download(&t, &p.remote(remote), &local).await;
+        assert_denied(case, got, took, "outside remoteRoot");
+        assert!(!local.exists(), "{case}: {}", local_contents(ws.path()));
+    }
+    // The whole run directory: its own files come, the links are skipped
+    // and named.
+    let tree = ws.path().join("tree");
+    let (got, took) = download(&t, &p.remote(""), &tree).await;
+    assert!(took < PROMPT, "tree: took {took:?}");
+    let moved = got.unwrap();
+    let copied = local_contents(&tree);
+    for leak in ["root:x:0:0", "ssh-ed25519", VICTIM] {
+        assert!(!copied.contains(leak), "tree: {leak} in {copied}");
+    }
+    assert_eq!(moved.files, 2, "{moved:?}");
+    assert_eq!(moved.skipped, 5, "{moved:?}");
+    for name in ["/p", "/s", "/up", "/out", "/alias"] {
+        assert!(
+            moved.skipped_names.iter().any(|n| n.ends_with(name)),
+            "{name} not named: {moved:?}"
+        );
+    }
+    // A link that stays inside the root is fine, as a top-level source.
+    let (got, _) = download(&t, &p.remote("alias"), &ws.path().join("alias")).await;
+    assert_eq!(got.unwrap().files, 1);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("alias/in.txt")).unwrap(),
+        "in"
+    );
+    p.assert_outside_untouched("downloads").await;
+    p.remove().await;
+}
+
+/// Devices and FIFOs are never read: a link to /dev/zero resolves outside
+/// the root; a FIFO in the run directory is refused as a source (not a
+/// regular file) and skipped in a tree, and every call returns at once.
+/// Negative control (done): with the top-level type check of
+/// `plan_download` taking any non-directory as a file, the FIFO download
+/// hung: the testbed's sftp-server blocked in open(2) waiting for a writer
+/// and the call only ended with the SFTP request timeout ("fifo: took
+/// 10.0s" — the assertion on PROMPT then failed once it was set below
+/// that; at 15 s it failed on "not denied: Timeout").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_fifos_are_never_read() {
+    let p = Planted::new("fifo").await;
+    p.link("/dev/zero", "zero").await;
+    p.sh(&format!(
+        "mkfifo {r}/fifo && mkdir {r}/tree && mkfifo {r}/tree/fifo && ln -s /dev/zero {r}/tree/zero && printf ok > {r}/tree/ok.txt",
+        r = p.run
+    ))
+    .await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let (got, took) = download(&t, &p.remote("zero"), &ws.path().join("zero")).await;
+    assert_denied("dev-zero", got, took, "outside remoteRoot");
+    let (got, took) = download(&t, &p.remote("fifo"), &ws.path().join("fifo")).await;
+    assert_denied("fifo", got, took, "not a regular file");
+    let (got, took) = download(&t, &p.remote("tree"), &ws.path().join("tree")).await;
+    assert!(took < PROMPT, "tree: took {took:?}");
+    let moved = got.unwrap();
+    assert_eq!((moved.files, moved.skipped), (1, 2), "{moved:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("tree/ok.txt")).unwrap(),
+        "ok"
+    );
+    p.remove().await;
+}
+
+/// A 3 GB sparse file (`truncate -s 3G`, a job's work of an instant) is
+/// refused under a low `host.maxDownloadBytes`, before any byte moves, with
+/// the key and both sizes named; alone and inside a tree. Negative control
+/// (done): without `Confine::check_download_size`, the single-file call
+/// started bringing the 3 GiB (stopped by hand after the partial file
+/// passed 1 GB; the test would have failed on "not denied").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_over_the_operators_cap_is_refused_before_it_starts() {
+    let p = Planted::new("cap").await;
+    p.sh(&format!(
+        "mkdir {r}/tree && truncate -s 3G {r}/tree/sparse && printf small > {r}/tree/small.txt",
+        r = p.run
+    ))
+    .await;
+    let t = transport().with_download_cap(1 << 20);
+    let ws = tempfile::tempdir().unwrap();
+    for (case, remote) in [("file", "tree/sparse"), ("tree", "tree")] {
+        let local = ws.path().join(case);
+        let (got, took) = download(&t, &p.remote(remote), &local).await;
+        assert_denied(case, got, took, "host.maxDownloadBytes (1048576 bytes)");
+        assert!(!local.exists(), "{case}: {}", local_contents(ws.path()));
+    }
+    let (got, _) = download(&t, &p.remote("tree"), &ws.path().join("tree")).await;
+    let HostError::Denied(m) = HostError::from(got.unwrap_err()) else {
+        panic!()
+    };
+    assert!(m.contains("3221225477 bytes (2 file(s))"), "{m}");
+    // Under the cap, the small file still comes.
+    let (got, _) = download(&t, &p.remote("tree/small.txt"), &ws.path().join("s")).await;
+    assert_eq!(got.unwrap().bytes, 5);
+    p.remove().await;
+}
+
+/// Uploads through a job-made directory link to outside the root, or onto
+/// a job-made link at the destination's own name, are refused and write
+/// nothing outside: small files (which travel in tar bundles, checked by
+/// the bundle command itself), a large one (over SFTP) and a single file.
+/// A link that stays inside the root is written through as a directory
+/// would be. Negative controls (done): with the bundle command's `d`
+/// check made `d() { mkdir -p -- "$1"; }`, the small tree landed in the
+/// outside directory (`./tree/a.txt:a` in `outside_state`, "tree-via-dir"
+/// failed with "not denied: Ok(..)"); with `Confine::write_dir` taking a
+/// symlinked component as a directory unresolved, `big.bin` was written
+/// outside ("big-via-dir" failed the same way); without the
+/// `FileType::Symlink` arm of `Confine::write_file`, "big-onto-link"
+/// overwrote the victim through the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_never_write_through_a_job_made_link() {
+    let p = Planted::new("up").await;
+    p.link(&format!("~/{}", p.outside), "out").await;
+    p.link(&format!("~/{}/victim", p.outside), "victim-link")
+        .await;
+    p.sh(&format!(
+        "mkdir -p {r}/existing {r}/inside && ln -s ~/{o} {r}/existing/sub && ln -s inside {r}/alias",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), "a").unwrap();
+    std::fs::write(tree.join("sub/c.txt"), "c").unwrap();
+    let big_tree = ws.path().join("bigtree");
+    std::fs::create_dir_all(big_tree.join("sub")).unwrap();
+    std::fs::write(big_tree.join("sub/big.bin"), vec![b'B'; 3 << 20]).unwrap();
+    let big = big_tree.join("sub/big.bin");
+    let small = tree.join("a.txt");
+    let t = transport();
+    for (case, local, remote, needle) in [
+        ("tree-via-dir", &tree, "out/tree", "outside"),
+        ("big-via-dir", &big, "out/big.bin", "outside remoteRoot"),
+        ("small-via-dir", &small, "out/a.txt", "outside"),
+        ("small-onto-link", &small, "victim-link", "symbolic link"),
+        ("big-onto-link", &big, "victim-link", "symbolic link"),
+        // The existing destination tree holds a link where the upload has
+        // a directory: refused (bundle, then SFTP).
+        ("tree-into-link", &tree, "existing", "outside"),
+        (
+            "bigtree-into-link",
+            &big_tree,
+            "existing",
+            "outside remoteRoot",
+        ),
+    ] {
+        let (got, took) = upload(&t, local, &p.remote(remote)).await;
+        assert_denied(case, got, took, needle);
+        p.assert_outside_untouched(case).await;
+    }
+    // Inside the root, a link is a way to a directory like any other.
+    let (got, _) = upload(&t, &tree, &p.remote("alias/t")).await;
+    assert_eq!(got.unwrap().files, 2);
+    let (got, _) = upload(&t, &big, &p.remote("alias/big.bin")).await;
+    assert_eq!(got.unwrap().files, 1);
+    let there = p
+        .sh(&format!(
+            "cat {r}/inside/t/a.txt {r}/inside/t/sub/c.txt; wc -c < {r}/inside/big.bin",
+            r = p.run
+        ))
+        .await;
+    assert_eq!(there.split_whitespace().collect::<String>(), "ac3145728");
+    p.assert_outside_untouched("inside").await;
+    p.remove().await;
+}
+
+/// Install a hook that, the first time a transfer is about to open a
+/// remote path ending in `name`, runs `swap` on the cluster (over the
+/// system ssh, synchronously: the transfer waits for it). Returns whether
+/// it fired.
+fn swap_before_remote_open(
+    name: &'static str,
+    swap: String,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use cluster_slurm_host::hooks::{self, Point};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fired = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = fired.clone();
+    let cfg = cfg();
+    hooks::install(move |point| {
+        if let Point::BeforeRemoteOpen(path) = point
+            && path.ends_with(name)
+            && !seen.swap(true, Ordering::SeqCst)
+        {
+            let out = std::process::Command::new("ssh")
+                .arg("-F")
+                .arg(&cfg)
+                .arg("slurm-testbed")
+                .arg(format!("cd && {{ {swap}; }}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{swap}: {out:?}");
+        }
+    });
+    fired
+}
+
+/// A listed file swapped for a link to root's `/etc/passwd` in the instant
+/// between the listing and the open (driven by the `BeforeRemoteOpen`
+/// hook, no timing) is refused: SFTP opens by name and follows the link,
+/// but the opened handle's owner is not the listed one. Nothing lands in
+/// the workspace. Negative control (done): with `owner_matches` always
+/// true, the download "succeeded" and the local file held the testbed's
+/// passwd (`root:x:0:0`; the hash check passed, since the cluster hashed
+/// the same link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_swapped_for_a_link_mid_download_is_refused() {
+    let p = Planted::new("dswap").await;
+    // Longer than the passwd file, so all of it would fit the listed size.
+    p.sh(&format!("head -c 8192 /dev/urandom > {}/data.bin", p.run))
+        .await;
+    let fired = swap_before_remote_open(
+        "/data.bin",
+        format!("ln -sfn /etc/passwd {}/data.bin", p.run),
+    );
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let local = ws.path().join("data.bin");
+    let (got, took) = download(&t, &p.remote("data.bin"), &local).await;
+    cluster_slurm_host::hooks::clear();
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
+    let copied = local_contents(ws.path());
+    assert!(
+        !copied.contains("root:x:0:0"),
+        "passwd downloaded: {copied}"
+    );
+    assert_denied("download-swap", got, took, "another owner");
+    p.remove().await;
+}
+
+/// An existing destination file swapped for a link to a file outside the
+/// root between the upload's look (`lstat`) and its open is never written:
+/// it is opened without truncation and written only when the handle shows
+/// the very file looked at. Negative control (done): with `same_file`
+/// always true, the outside victim was overwritten with the upload's 3 MiB
+/// (`assert_outside_untouched` failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
+    let p = Planted::new("uswap").await;
+    p.sh(&format!("printf old > {}/target.bin", p.run)).await;
+    let fired = swap_before_remote_open(
+        "/target.bin",
+        format!("ln -sfn ~/{}/victim {}/target.bin", p.outside, p.run),
+    );
+    let ws = tempfile::tempdir().unwrap();
+    // Large enough to go over SFTP (small files travel in tar bundles).
+    let big = ws.path().join("big.bin");
+    std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
+    let t = transport();
+    let (got, took) = upload(&t, &big, &p.remote("target.bin")).await;
+    cluster_slurm_host::hooks::clear();
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
+    p.assert_outside_untouched("upload-swap").await;
+    assert_denied("upload-swap", got, took, "changed on the cluster");
+    p.remove().await;
+}
