@@ -453,8 +453,8 @@ mod tests {
         // Glued short-option values (attack review of issue 12): `-D..`
         // was read by the path rule as no path at all.
         // Negative control (run once): with the short-option suffixes
-        // removed from `path_parts`, `-D..`, `-D~`, `-hD..` and `-o..`
-        // were accepted (`-D~/x` and `-o../x` still failed on their `/`).
+        // removed from `path_parts`, the test failed at its first case:
+        // `exec sbatch -D.. -- job.slurm` was built for the transport.
         for (a, says) in [
             (&["-D..", "--", "job.slurm"][..], "'..' path segments"),
             (&["-D~", "--", "job.slurm"], "'~' paths"),

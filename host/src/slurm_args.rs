@@ -282,7 +282,7 @@ mod tests {
             // list; on the testbed it said "Invalid job id: --me". So no
             // word ends the check.
             // Negative control (run once): with the `break` at `--`
-            // restored, these three were accepted.
+            // restored, the test failed at the first of these (accepted).
             &["-o", "--", "-j", "1,--me"],
             &["-h", "--", "--jobs=--me"],
             &["--", "-j--me"],

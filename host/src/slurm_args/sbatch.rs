@@ -328,9 +328,10 @@ mod tests {
     }
 
     /// The script is the last word, right after `--`, not an option.
-    /// Negative control (run once): with the script-name test (`starts_with
-    /// ('-')`) removed, `-J -- --wrap=id` and `-- -t999` were accepted;
-    /// on the testbed `sbatch -J -- --wrap=id` submitted a job running `id`.
+    /// Negative control (run once): with the script-name test reduced to
+    /// `last.is_empty()`, the test failed at its first case, `-J --
+    /// --wrap=id` (accepted); on the testbed `sbatch -J -- --wrap=id`
+    /// submitted a job running `id`.
     #[test]
     fn the_script_is_last_after_the_end_of_options() {
         for (bad, says) in [
@@ -355,12 +356,12 @@ mod tests {
 
     /// A bare word before `--` that sbatch could read as its first operand
     /// (getopt `+`: parsing stops there, and it becomes the script).
-    /// Negative control (run once): with the bare-word refusal in `check`
-    /// disabled, the test failed at its first case, `--parsable foo --
-    /// job.slurm` (accepted; on the testbed sbatch said "Unable to open
-    /// file foo": foo was the script). With `after_option` answering VALUE
-    /// for every unknown option (instead of both readings), it failed at
-    /// `--qo -p foo`.
+    /// Negative controls (each run once): with the bare-word refusal in
+    /// `check` disabled, the test failed at its first case, `--parsable foo
+    /// -- job.slurm` (accepted; on the testbed sbatch said "Unable to open
+    /// file foo": foo was the script). With `after_option` reading an
+    /// unknown long option only as taking a value, it failed at `--part
+    /// cpu`; only as a flag, at `--qo -p foo` (both accepted).
     #[test]
     fn no_word_before_the_end_of_options_can_be_the_script() {
         for bad in [
