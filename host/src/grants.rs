@@ -292,7 +292,7 @@ pub fn sftp_path(path: &str) -> String {
 }
 
 /// The parts of an argument that could be read as a path: the whole word,
-/// an option's `=value`, the text from its first `/` (`-o/x`), and, for a
+/// an option's `=value` (else the text from its first `/`: `-o/x`), and, for a
 /// single-dash word, every value a glued short option could take: after
 /// `-` and a run of option letters, the rest (`-D..`, `-o../x`, `-D~`, and
 /// `-hD..`, where `-h` may be a flag). Long options (`--x`) take values only
@@ -308,8 +308,10 @@ fn path_parts(arg: &str) -> Vec<&str> {
         }
     }
     if arg.starts_with('-') {
-        values.extend(arg.split_once('=').map(|(_, v)| v));
-        values.extend(arg.find('/').and_then(|i| arg.get(i..)));
+        values.extend(match arg.split_once('=') {
+            Some((_, v)) => Some(v),
+            None => arg.find('/').and_then(|i| arg.get(i..)),
+        });
     } else {
         values.push(arg);
     }
@@ -465,6 +467,8 @@ mod tests {
             (&["-D/etc", "--", "job.slurm"], "outside remoteRoot"),
             (&["-D", "..", "--", "job.slurm"], "'..' path segments"),
             (&["--chdir", "~", "--", "job.slurm"], "'~' paths"),
+            (&["-o~/x", "--", "job.slurm"], "'~' paths"),
+            (&["-x~", "--", "job.slurm"], "'~' paths"),
         ] {
             match g.exec_command(&p, "sbatch", &args(a), Some("r1")) {
                 Err(Refusal::Denied(m)) => assert!(m.contains(says), "{a:?}: {m}"),
@@ -485,6 +489,8 @@ mod tests {
             ),
             ("ls", &["-lnAb", "--time-style=+%s", "--", "."]),
             ("tail", &["-n", "200", "--", "slurm-1.out"]),
+            // Only the first '=' splits: `b=/etc` is relative.
+            ("sinfo", &["--a=b=/etc"]),
         ] {
             assert!(
                 g.exec_command(&p, prog, &args(a), Some("r1")).is_ok(),
