@@ -263,3 +263,33 @@ fn transfers_never_follow_planted_links_devices_or_fifos() {
         "written into ~/.ssh: {listed:?}"
     );
 }
+
+/// A submitArg that sbatch would take as the script is refused by the host
+/// (attack review of issue 12): sbatch stops reading options at the first
+/// word that is neither an option nor a value, so `submitArgs: ["evil"]`
+/// made `sbatch --parsable evil -- job.slurm` submit `evil`, a file the
+/// job wrote in its run directory, in place of the rendered (and approved)
+/// script. Unit tests of every spelling: host/src/slurm_args/sbatch.rs.
+/// Negative control (run once on the testbed): with the bare-word refusal
+/// in host/src/slurm_args/sbatch.rs disabled, `submit_job` succeeded (job
+/// 614); sacct named the job `evil`, and its slurm-614.out held `id`'s
+/// output (`uid=1001(slurmtest) ...`): the job-written file ran instead of
+/// job.slurm.
+#[test]
+fn a_submit_arg_never_becomes_the_script() {
+    let ws = Workspace::new();
+    let run = ws.call(
+        "run_workload",
+        json!({"prefix": "e2es", "command": "printf '#!/bin/sh\\nid\\n' > evil"}),
+    );
+    let run_id = run["runId"].as_str().unwrap().to_string();
+    let done = ws.wait_done(&run_id, JOB_TIMEOUT);
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    let err = refused(
+        &ws,
+        "submit_job",
+        json!({"runId": run_id, "submitArgs": ["evil"]}),
+        "could be read as the script",
+    );
+    assert!(err.contains("\"evil\""), "{err}");
+}

@@ -7,11 +7,13 @@
 //! - Remote paths must be the profile's `remoteRoot` or below it, written
 //!   without `.`/`..` segments and without `~`.
 //! - Remote commands are a program from [`ALLOWED_PROGRAMS`] plus arguments;
-//!   an argument that names a path (contains `/`) obeys the remote path rule,
-//!   and every command runs with its working directory inside `remoteRoot`,
-//!   so relative paths resolve there too. SLURM commands' identifiers and
-//!   options are checked per program ([`crate::slurm_args`]): job ids only,
-//!   no option that widens `scancel`, `--` before `sbatch`'s script.
+//!   an argument that names a path (contains `/`, starts with `~`, is `..`,
+//!   or is one glued to a short option: `-D..`, `-o../x`) obeys the remote
+//!   path rule, and every command runs with its working directory inside
+//!   `remoteRoot`, so relative paths resolve there too. SLURM commands'
+//!   identifiers and options are checked per program ([`crate::slurm_args`]):
+//!   job ids only, no option that widens `scancel`, `sbatch`'s script last,
+//!   right after `--`.
 //! - Local paths are relative to the workspace and must resolve inside it by
 //!   realpath (symlinks followed for sources; never written through for
 //!   destinations). The run store is confined to `localRunsDir`.
@@ -244,7 +246,7 @@ impl Grants {
                     "argument {arg:?} contains a line break or NUL"
                 )));
             }
-            if let Some(value) = path_part(arg) {
+            for value in path_parts(arg) {
                 if value.starts_with('~') {
                     return Err(denied(format!(
                         "argument {arg:?}: '~' paths are not allowed"
@@ -289,18 +291,32 @@ pub fn sftp_path(path: &str) -> String {
     }
 }
 
-/// The part of an argument that would be read as a path, if any: the whole
-/// word, an option's `=value`, or a glued short option's value (`-o/x`).
-fn path_part(arg: &str) -> Option<&str> {
-    let value = if arg.starts_with('-') {
-        match arg.split_once('=') {
-            Some((_, v)) => v,
-            None => arg.find('/').and_then(|i| arg.get(i..))?,
+/// The parts of an argument that could be read as a path: the whole word,
+/// an option's `=value` (else the text from its first `/`: `-o/x`), and, for a
+/// single-dash word, every value a glued short option could take: after
+/// `-` and a run of option letters, the rest (`-D..`, `-o../x`, `-D~`, and
+/// `-hD..`, where `-h` may be a flag). Long options (`--x`) take values only
+/// after `=` or as the next word, which is checked as a word of its own.
+fn path_parts(arg: &str) -> Vec<&str> {
+    let mut values = Vec::new();
+    if let Some(short) = arg.strip_prefix('-').filter(|s| !s.starts_with('-')) {
+        for (i, c) in short.char_indices() {
+            if !c.is_ascii_alphanumeric() {
+                break;
+            }
+            values.extend(short.get(i + c.len_utf8()..));
         }
+    }
+    if arg.starts_with('-') {
+        values.extend(match arg.split_once('=') {
+            Some((_, v)) => Some(v),
+            None => arg.find('/').and_then(|i| arg.get(i..)),
+        });
     } else {
-        arg
-    };
-    (value.contains('/') || value.starts_with('~') || value == "..").then_some(value)
+        values.push(arg);
+    }
+    values.retain(|v| v.contains('/') || v.starts_with('~') || *v == "..");
+    values
 }
 
 #[cfg(test)]
@@ -436,6 +452,51 @@ mod tests {
                 "{prog} {a:?}"
             );
         }
+        // Glued short-option values (attack review of issue 12): `-D..`
+        // was read by the path rule as no path at all.
+        // Negative control (run once): with the short-option suffixes
+        // removed from `path_parts`, the test failed at its first case:
+        // `exec sbatch -D.. -- job.slurm` was built for the transport.
+        for (a, says) in [
+            (&["-D..", "--", "job.slurm"][..], "'..' path segments"),
+            (&["-D~", "--", "job.slurm"], "'~' paths"),
+            (&["-D~/x", "--", "job.slurm"], "'~' paths"),
+            (&["-o../x", "--", "job.slurm"], "'..' path segments"),
+            (&["-o..", "--", "job.slurm"], "'..' path segments"),
+            (&["-hD..", "--", "job.slurm"], "'..' path segments"),
+            (&["-D/etc", "--", "job.slurm"], "outside remoteRoot"),
+            (&["-D", "..", "--", "job.slurm"], "'..' path segments"),
+            (&["--chdir", "~", "--", "job.slurm"], "'~' paths"),
+            (&["-o~/x", "--", "job.slurm"], "'~' paths"),
+            (&["-x~", "--", "job.slurm"], "'~' paths"),
+        ] {
+            match g.exec_command(&p, "sbatch", &args(a), Some("r1")) {
+                Err(Refusal::Denied(m)) => assert!(m.contains(says), "{a:?}: {m}"),
+                other => panic!("{a:?}: {other:?}"),
+            }
+        }
+        for (prog, a) in [
+            (
+                "sbatch",
+                &["--parsable", "-D/scratch/u/runs/r1", "--", "job.slurm"][..],
+            ),
+            ("sbatch", &["--parsable", "-D", "r1/sub", "--", "job.slurm"]),
+            ("squeue", &["-h", "-t", "all", "-j", "12", "-o", "%i|%T|%M"]),
+            ("squeue", &["--format=%i", "-o%i|%Z"]),
+            (
+                "sacct",
+                &["-n", "-P", "-X", "-S", "2026-12-02", "-o", "JobID,WorkDir"],
+            ),
+            ("ls", &["-lnAb", "--time-style=+%s", "--", "."]),
+            ("tail", &["-n", "200", "--", "slurm-1.out"]),
+            // Only the first '=' splits: `b=/etc` is relative.
+            ("sinfo", &["--a=b=/etc"]),
+        ] {
+            assert!(
+                g.exec_command(&p, prog, &args(a), Some("r1")).is_ok(),
+                "{prog} {a:?}"
+            );
+        }
         assert!(g.exec_command(&p, "tail", &[], Some("/etc")).is_err());
     }
 
@@ -454,7 +515,7 @@ mod tests {
         assert!(ok("squeue", &["-h", "-t", "all", "-j", "12,13", "-o", "%i"]).is_ok());
         assert!(ok("sacct", &["-n", "-P", "-X", "-j", "12", "-o", "JobID"]).is_ok());
         assert!(ok("squeue", &["--me", "-h", "-o", "%i"]).is_ok());
-        assert!(ok("sbatch", &["--parsable", "--", "-t999"]).is_ok());
+        assert!(ok("sbatch", &["--parsable", "--", "job.slurm"]).is_ok());
         assert!(ok("sbatch", &["--test-only", "--"]).is_ok());
         // Negative control (run once): with the `slurm_args::check` call
         // removed from `exec_command`, the test failed at the first case:
@@ -471,6 +532,18 @@ mod tests {
             ("sbatch", &["--parsable", "-t999"], "needs \"--\""),
             ("sbatch", &["--parsable", "job.slurm"], "needs \"--\""),
             ("sbatch", &["--", "job.slurm", "x"], "one script"),
+            ("sbatch", &["--parsable", "--", "-t999"], "starts with '-'"),
+            ("sbatch", &["-J", "--", "--wrap=id"], "starts with '-'"),
+            (
+                "sbatch",
+                &["--parsable", "foo", "--", "job.slurm"],
+                "could be read as the script",
+            ),
+            (
+                "squeue",
+                &["-o", "--", "-j", "1,--me"],
+                "is not a list of SLURM job ids",
+            ),
             ("scontrol", &["update", "jobid=1"], "only `scontrol"),
         ] {
             match ok(prog, a) {

@@ -12,7 +12,8 @@
 //   that names a path obeys the remote path rule, and every command runs with
 //   its working directory inside remoteRoot; SLURM programs' identifiers and
 //   options are checked per program (slurm-args.js: job ids only, no option
-//   that widens scancel, `--` before sbatch's script);
+//   that widens scancel, sbatch's script last, right after `--`); a value
+//   glued to a short option (`-D..`, `-o../x`) counts as a path too;
 // - local paths are workspace-relative and must resolve inside the workspace
 //   by realpath; destinations are never written through a symlink; the run
 //   store is confined to localRunsDir.
@@ -186,11 +187,11 @@ export class Grants {
     }
     for (const arg of args) {
       if (/[\n\r\0]/.test(arg)) throw denied(`argument ${show(arg)} contains a line break or NUL`);
-      const value = pathPart(arg);
-      if (value === null) continue;
-      if (value.startsWith("~")) throw denied(`argument ${show(arg)}: '~' paths are not allowed`);
-      if (value.split("/").includes("..")) throw denied(`argument ${show(arg)} may not contain '..' path segments`);
-      if (value.startsWith("/")) this.remotePath(profile, value);
+      for (const value of pathParts(arg)) {
+        if (value.startsWith("~")) throw denied(`argument ${show(arg)}: '~' paths are not allowed`);
+        if (value.split("/").includes("..")) throw denied(`argument ${show(arg)} may not contain '..' path segments`);
+        if (value.startsWith("/")) this.remotePath(profile, value);
+      }
     }
     // Program-specific rules last, as in grants.rs (slurm-args.js).
     const refused = checkSlurmArgs(program, args);
@@ -345,18 +346,27 @@ export function sftpPath(p) {
   return p;
 }
 
-/** The part of an argument that would be read as a path, if any: the whole
- * word, an option's `=value`, or a glued short option's value (`-o/x`). */
-function pathPart(arg) {
-  let value;
+/** The parts of an argument that could be read as a path (grants.rs
+ * path_parts): the whole word, an option's `=value` (else the text from its
+ * first `/`: `-o/x`), and for a single-dash word every value a glued short option
+ * could take: after `-` and a run of option letters, the rest (`-D..`,
+ * `-o../x`, `-D~`, `-hD..`). */
+export function pathParts(arg) {
+  const values = [];
+  if (arg.startsWith("-") && !arg.startsWith("--")) {
+    const chars = Array.from(arg.slice(1));
+    let at = 1;
+    for (const c of chars) {
+      if (!/^[A-Za-z0-9]$/.test(c)) break;
+      at += c.length;
+      values.push(arg.slice(at));
+    }
+  }
   if (arg.startsWith("-")) {
     const eq = arg.indexOf("=");
-    if (eq >= 0) value = arg.slice(eq + 1);
-    else {
-      const slash = arg.indexOf("/");
-      if (slash < 0) return null;
-      value = arg.slice(slash);
-    }
-  } else value = arg;
-  return value.includes("/") || value.startsWith("~") || value === ".." ? value : null;
+    const slash = arg.indexOf("/");
+    if (eq >= 0) values.push(arg.slice(eq + 1));
+    else if (slash >= 0) values.push(arg.slice(slash));
+  } else values.push(arg);
+  return values.filter((v) => v.includes("/") || v.startsWith("~") || v === "..");
 }

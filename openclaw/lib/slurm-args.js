@@ -5,8 +5,11 @@
 // of `--me` would make `scancel` cancel every job of the account. So scancel
 // takes job ids and only options that act on the named jobs (an allowlist:
 // --me, --user, --account, --partition, --state, --name, ... are refused),
-// squeue/sacct `-j` lists are job ids, sbatch always gets `--` before its one
-// script, and scontrol may only `show`.
+// squeue/sacct `-j` lists are job ids wherever they stand (no word ends the
+// check, not even `--`: in `squeue -o -- -j X` the `-o` eats it), sbatch's
+// script is its last word, right after `--`, not starting with `-`, and no
+// word before that `--` can be read as the script (see sbatch below), and
+// scontrol may only `show`.
 
 import { show } from "./grants.js";
 
@@ -69,7 +72,7 @@ function scancel(args) {
 function jobLists(program, args) {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    if (arg === "--") break;
+    // Every word, after a `--` too (slurm_args.rs job_lists).
     let list = null;
     // getopt_long takes any unambiguous prefix of a long option, so `--jo`
     // is `--jobs` too (slurm_args.rs is_jobs_prefix).
@@ -93,10 +96,108 @@ function jobLists(program, args) {
   return null;
 }
 
+// sbatch (host/src/slurm_args/sbatch.rs has the full reasoning):
+// - an option can eat the `--` (`sbatch -J -- --wrap=id` submitted `id` on
+//   the testbed), so the script is the last word, right after `--`, and does
+//   not start with `-`: whether or not the `--` was eaten, it is then the
+//   first operand;
+// - sbatch's getopt string starts with `+`: parsing stops at the first word
+//   that is neither an option nor an option's value, and that word becomes
+//   the script (`sbatch --parsable foo -- job.slurm` ran `foo`). So a bare
+//   word before the `--` must be an option's value in every reading. Arity
+//   comes from SLURM's option table (src/common/slurm_opt.c, the options
+//   whose arity is the same in 22.05 and 25.x); any other option (newer,
+//   abbreviated, unknown char) is read both ways.
+// With `--` last there is no script: sbatch reads it from stdin.
+
+/** Long options that take the next word when written without `=`. */
+const SBATCH_LONG_VALUE = new Set([
+  "account", "acctg-freq", "array", "batch", "bb", "bbf", "begin", "chdir", "cluster",
+  "cluster-constraint", "clusters", "comment", "constraint", "container", "context",
+  "core-spec", "cores-per-socket", "cpu-freq", "cpus-per-gpu", "cpus-per-task", "deadline",
+  "delay-boot", "dependency", "distribution", "error", "exclude", "export", "export-file",
+  "extra-node-info", "gid", "gpu-bind", "gpu-freq", "gpus", "gpus-per-node",
+  "gpus-per-socket", "gpus-per-task", "gres", "gres-flags", "hint", "input", "job-name",
+  "kill-on-invalid-dep", "licenses", "mail-type", "mail-user", "mcs-label", "mem",
+  "mem-bind", "mem-per-cpu", "mem-per-gpu", "mincpus", "network", "nodefile", "nodelist",
+  "nodes", "ntasks", "ntasks-per-core", "ntasks-per-gpu", "ntasks-per-node",
+  "ntasks-per-socket", "ntasks-per-tres", "open-mode", "output", "partition", "prefer",
+  "priority", "profile", "qos", "reservation", "signal", "sockets-per-node", "switches",
+  "tasks-per-node", "thread-spec", "threads-per-core", "time", "time-min", "tmp", "uid",
+  "wait-all-nodes", "wckey", "wrap",
+]);
+/** Long options that never take the next word (no or optional argument). */
+const SBATCH_LONG_FLAG = new Set([
+  "contiguous", "exclusive", "get-user-env", "help", "hold", "ignore-pbs", "nice", "no-kill",
+  "no-requeue", "overcommit", "oversubscribe", "parsable", "propagate", "quiet", "reboot",
+  "requeue", "spread-job", "test-only", "usage", "use-min-nodes", "verbose", "version", "wait",
+]);
+const SBATCH_SHORT_VALUE = "AaBbCcDdeFGiJLMmNnopqStwx";
+const SBATCH_SHORT_FLAG = "hHOQsvVW";
+const SBATCH_SHORT_OPTIONAL = "k";
+
+// How a word may be read: as an option or operand (free), or as the previous
+// option's value (value); both when an option of unknown arity came before.
+const FREE = { free: true, value: false };
+const VALUE = { free: false, value: true };
+const BOTH = { free: true, value: true };
+const NONE = { free: false, value: false };
+const either = (a, b) => ({ free: a.free || b.free, value: a.value || b.value });
+
+/** How the word after option word `opt` may be read (sbatch.rs after_option). */
+export function sbatchAfterOption(opt) {
+  if (opt.startsWith("--")) {
+    const long = opt.slice(2);
+    if (long.includes("=")) return FREE;
+    if (SBATCH_LONG_VALUE.has(long)) return VALUE;
+    if (SBATCH_LONG_FLAG.has(long)) return FREE;
+    return BOTH;
+  }
+  let next = NONE;
+  const chars = Array.from(opt.slice(1));
+  for (let k = 0; k < chars.length; k++) {
+    const c = chars[k];
+    const takesRest = k === chars.length - 1 ? VALUE : FREE;
+    if (SBATCH_SHORT_FLAG.includes(c)) continue;
+    if (SBATCH_SHORT_OPTIONAL.includes(c)) return either(next, FREE);
+    if (SBATCH_SHORT_VALUE.includes(c)) return either(next, takesRest);
+    next = either(next, takesRest);
+  }
+  return either(next, FREE);
+}
+
+const SBATCH_NEEDS_END = 'sbatch needs "--" right before the script name, which comes last (so the name is never read as an option)';
+
 function sbatch(args) {
-  const i = args.indexOf("--");
-  if (i < 0) return 'sbatch needs "--" before the script name (so the name is never read as an option)';
-  if (args.length - i > 2) return `sbatch takes one script after "--", not ${showList(args.slice(i + 1))}`;
+  if (args.length === 0) return SBATCH_NEEDS_END;
+  const last = args[args.length - 1];
+  let options;
+  if (last === "--") {
+    options = args.slice(0, -1);
+  } else if (args.length >= 2 && args[args.length - 2] === "--") {
+    if (last === "" || last.startsWith("-")) {
+      return `sbatch script name ${show(last)} starts with '-' (or is empty): if an option took the "--" before it as its value, sbatch would read the name as an option; rename the script`;
+    }
+    options = args.slice(0, -2);
+  } else {
+    const i = args.indexOf("--");
+    if (i < 0) return SBATCH_NEEDS_END;
+    return `sbatch takes one script after "--", as the last argument, not ${showList(args.slice(i + 1))}`;
+  }
+  let readings = FREE;
+  for (const word of options) {
+    let next = readings.value ? FREE : NONE;
+    if (readings.free) {
+      if (word === "--") {
+        return 'sbatch takes one "--", right before the script: an earlier one would make the words after it the script and its arguments';
+      }
+      if (!word.startsWith("-") || word === "-") {
+        return `sbatch argument ${show(word)} before "--" could be read as the script (it is not the value of an option known to take one); attach values to their options (--name=value, -Xvalue)`;
+      }
+      next = either(next, sbatchAfterOption(word));
+    }
+    readings = next;
+  }
   return null;
 }
 

@@ -260,8 +260,9 @@ test("refusals carry grants.rs's messages", (t) => {
     [() => g.execCommand(p, "ls", ["-a/b/../c"]), "denied", "argument \"-a/b/../c\" may not contain '..' path segments"],
     [() => g.execCommand(p, "sbatch", ["--output=/etc/x"]), "denied", 'remote path "/etc/x" is outside remoteRoot /scratch/u/runs of profile "c"'],
     [() => g.execCommand(p, "sbatch", ["-o/etc/x"]), "denied", 'remote path "/etc/x" is outside remoteRoot /scratch/u/runs of profile "c"'],
-    // A glued `-o~/x` is read from its first '/', and that is outside too.
-    [() => g.execCommand(p, "ls", ["-o~/x"]), "denied", 'remote path "/x" is outside remoteRoot /scratch/u/runs of profile "c"'],
+    // A glued `-o~/x` is `-o`'s value `~/x` (grants.rs path_parts reads
+    // glued short-option values first); from its first '/' it is outside too.
+    [() => g.execCommand(p, "ls", ["-o~/x"]), "denied", `argument "-o~/x": '~' paths are not allowed`],
     [() => g.execCommand(p, "ls", ["-o/scratch/u/runs/./x"]), "denied", "remote path \"/scratch/u/runs/./x\" may not contain '.' or '..' segments"],
     [() => g.execCommand(p, "tail", [], "/etc"), "denied", 'remote path "/etc" is outside remoteRoot /scratch/u/runs of profile "c"'],
     [() => g.localSource("../in.txt"), "denied", 'local path "../in.txt" must be relative to the workspace, without \'..\''],
@@ -335,8 +336,9 @@ test("exec commands: argument and cwd edge cases", (t) => {
   );
   // Only the first '=' splits: `b=/etc` is relative, so it resolves in the root.
   assert.equal(g.execCommand(c, "sinfo", ["--a=b=/etc"]), `${prelude}exec sinfo --a=b=/etc`);
-  // A glued short option without '/' is not a path.
-  assert.equal(g.execCommand(c, "sinfo", ["-x~"]), `${prelude}exec sinfo '-x~'`);
+  // A glued short option's value is a path too: `-x~` is `-x ~` (before the
+  // attack review of issue 12 it passed as "no '/', no path").
+  assertRefusal(thrown(() => g.execCommand(c, "sinfo", ["-x~"])), "denied", `argument "-x~": '~' paths are not allowed`);
   // Shell metacharacters arrive as data.
   assert.equal(
     g.execCommand(c, "sinfo", ["$HOME", "`id`", "a'b", "", "*"]),
@@ -551,7 +553,7 @@ test("rs slurm_identifiers_and_options_are_checked", (t) => {
   ok("squeue", ["-h", "-t", "all", "-j", "12,13", "-o", "%i"]);
   ok("sacct", ["-n", "-P", "-X", "-j", "12", "-o", "JobID"]);
   ok("squeue", ["--me", "-h", "-o", "%i"]);
-  ok("sbatch", ["--parsable", "--", "-t999"]);
+  ok("sbatch", ["--parsable", "--", "job.slurm"]);
   ok("sbatch", ["--test-only", "--"]);
   ok("scancel", ["--signal=TERM", "--batch", "-Q", "--", "12"]);
   ok("scontrol", ["show", "job", "12"]);
@@ -572,9 +574,14 @@ test("rs slurm_identifiers_and_options_are_checked", (t) => {
     // the prefix rule both were accepted).
     ["squeue", ["--jo", "1,--me"], 'squeue job list "1,--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
     ["sacct", ["--j=--me"], 'sacct job list "--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
-    ["sbatch", ["--parsable", "-t999"], 'sbatch needs "--" before the script name (so the name is never read as an option)'],
-    ["sbatch", ["--parsable", "job.slurm"], 'sbatch needs "--" before the script name (so the name is never read as an option)'],
-    ["sbatch", ["--", "job.slurm", "x"], 'sbatch takes one script after "--", not ["job.slurm", "x"]'],
+    ["sbatch", ["--parsable", "-t999"], 'sbatch needs "--" right before the script name, which comes last (so the name is never read as an option)'],
+    ["sbatch", ["--parsable", "job.slurm"], 'sbatch needs "--" right before the script name, which comes last (so the name is never read as an option)'],
+    ["sbatch", ["--", "job.slurm", "x"], 'sbatch takes one script after "--", as the last argument, not ["job.slurm", "x"]'],
+    // The attack review's spellings (slurm-args.test.js has them all).
+    ["sbatch", ["--parsable", "--", "-t999"], `sbatch script name "-t999" starts with '-' (or is empty): if an option took the "--" before it as its value, sbatch would read the name as an option; rename the script`],
+    ["sbatch", ["-J", "--", "--wrap=id"], `sbatch script name "--wrap=id" starts with '-' (or is empty): if an option took the "--" before it as its value, sbatch would read the name as an option; rename the script`],
+    ["sbatch", ["--parsable", "foo", "--", "job.slurm"], 'sbatch argument "foo" before "--" could be read as the script (it is not the value of an option known to take one); attach values to their options (--name=value, -Xvalue)'],
+    ["squeue", ["-o", "--", "-j", "1,--me"], 'squeue job list "1,--me" is not a list of SLURM job ids (digits, optionally _<task> and .<step>, separated by commas)'],
     ["scontrol", ["update", "jobid=1"], 'scontrol ["update", "jobid=1"] is not allowed: only `scontrol [-o] [-d] show ENTITY [NAME]`'],
   ]) {
     assertRefusal(thrown(() => ok(prog, args)), "denied", message);
