@@ -191,6 +191,12 @@ pub fn check_remote_root(path: &str, value: &str) -> FieldResult<String> {
             format!("{value:?} may not contain '.' or '..' segments"),
         ));
     }
+    if trimmed.contains("//") {
+        return Err(err(
+            path,
+            format!("{value:?} may not contain an empty segment ('//'); write each '/' once"),
+        ));
+    }
     if value.chars().any(|c| c.is_control()) {
         return Err(err(path, "may not contain control characters"));
     }
@@ -921,6 +927,10 @@ mod tests {
             Config::parse(&v).unwrap_err().path,
             "clusters.gautschi-cpu.remoteRoot"
         );
+        v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("/scratch//runs");
+        let e = Config::parse(&v).unwrap_err();
+        assert_eq!(e.path, "clusters.gautschi-cpu.remoteRoot");
+        assert!(e.message.contains("'//'"), "{}", e.message);
         v["clusters"]["gautschi-cpu"]["remoteRoot"] = json!("~/runs/");
         assert_eq!(
             Config::parse(&v)

@@ -134,6 +134,57 @@ impl Confine {
         Ok(real)
     }
 
+    /// `path`, a resolved path a download planned (see
+    /// [`Confine::download_source`]), must still resolve to itself: a job
+    /// that swapped it, or a directory on the way to it, for a link while
+    /// the transfer runs makes it resolve elsewhere. Asked right before a
+    /// file is opened and again after it was read, so a swap in between is
+    /// caught too (what was read is then thrown away).
+    pub async fn still_itself(&self, sftp: &SftpSession, path: &str) -> Result<(), SshError> {
+        let real = sftp
+            .canonicalize(path.to_string())
+            .await
+            .map_err(|e| remote_err("resolving", path, e))?;
+        if real == path && self.holds(&real) {
+            return Ok(());
+        }
+        Err(SshError::Denied(format!(
+            "remote path {path} resolves to {real} on the cluster now: it, or a directory on the way to it, was swapped for a link during the transfer; nothing read from it was kept"
+        )))
+    }
+
+    /// The directory an upload writes `path` into must resolve inside the
+    /// root: asked right before each file is opened, and again after it was
+    /// written (a directory swapped for a link while earlier files were
+    /// sent is caught before the next write; one swapped during this very
+    /// write is reported).
+    pub async fn parent_inside(
+        &self,
+        sftp: &SftpSession,
+        path: &str,
+        written: bool,
+    ) -> Result<(), SshError> {
+        let parent = crate::sftp::remote_parent(path);
+        let real = sftp
+            .canonicalize(parent.clone())
+            .await
+            .map_err(|e| remote_err("resolving", &parent, e))?;
+        if self.holds(&real) {
+            return Ok(());
+        }
+        let outcome = if written {
+            format!("the file may have been written at {real}; nothing more was sent")
+        } else {
+            "nothing was written there".to_string()
+        };
+        Err(SshError::Denied(format!(
+            "remote directory {} resolves to {real} on the cluster, outside remoteRoot {} ({}): it was swapped for a link during the upload; {outcome}",
+            shown(&parent),
+            self.shown_root(),
+            self.real
+        )))
+    }
+
     /// Refuse a download of `bytes` bytes in `files` files over the cap.
     pub fn check_download_size(
         &self,

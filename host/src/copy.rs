@@ -238,7 +238,7 @@ pub async fn download(
             })
         });
         let mut expected = sftp::Expected::new(known, pending);
-        sftp::download_planned(&session, &plan, starts, Some(&mut expected)).await
+        sftp::download_planned(&session, &plan, starts, Some(&mut expected), &confine).await
     }
     .await;
     let _ = session.close().await;

@@ -138,10 +138,13 @@ impl Grants {
                 let ok = (remote_root.starts_with('/') || home_form)
                     && !root.is_empty()
                     && !root.split('/').any(|s| s == "." || s == "..")
+                    // `a//b` is `a/b` to the cluster but not to a text
+                    // comparison with what it resolves to.
+                    && !root.contains("//")
                     && !root.chars().any(char::is_control);
                 if !ok {
                     return Err(GrantError(format!(
-                        "clusters.{label}.remoteRoot {remote_root:?} must be an absolute path or ~/dir, without '.' or '..' (and not / itself)"
+                        "clusters.{label}.remoteRoot {remote_root:?} must be an absolute path or ~/dir, without '.', '..' or empty ('//') segments (and not / itself)"
                     )));
                 }
                 profiles.insert(
@@ -343,6 +346,7 @@ mod tests {
             json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "runs"}}}),
             json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "/"}}}),
             json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "/a/../b"}}}),
+            json!({"clusters": {"c": {"sshTarget": "h", "remoteRoot": "/a//b"}}}),
             json!({"clusters": {"c": {"remoteRoot": "/r"}}}),
             json!({"localRunsDir": "../x"}),
         ] {

@@ -283,7 +283,7 @@ pub(crate) fn remote_join(base: &str, name: &str) -> String {
 }
 
 /// Parent of a POSIX path: `"a/b"` → `"a"`, `"/a"` → `"/"`, `"a"` → `""`.
-fn remote_parent(path: &str) -> String {
+pub(crate) fn remote_parent(path: &str) -> String {
     let p = path.trim_end_matches('/');
     match p.rfind('/') {
         Some(0) => "/".to_string(),
@@ -588,8 +588,10 @@ pub async fn upload_planned(
             stats.unchanged += 1;
             continue;
         };
+        confine.parent_inside(sftp, &job.remote, false).await?;
         let at = confine.write_file(sftp, &job.remote).await?;
         let (sent, hash) = upload_file(sftp, job, start, at).await?;
+        confine.parent_inside(sftp, &job.remote, true).await?;
         stats.bytes += sent;
         stats.resumed_bytes += resumed;
         stats.files += 1;
@@ -670,20 +672,25 @@ async fn upload_file(
         permissions: Some(mode & 0o777),
         ..FileAttributes::empty()
     };
-    // A new file is made with an exclusive create: a link (or anything)
-    // planted at its name after the look is not opened. An existing regular
-    // file is opened by its name without truncating it (SFTP has no
+    // A file sent whole is always a new file, made with an exclusive
+    // create: an existing one is unlinked first (by name: that never
+    // follows a link, and never writes into a hard link's other names), and
+    // a link (or anything) planted at the name in between makes the create
+    // fail. Only a resumed file is opened as it is (SFTP has no
     // O_NOFOLLOW), and written only when the handle shows the very file
     // looked at ([`same_file`]): a link swapped in meanwhile leads to
     // another file, whose size, time or owner differ.
-    let create = match at {
-        FileAt::Missing => OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
-        FileAt::Regular(_) => OpenFlags::WRITE,
-    };
     let (flags, offset, mut digest) = match start {
         Start::Resume { offset, prefix } => (OpenFlags::WRITE, offset, Hasher::Whole(prefix)),
         _ => (
-            create,
+            {
+                if let FileAt::Regular(_) = at {
+                    sftp.remove_file(remote.to_string())
+                        .await
+                        .map_err(|e| remote_err("replacing", remote, e))?;
+                }
+                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE
+            },
             0,
             if job.size >= RANGED_MIN {
                 Hasher::Ranges(RangeDigests::new(job.size))
@@ -693,11 +700,22 @@ async fn upload_file(
         ),
     };
     crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
-    let mut dst = sftp
+    let opened = sftp
         .open_with_flags_and_attributes(remote.to_string(), flags, attrs)
-        .await
-        .map_err(|e| remote_err("creating", remote, e))?;
-    if let FileAt::Regular(seen) = &at {
+        .await;
+    let mut dst = match opened {
+        Ok(dst) => dst,
+        // OpenSSH answers an exclusive create on a taken name with a bare
+        // "Failure": say what happened when something is there now.
+        Err(e) if offset == 0 && sftp.symlink_metadata(remote.to_string()).await.is_ok() => {
+            return Err(SshError::Denied(format!(
+                "{remote}: something appeared at this name on the cluster while the upload was writing it (a link or file a job planted?); nothing was written through it ({})",
+                remote_err("creating", remote, e)
+            )));
+        }
+        Err(e) => return Err(remote_err("creating", remote, e)),
+    };
+    if let (FileAt::Regular(seen), true) = (&at, offset > 0) {
         let opened = dst
             .metadata()
             .await
@@ -707,16 +725,6 @@ async fn upload_file(
             return Err(SshError::Denied(format!(
                 "{remote} changed on the cluster between the look and the open (a link swapped in?); nothing was written to it"
             )));
-        }
-        if offset == 0 {
-            // Truncated on the handle (ftruncate), never by name.
-            let empty = FileAttributes {
-                size: Some(0),
-                ..FileAttributes::empty()
-            };
-            dst.set_metadata(empty)
-                .await
-                .map_err(|e| remote_err("truncating", remote, e))?;
         }
     }
     if offset > 0 {
@@ -951,7 +959,7 @@ pub async fn download(
 ) -> Result<TransferStats, SshError> {
     let plan = plan_download(sftp, remote, target, confine).await?;
     let starts = plan.files.iter().map(|_| Start::Fresh).collect();
-    download_planned(sftp, &plan, starts, None).await
+    download_planned(sftp, &plan, starts, None, confine).await
 }
 
 /// The longest file name most local file systems take.
@@ -1044,6 +1052,7 @@ pub async fn download_planned(
     plan: &DownloadPlan,
     starts: Vec<Start>,
     mut expected: Option<&mut Expected>,
+    confine: &Confine,
 ) -> Result<TransferStats, SshError> {
     let base = plan.target.base();
     for dir in &plan.dirs {
@@ -1060,7 +1069,12 @@ pub async fn download_planned(
             stats.unchanged += 1;
             continue;
         }
+        confine.still_itself(sftp, &job.remote).await?;
         let mut fetched = download_file(sftp, base, job, start).await?;
+        if let Err(e) = confine.still_itself(sftp, &job.remote).await {
+            fetched.discard();
+            return Err(e);
+        }
         let want = match expected.as_deref_mut() {
             None => None,
             Some(e) => match e.get(&job.remote).await? {
@@ -1080,6 +1094,10 @@ pub async fn download_planned(
                 stats.bytes += fetched.bytes;
                 drop(fetched);
                 fetched = download_file(sftp, base, job, Start::Fresh).await?;
+                if let Err(e) = confine.still_itself(sftp, &job.remote).await {
+                    fetched.discard();
+                    return Err(e);
+                }
             }
             if want != fetched.sha256 {
                 if changed_since_listed(sftp, job).await {

@@ -81,15 +81,31 @@ pub fn hash_command(words: &[String], plain_names: bool) -> String {
 
 /// Hash the positional parameters (`"$@"`); `plain_names` when none holds
 /// a line break or a backslash (which only `sha256sum` escapes).
+///
+/// Only regular files that are not links are hashed: a job can swap a
+/// listed file for a FIFO (which would block the hash for ever, and the
+/// hashing process outlive the call) or a link to `/dev/zero` (which would
+/// burn a CPU on the login node for ever); such a name is left out, said
+/// on stderr, and has no hash, which fails its check. Every hash runs
+/// under coreutils `timeout` where the login node has it, so one swapped
+/// in after that test still ends.
 pub fn hash_args(plain_names: bool) -> String {
-    if plain_names {
+    let hash = if plain_names {
         // openssl only when it works here (a broken one on PATH must not
         // fail every check).
-        "if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then openssl dgst -sha256 -r \"$@\"; else sha256sum -- \"$@\"; fi".to_string()
+        "if openssl dgst -sha256 -r /dev/null >/dev/null 2>&1; then $t openssl dgst -sha256 -r \"$@\"; else $t sha256sum -- \"$@\"; fi"
     } else {
-        "sha256sum -- \"$@\"".to_string()
-    }
+        "$t sha256sum -- \"$@\""
+    };
+    format!(
+        "for n do shift; if [ -f \"$n\" ] && [ ! -L \"$n\" ]; then set -- \"$@\" \"$n\"; else printf '%s: not a regular file, not hashed\\n' \"$n\" >&2; fi; done; [ $# -gt 0 ] || exit 1; t=; if command -v timeout >/dev/null 2>&1; then t='timeout -k 5 {}'; fi; {hash}",
+        REMOTE_HASH_BOUND.as_secs()
+    )
 }
+
+/// How long the cluster lets one hashing command run (a 20 GiB file at
+/// 100 MB/s takes 200 s), under the host's own [`HASH_TIMEOUT`].
+const REMOTE_HASH_BOUND: Duration = Duration::from_secs(1800);
 
 /// A path as a command word that cannot be read as an option.
 pub fn path_word(path: &str) -> String {
@@ -376,10 +392,12 @@ mod tests {
         assert_eq!(words, ["'a b'", "./-x"]);
         let c = hash_command(&words, true);
         assert!(c.starts_with("set -- 'a b' ./-x;"), "{c}");
-        assert!(c.contains("then openssl dgst -sha256 -r \"$@\""), "{c}");
-        assert!(c.contains("else sha256sum -- \"$@\""), "{c}");
+        assert!(c.contains("then $t openssl dgst -sha256 -r \"$@\""), "{c}");
+        assert!(c.contains("else $t sha256sum -- \"$@\""), "{c}");
         assert_eq!(c.matches("./-x").count(), 1, "the list is there once: {c}");
-        assert_eq!(hash_command(&words, false), "sha256sum -- 'a b' ./-x");
+        let plain = hash_command(&words, false);
+        assert!(plain.starts_with("set -- 'a b' ./-x;"), "{plain}");
+        assert!(plain.ends_with("$t sha256sum -- \"$@\""), "{plain}");
         // openssl's -r output is read like sha256sum's binary mode.
         let m = parse_sha256sum(
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 *./-x\n",
@@ -404,5 +422,63 @@ mod tests {
         );
         assert!(m.contains_key("a  b"), "{m:?}");
         assert!(m.contains_key("c\\nd"), "{m:?}");
+    }
+
+    /// A job can swap a listed file for a FIFO or a link to /dev/zero: the
+    /// hashing command leaves such names out (said on stderr) and returns
+    /// at once, hashing the regular files. Run by bash and dash, as login
+    /// nodes do. Negative control (run): with the `[ -f ] && [ ! -L ]`
+    /// filter removed, the command blocked on the FIFO (the test's 10 s
+    /// bound fired).
+    #[test]
+    fn fifos_devices_and_links_are_never_hashed() {
+        use std::process::{Command, Stdio};
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("ok"), "ok").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("zero")).unwrap();
+        std::os::unix::fs::symlink("ok", d.path().join("link")).unwrap();
+        let fifo = d.path().join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let words: Vec<String> = ["ok", "zero", "link", "fifo"]
+            .iter()
+            .map(|n| path_word(n))
+            .collect();
+        for shell in ["bash", "dash"] {
+            for plain in [true, false] {
+                let mut child = Command::new(shell)
+                    .arg("-c")
+                    .arg(hash_command(&words, plain))
+                    .current_dir(d.path())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let started = std::time::Instant::now();
+                while child.try_wait().unwrap().is_none() {
+                    if started.elapsed() > Duration::from_secs(10) {
+                        let _ = child.kill();
+                        panic!("{shell}: the hash command blocked");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let out = child.wait_with_output().unwrap();
+                let hashes = parse_sha256sum(&String::from_utf8_lossy(&out.stdout));
+                assert_eq!(hashes.keys().collect::<Vec<_>>(), ["ok"], "{shell} {out:?}");
+                let said = String::from_utf8_lossy(&out.stderr);
+                for name in ["zero", "link", "fifo"] {
+                    assert!(
+                        said.contains(&format!("{name}: not a regular file")),
+                        "{shell}: {said}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -467,10 +467,11 @@ async fn a_file_swapped_for_a_link_mid_download_is_refused() {
 
 /// An existing destination file swapped for a link to a file outside the
 /// root between the upload's look (`lstat`) and its open is never written:
-/// it is opened without truncation and written only when the handle shows
-/// the very file looked at. Negative control (done): with `same_file`
-/// always true, the outside victim was overwritten with the upload's 3 MiB
-/// (`assert_outside_untouched` failed).
+/// a file sent whole is a new file made by an exclusive create, which a
+/// link at the name makes fail. Negative control (run, before the
+/// exclusive create): with the existing name opened for writing and the
+/// handle check (`same_file`) always true, the outside victim was
+/// overwritten with the upload's 3 MiB (`assert_outside_untouched` failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
     let p = Planted::new("uswap").await;
@@ -488,6 +489,122 @@ async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
     cluster_slurm_host::hooks::clear();
     assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
     p.assert_outside_untouched("upload-swap").await;
-    assert_denied("upload-swap", got, took, "changed on the cluster");
+    assert_denied("upload-swap", got, took, "appeared at this name");
+    p.remove().await;
+}
+
+/// A directory of a downloaded tree swapped for a link to an outside
+/// directory (same owner, so the handle's owner check passes) while the
+/// download runs: swapped while an earlier file is fetched, the next file's
+/// path no longer resolves to itself before its open; swapped right before
+/// a file's own open, it is caught after the read and what was read is
+/// thrown away. Either way nothing from outside lands in the workspace.
+/// Negative control (run): with the `Confine::still_itself` checks
+/// removed from `download_planned`, the first download "succeeded"
+/// (`changing: 1`) and its local `sub/secret` held the outside file's
+/// first bytes (`VICT`, as many as the listed size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
+    let p = Planted::new("ddir").await;
+    // The outside directory holds a file of the same name as the tree's.
+    p.sh(&format!(
+        "cp {o}/victim {o}/secret && for t in t1 t2; do mkdir -p {r}/$t/sub && printf first > {r}/$t/first && printf mine > {r}/$t/sub/secret; done",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    for (tree, when) in [("t1", "/t1/first"), ("t2", "/t2/sub/secret")] {
+        let fired = swap_before_remote_open(
+            when,
+            format!(
+                "mv {r}/{tree}/sub {r}/{tree}/sub.orig && ln -s ~/{o} {r}/{tree}/sub",
+                r = p.run,
+                o = p.outside
+            ),
+        );
+        let local = ws.path().join(tree);
+        let (got, took) = download(&t, &p.remote(tree), &local).await;
+        cluster_slurm_host::hooks::clear();
+        assert!(
+            fired.load(std::sync::atomic::Ordering::SeqCst),
+            "{tree}: no swap"
+        );
+        let copied = local_contents(ws.path());
+        assert!(
+            // Reads stop at the listed size: any prefix of the outside file.
+            !copied.contains(&VICTIM[..4]),
+            "{tree}: outside file downloaded: {copied}"
+        );
+        assert_denied(tree, got, took, "swapped for a link during the transfer");
+    }
+    p.remove().await;
+}
+
+/// A directory of an uploaded tree swapped for a link to an outside
+/// directory while an earlier file is sent: the next file's directory no
+/// longer resolves inside the root, and nothing is written there. (Swapped
+/// in the very instant between that check and the file's open, the write
+/// lands outside and the call says so: SFTP has no `openat`; that is the
+/// second case, which checks the report.) Negative control (run): without
+/// the check before the open (`parent_inside(.., false)`), the first case
+/// wrote `second.bin` into the outside directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_link_mid_upload_is_refused() {
+    let p = Planted::new("udir").await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    // Over SFTP (small files travel in tar bundles).
+    std::fs::write(tree.join("first.bin"), vec![b'F'; 2 << 20]).unwrap();
+    std::fs::write(tree.join("sub/second.bin"), vec![b'S'; 2 << 20]).unwrap();
+    let t = transport();
+    let swap = |dest: &str| {
+        format!(
+            "mv {r}/{dest}/sub {r}/{dest}/sub.orig && ln -s ~/{o} {r}/{dest}/sub",
+            r = p.run,
+            o = p.outside
+        )
+    };
+    let fired = swap_before_remote_open("/u1/first.bin", swap("u1"));
+    let (got, took) = upload(&t, &tree, &p.remote("u1")).await;
+    cluster_slurm_host::hooks::clear();
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "u1: no swap"
+    );
+    p.assert_outside_untouched("u1").await;
+    assert_denied("u1", got, took, "nothing was written there");
+    let fired = swap_before_remote_open("/u2/sub/second.bin", swap("u2"));
+    let (got, took) = upload(&t, &tree, &p.remote("u2")).await;
+    cluster_slurm_host::hooks::clear();
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "u2: no swap"
+    );
+    assert_denied("u2", got, took, "may have been written at");
+    p.remove().await;
+}
+
+/// An upload onto a name the job hard-linked to an outside file replaces
+/// the name and never writes into the outside file: a file sent whole is
+/// always a new file (the old name unlinked, then an exclusive create).
+/// Negative control (run): with the existing name opened for writing
+/// (`WRITE|TRUNCATE`, no unlink), the outside victim held the 3 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_never_writes_into_a_planted_hard_link() {
+    let p = Planted::new("hard").await;
+    p.sh(&format!("ln {o}/victim {r}/hl", r = p.run, o = p.outside))
+        .await;
+    let ws = tempfile::tempdir().unwrap();
+    let big = ws.path().join("big.bin");
+    std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
+    let t = transport();
+    let (got, _) = upload(&t, &big, &p.remote("hl")).await;
+    assert_eq!(got.unwrap().files, 1);
+    p.assert_outside_untouched("hard link").await;
+    let there = p.sh(&format!("wc -c < {}/hl", p.run)).await;
+    assert_eq!(there.trim(), "3145728");
     p.remove().await;
 }

@@ -135,10 +135,11 @@ export class Grants {
       const ok = (remoteRoot.startsWith("/") || homeForm)
         && root !== ""
         && !root.split("/").some((s) => s === "." || s === "..")
+        && !root.includes("//")
         && !CONTROL.test(root);
       if (!ok) {
         throw new GrantError(
-          `clusters.${label}.remoteRoot ${show(remoteRoot)} must be an absolute path or ~/dir, without '.' or '..' (and not / itself)`,
+          `clusters.${label}.remoteRoot ${show(remoteRoot)} must be an absolute path or ~/dir, without '.', '..' or empty ('//') segments (and not / itself)`,
         );
       }
       profiles.set(label, { label, sshTarget, remoteRoot: root });

@@ -164,7 +164,7 @@ test("rs quoting_round_trips_through_sh", () => {
 
 test("config errors carry grants.rs's messages", (t) => {
   const ws = tempDir(t);
-  const root = "must be an absolute path or ~/dir, without '.' or '..' (and not / itself)";
+  const root = "must be an absolute path or ~/dir, without '.', '..' or empty ('//') segments (and not / itself)";
   const cases = [
     [one({ sshTarget: "-oProxyCommand=x", remoteRoot: "/r" }), 'clusters.c.sshTarget "-oProxyCommand=x" is not a host name or alias'],
     [one({ sshTarget: "h o", remoteRoot: "/r" }), 'clusters.c.sshTarget "h o" is not a host name or alias'],
@@ -175,6 +175,7 @@ test("config errors carry grants.rs's messages", (t) => {
     [one({ sshTarget: "h", remoteRoot: "~~" }), `clusters.c.remoteRoot "~~" ${root}`],
     [one({ sshTarget: "h", remoteRoot: "/a/../b" }), `clusters.c.remoteRoot "/a/../b" ${root}`],
     [one({ sshTarget: "h", remoteRoot: "/a/./b" }), `clusters.c.remoteRoot "/a/./b" ${root}`],
+    [one({ sshTarget: "h", remoteRoot: "/a//b" }), `clusters.c.remoteRoot "/a//b" ${root}`],
     [one({ sshTarget: "h", remoteRoot: "~/.." }), `clusters.c.remoteRoot "~/.." ${root}`],
     [one({ remoteRoot: "/r" }), "clusters.c.sshTarget is required and must be a string"],
     [one({ sshTarget: 1, remoteRoot: "/r" }), "clusters.c.sshTarget is required and must be a string"],
@@ -494,7 +495,7 @@ test("as in grants.rs: C1 control characters (U+0080-U+009F) are refused by gran
   const ws = tempDir(t);
   const g = grantsFor(ws);
   const p = g.profile("c");
-  const root = "must be an absolute path or ~/dir, without '.' or '..' (and not / itself)";
+  const root = "must be an absolute path or ~/dir, without '.', '..' or empty ('//') segments (and not / itself)";
   assertAnswers([
     ["remotePath r1/U+0085x", () => g.remotePath(p, "r1/\u0085x"), DENIED('remote path "r1/\\u{85}x" contains control characters')],
     ["remotePath r1/U+009Bx", () => g.remotePath(p, "r1/\u009bx"), DENIED('remote path "r1/\\u{9b}x" contains control characters')],
