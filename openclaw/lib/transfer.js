@@ -39,7 +39,7 @@ import path from "node:path";
 import { show } from "./grants.js";
 import * as err from "./host-error.js";
 import * as lfs from "./local-fs.js";
-import { DEFAULT_MAX_DOWNLOAD_BYTES, checkDownload, checkUpload, overCap, shown as remoteShown } from "./remote-transfer.js";
+import { DEFAULT_MAX_DOWNLOAD_BYTES, checkDownload, checkUpload, shown as remoteShown } from "./remote-transfer.js";
 
 /**
  * One path as an sftp batch word: every character outside a safe set
@@ -439,7 +439,9 @@ export async function download(client, target, remote, local, opts = {}) {
     // What arrived, against the cap once more (a file that grew after the
     // check): nothing over it reaches the workspace.
     const arrived = st.isFile() ? st.size : entries.reduce((n, e) => n + (e.dir ? 0 : e.st.size), 0);
-    if (arrived > max) throw overCap(remote, arrived, st.isFile() ? 1 : entries.filter((e) => !e.dir).length, max);
+    if (arrived > max) {
+      throw err.denied(`download of ${remoteShown(remote)} arrived as ${arrived} bytes (${source.bytes} when checked: it grew meanwhile), over host.maxDownloadBytes (${max} bytes); nothing was written to the workspace`);
+    }
     // A tree that holds a name never written is refused whole, before
     // anything is written, so nothing is silently left out.
     const byDir = new Map([["", []]]);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { download, sftpWord, upload } from "../lib/transfer.js";
-import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, sftpCalls, tempDir, thrown } from "./helpers.js";
+import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, sftpCalls, tempDir, thrown, transferCheckAnswer } from "./helpers.js";
 
 /** Names that sftp's batch parser would split, unquote or glob if bare. */
 const AWKWARD = [
@@ -155,4 +155,65 @@ test("an empty remote tree arrives as an empty directory", async (t) => {
   });
   assert.deepEqual(await download(client, "login", "/r/empty", { base: ws, rel: "a/empty" }, { root: "/r", stagingRoot: tempDir(t, "staging") }), { files: 0, bytes: 0n });
   assert.deepEqual(fs.readdirSync(path.join(ws, "a/empty")), []);
+});
+
+/** A client whose download check answers `answer` and whose sftp runs `act(landed, signal)`. */
+function growingClient(answer, act) {
+  return {
+    calls: [],
+    async exec(_target, command, { stdin }) {
+      return transferCheckAnswer(command, stdin, answer);
+    },
+    async sftp(_target, batch, { signal }) {
+      const landed = /^get -R -p \S+ (\S+)\n$/.exec(batch)[1];
+      await act(landed, signal);
+    },
+  };
+}
+
+// Negative control (seen): with `stop.abort()` taken out of fetchCapped's
+// watchdog, the stand-in sftp ran its full 3 s (3009 ms) and the
+// post-transfer check refused instead ("download of /r/f is 5000 bytes
+// ..."): the message check failed.
+test("a download that grows past host.maxDownloadBytes while sftp writes is stopped, promptly", async (t) => {
+  const ws = tempDir(t);
+  const client = growingClient({ kind: "f", bytes: 10, files: 1 }, (landed, signal) => {
+    fs.writeFileSync(landed, Buffer.alloc(5000));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, 3000);
+      signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        reject({ tag: "connection", val: "cancelled by the caller" });
+      });
+    });
+  });
+  const start = Date.now();
+  const e = await download(client, "login", "/r/f", { base: ws, rel: "f" }, { root: "/r", maxDownloadBytes: 1000, stagingRoot: tempDir(t, "staging") }).catch((x) => x);
+  assertRefusal(e, "denied", /^download of \/r\/f grew past 5000 bytes while it was transferred \(10 bytes in 1 file\(s\) when checked\), over host\.maxDownloadBytes \(1000 bytes\); stopped/);
+  assert.ok(Date.now() - start < 2000, `${Date.now() - start} ms`);
+  assert.deepEqual(fs.readdirSync(ws), []);
+});
+
+// Negative control (seen): with the `arrived > max` check of download()
+// taken out, the call resolved (with its {files, bytes} stats, which
+// assertRefusal failed to print: "Do not know how to serialize a BigInt"):
+// the 5000-byte file was placed in the workspace.
+test("what arrived over host.maxDownloadBytes never reaches the workspace", async (t) => {
+  const ws = tempDir(t);
+  const client = growingClient({ kind: "d", bytes: 10, files: 1 }, (landed) => {
+    fs.mkdirSync(landed);
+    fs.writeFileSync(path.join(landed, "f"), Buffer.alloc(5000));
+  });
+  const e = await download(client, "login", "/r/t", { base: ws, rel: "t" }, { root: "/r", maxDownloadBytes: 1000, stagingRoot: tempDir(t, "staging") }).catch((x) => x);
+  assertRefusal(e, "denied", "download of /r/t arrived as 5000 bytes (10 when checked: it grew meanwhile), over host.maxDownloadBytes (1000 bytes); nothing was written to the workspace");
+  assert.deepEqual(fs.readdirSync(ws), []);
+});
+
+test("transfers refuse to run without the remote root to hold them to", async (t) => {
+  const ws = tempDir(t);
+  fs.writeFileSync(path.join(ws, "f"), "x");
+  const client = recordingClient();
+  await assert.rejects(upload(client, "login", { base: ws, rel: "f" }, "/r/f", {}), /opts\.root/);
+  await assert.rejects(download(client, "login", "/r/f", { base: ws, rel: "g" }, {}), /opts\.root/);
+  assert.deepEqual(client.calls, []);
 });
