@@ -15,6 +15,7 @@ import { defaultPath as approvalsPath } from "./lib/approvals.js";
 import { Grants, GrantError } from "./lib/grants.js";
 import { checkConfig, describe, newGuest } from "./lib/guest.js";
 import { callHost } from "./lib/host.js";
+import { DEFAULT_MAX_DOWNLOAD_BYTES } from "./lib/remote-transfer.js";
 import { sshClient } from "./lib/ssh.js";
 
 const TOOL = "cluster_slurm";
@@ -23,7 +24,7 @@ const TOOL = "cluster_slurm";
  * Split the plugin config into what the guest validates and the `host`
  * section only a host reads (as in the native host's config file).
  */
-const HOST_KEYS = ["sshConfig", "workspace", "auditLog", "connectionsPerMinute", "approvals"];
+const HOST_KEYS = ["sshConfig", "workspace", "auditLog", "connectionsPerMinute", "approvals", "maxDownloadBytes"];
 
 export function splitConfig(raw) {
   const { host: section, ...plugin } = raw ?? {};
@@ -50,7 +51,19 @@ export function splitConfig(raw) {
   if (perMinute !== undefined && perMinute !== null && !(Number.isInteger(perMinute) && perMinute >= 1 && perMinute <= 1000)) {
     throw new GrantError("host.connectionsPerMinute must be a whole number from 1 to 1000");
   }
-  return { plugin, sshConfig: expand("sshConfig"), workspace: expand("workspace"), approvals: expand("approvals") };
+  // File content one download call may bring (host/src/operator.rs, confine.rs).
+  const maxBytes = host.maxDownloadBytes;
+  if (maxBytes !== undefined && maxBytes !== null && !(Number.isSafeInteger(maxBytes) && maxBytes >= 1)) {
+    throw new GrantError(`host.maxDownloadBytes must be a whole number of bytes, at least 1 (the default is ${DEFAULT_MAX_DOWNLOAD_BYTES})`);
+  }
+  return {
+    plugin,
+    sshConfig: expand("sshConfig"),
+    workspace: expand("workspace"),
+    approvals: expand("approvals"),
+    // Unset: remote-transfer.js's default.
+    maxDownloadBytes: maxBytes ?? undefined,
+  };
 }
 
 const KIND_TEXT = {
@@ -87,7 +100,7 @@ export async function runTool(rawConfig, workspaceDir, params, signal) {
     ? approvalsPath()
     : (split.approvals ?? approvalsPath());
   grants.protect(approvals);
-  const host = callHost(grants, sshClient(split.sshConfig), signal, approvals);
+  const host = callHost(grants, sshClient(split.sshConfig), signal, approvals, { maxDownloadBytes: split.maxDownloadBytes });
   const guest = newGuest(host);
   try {
     const text = await guest.invoke(JSON.stringify(split.plugin), JSON.stringify(params ?? {}));

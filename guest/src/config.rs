@@ -831,6 +831,7 @@ pub fn json_schema() -> Value {
                     "auditLog": {"anyOf": [{"type": "string"}, {"const": false}], "description": "JSON-lines log of every host call the guest makes, or false (default: $XDG_STATE_HOME/cluster-slurm/audit.jsonl)"},
                     "connectionsPerMinute": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "New SSH connections per profile and minute (default 10)"},
                     "approvals": text("Where operators' approve/reject decisions are kept (default: $XDG_STATE_HOME/cluster-slurm/approvals.jsonl)"),
+                    "maxDownloadBytes": {"type": "integer", "minimum": 1, "description": "File content one download call may bring, in bytes (default 21474836480, 20 GiB)"},
                 },
             },
         },

@@ -25,9 +25,19 @@ const inWorkspace = (grants, full) => ({ base: grants.workspace, rel: path.relat
  * @param {import("./ssh.js").SshClient} client
  * @param {AbortSignal | undefined} signal the tool call's, if the caller gave one
  * @param {string} approvalsFile where `cluster-slurm approve|reject` keeps decisions
+ * @param {{maxDownloadBytes?: number}} hostConfig the config's `host` settings
+ *   transfers need (host.maxDownloadBytes; default remote-transfer.js's)
  */
-export function callHost(grants, client, signal, approvalsFile = approvals.defaultPath()) {
+export function callHost(grants, client, signal, approvalsFile = approvals.defaultPath(), hostConfig = {}) {
   const held = new Map();
+  // The remote side of every transfer is held to the profile's root as the
+  // cluster resolves it (remote-transfer.js); the host sets these, never the guest.
+  const transferOpts = (profile) => ({
+    timeoutMs: TRANSFER_TIMEOUT_MS,
+    signal,
+    root: sftpPath(profile.remoteRoot),
+    maxDownloadBytes: hostConfig.maxDownloadBytes,
+  });
   return {
     /** Not an import: the end of the call releases what it still holds. */
     releaseAll() {
@@ -50,7 +60,7 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
       const profile = grants.profile(cluster);
       const remote = sftpPath(grants.remotePath(profile, remotePath));
       const local = inWorkspace(grants, grants.localSource(localPath));
-      return transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
+      return transfer.upload(client, profile.sshTarget, local, remote, transferOpts(profile));
     },
     async uploadAll(cluster, items) {
       const profile = grants.profile(cluster);
@@ -73,7 +83,7 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
       }
       const stats = [];
       for (const { local, remote } of checked) {
-        stats.push(await transfer.upload(client, profile.sshTarget, local, remote, { timeoutMs: TRANSFER_TIMEOUT_MS, signal }));
+        stats.push(await transfer.upload(client, profile.sshTarget, local, remote, transferOpts(profile)));
       }
       return stats;
     },
@@ -81,7 +91,7 @@ export function callHost(grants, client, signal, approvalsFile = approvals.defau
       const profile = grants.profile(cluster);
       const remote = sftpPath(grants.remotePath(profile, remotePath));
       const local = inWorkspace(grants, grants.localDestination(localPath));
-      return transfer.download(client, profile.sshTarget, remote, local, { timeoutMs: TRANSFER_TIMEOUT_MS, signal });
+      return transfer.download(client, profile.sshTarget, remote, local, transferOpts(profile));
     },
     async read(path) {
       return runStore.read(grants, path);

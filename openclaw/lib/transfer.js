@@ -19,6 +19,14 @@
 //   own single-link regular file) and then renamed. Names from
 //   NEVER_WRITTEN (.git, .envrc, ...) are never written.
 //
+// The remote side is held to the profile's remoteRoot by what paths are on
+// the cluster, not by their text (lib/remote-transfer.js, the twin of
+// host/src/confine.rs): `opts.root` (the root in sftp form) is required.
+// A download reads only the resolved source (a regular file or directory
+// inside the resolved root), within `opts.maxDownloadBytes`
+// (host.maxDownloadBytes); an upload writes only into directories reached
+// inside the root and never through a symlink at a file's name.
+//
 // `opts.beforeOpen(shown)` is called right before each local open: a test
 // hook, for swaps driven deterministically between plan and open. Only
 // tests pass it; host.js builds the options itself, so neither the guest
@@ -31,6 +39,7 @@ import path from "node:path";
 import { show } from "./grants.js";
 import * as err from "./host-error.js";
 import * as lfs from "./local-fs.js";
+import { DEFAULT_MAX_DOWNLOAD_BYTES, checkDownload, checkUpload, shown as remoteShown } from "./remote-transfer.js";
 
 /**
  * One path as an sftp batch word: every character outside a safe set
@@ -42,17 +51,6 @@ export function sftpWord(p) {
   if (/[\n\r\0]/.test(p)) throw err.denied(`path ${show(p)} contains a line break or NUL`);
   // `u`: a character outside the BMP is one character, not two halves.
   return p.replace(/[^A-Za-z0-9_./=:,%@+-]/gu, "\\$&");
-}
-
-/** `-mkdir` for every directory from the top down to `dir` (errors ignored: most exist). */
-function mkdirs(dir) {
-  const absolute = dir.startsWith("/");
-  const parts = dir.split("/").filter(Boolean);
-  const lines = [];
-  for (let i = 1; i <= parts.length; i++) {
-    lines.push(`-mkdir ${sftpWord((absolute ? "/" : "") + parts.slice(0, i).join("/"))}`);
-  }
-  return lines;
 }
 
 const remoteParent = (p) => {
@@ -111,19 +109,33 @@ function openPlanned(baseFd, local, rel, planned, opts) {
   return fd;
 }
 
-/** Send `lines` with `files` (each `{rel, planned, line(fdPath)}`) opened right before. */
-async function sendBatch(client, target, baseFd, local, lines, files, opts) {
+/**
+ * Send `files` (each `{rel, planned, remote}`) into the directories `dirs`
+ * (remote, sftp form): the cluster checks first (remote-transfer.js) that
+ * every directory is reached inside the root (made when missing) and no
+ * file's name is a symlink; then each file is opened right before sftp runs.
+ */
+async function sendBatch(client, target, baseFd, local, dirs, files, opts) {
+  // Every word checked before the cluster is asked anything.
+  const lines = files.map((f, i) => `put -p /proc/self/fd/${3 + i} ${sftpWord(f.remote)}`);
+  for (const d of dirs) sftpWord(d);
+  await checkUpload(client, target, opts.root, dirs, files.map((f) => f.remote), opts);
+  if (files.length === 0) return;
   const fds = [];
   try {
-    const batch = [...lines];
-    for (const f of files) {
-      fds.push(openPlanned(baseFd, local, f.rel, f.planned, opts));
-      batch.push(f.line(`/proc/self/fd/${2 + fds.length}`));
-    }
-    await client.sftp(target, `${batch.join("\n")}\n`, { timeoutMs: opts.timeoutMs, signal: opts.signal, fds });
+    for (const f of files) fds.push(openPlanned(baseFd, local, f.rel, f.planned, opts));
+    await client.sftp(target, `${lines.join("\n")}\n`, { timeoutMs: opts.timeoutMs, signal: opts.signal, fds });
   } finally {
     for (const fd of fds) fs.closeSync(fd);
   }
+}
+
+/** The remote root (sftp form) a transfer is held to; a host bug without one. */
+function rootOf(opts) {
+  if (typeof opts.root !== "string" || opts.root === "") {
+    throw new Error("transfer: opts.root (the profile's remoteRoot, sftp form) is required");
+  }
+  return opts.root;
 }
 
 /**
@@ -131,6 +143,7 @@ async function sendBatch(client, target, baseFd, local, lines, files, opts) {
  * resolved inside the workspace by the grants) to `remote`.
  */
 export async function upload(client, target, local, remote, opts = {}) {
+  rootOf(opts);
   let baseFd;
   try {
     baseFd = lfs.openBase(local.base);
@@ -147,10 +160,9 @@ export async function upload(client, target, local, remote, opts = {}) {
     } catch (e) {
       throw err.localIo(`stat ${shownOf(local)}: ${e.message}`);
     }
-    const put = (r) => (fdPath) => `put -p ${fdPath} ${sftpWord(r)}`;
     if (st.isFile()) {
       const planned = { dev: st.dev, ino: st.ino };
-      await sendBatch(client, target, baseFd, local, mkdirs(remoteParent(remote)), [{ rel: "", planned, line: put(remote) }], opts);
+      await sendBatch(client, target, baseFd, local, [remoteParent(remote)], [{ rel: "", planned, remote }], opts);
       return { files: 1, bytes: BigInt(st.size) };
     }
     if (!st.isDirectory()) throw err.localIo(`${shownOf(local)}: not a regular file or directory`);
@@ -161,25 +173,28 @@ export async function upload(client, target, local, remote, opts = {}) {
     } catch (e) {
       throw err.localIo(`reading ${shownOf(local)}: ${e.message}`);
     }
-    let lines = mkdirs(remote);
+    // Each batch's directories (and, by the check, their parents) are
+    // checked again right before its files go: a link a job made since
+    // the last batch is met there.
+    let dirs = [remote];
     let files = [];
     let count = 0;
     let bytes = 0;
     for (const e of entries) {
       const r = `${remote}/${e.rel}`;
-      if (e.dir) lines.push(`-mkdir ${sftpWord(r)}`);
+      if (e.dir) dirs.push(r);
       else {
-        files.push({ rel: e.rel, planned: e, line: put(r) });
+        files.push({ rel: e.rel, planned: e, remote: r });
         count += 1;
         bytes += e.size;
         if (files.length === UPLOAD_BATCH) {
-          await sendBatch(client, target, baseFd, local, lines, files, opts);
-          lines = [];
+          await sendBatch(client, target, baseFd, local, dirs, files, opts);
+          dirs = [];
           files = [];
         }
       }
     }
-    if (lines.length || files.length) await sendBatch(client, target, baseFd, local, lines, files, opts);
+    if (dirs.length || files.length) await sendBatch(client, target, baseFd, local, dirs, files, opts);
     return { files: count, bytes: BigInt(bytes) };
   } finally {
     fs.closeSync(baseFd);
@@ -325,6 +340,59 @@ function walkStaged(dir, rel = "") {
   return out;
 }
 
+/** Bytes of the regular files at or below `p` (our own staging; entries in flight may vanish). */
+function stagedBytes(p) {
+  let st;
+  try {
+    st = fs.lstatSync(p);
+  } catch {
+    return 0;
+  }
+  if (!st.isDirectory()) return st.isFile() ? st.size : 0;
+  let names = [];
+  try {
+    names = fs.readdirSync(p);
+  } catch {
+    return 0;
+  }
+  return names.reduce((n, name) => n + stagedBytes(path.join(p, name)), 0);
+}
+
+/** How often the staging directory is measured while sftp writes it. */
+const WATCH_MS = 250;
+
+/**
+ * Run the download batch while watching what lands: past `max` bytes
+ * (a file that grew after the check) sftp is stopped and the download
+ * refused, so the cap bounds the bytes read and the local disk used.
+ */
+async function fetchCapped(client, target, batch, landed, remote, source, max, sftpOpts) {
+  const stop = new AbortController();
+  const outer = sftpOpts.signal;
+  const onAbort = () => stop.abort();
+  if (outer?.aborted) stop.abort();
+  outer?.addEventListener("abort", onAbort, { once: true });
+  let over = null;
+  const timer = setInterval(() => {
+    const now = stagedBytes(landed);
+    if (now > max && over === null) {
+      over = now;
+      stop.abort();
+    }
+  }, WATCH_MS);
+  try {
+    await client.sftp(target, batch, { ...sftpOpts, signal: stop.signal });
+  } catch (e) {
+    if (over !== null) {
+      throw err.denied(`download of ${remoteShown(remote)} grew past ${over} bytes while it was transferred (${source.bytes} bytes in ${source.files} file(s) when checked), over host.maxDownloadBytes (${max} bytes); stopped, nothing was written to the workspace`);
+    }
+    throw e;
+  } finally {
+    clearInterval(timer);
+    outer?.removeEventListener("abort", onAbort);
+  }
+}
+
 /** A symlink met on the way is a refusal, as the grants would word it; the rest is local-io. */
 function localFailure(e, what) {
   if (e?.code === "ELOOP") return err.denied(`${what}: ${e.message}`);
@@ -334,6 +402,8 @@ function localFailure(e, what) {
 /**
  * Download `remote` (a file or a directory tree) to `local` ({base, rel}:
  * the destination path itself, checked by the grants).
+ * `opts.root` (the profile's remoteRoot, sftp form) and
+ * `opts.maxDownloadBytes` hold the source (remote-transfer.js);
  * `opts.stagingRoot` (tests) puts the staging directory elsewhere;
  * `opts.forceCopy` (tests) copies instead of renaming.
  */
@@ -341,7 +411,13 @@ export async function download(client, target, remote, local, opts = {}) {
   const shown = shownOf(local);
   const never = lfs.neverWritten(local.rel);
   if (never) throw err.denied(`local path ${show(local.rel)} is inside ${never}: the host never writes version-control metadata or direnv files (they run code); download elsewhere`);
-  const word = sftpWord(remote);
+  sftpWord(remote);
+  const max = opts.maxDownloadBytes ?? DEFAULT_MAX_DOWNLOAD_BYTES;
+  // Resolved and sized on the cluster before anything moves: a link out of
+  // the root, a FIFO or device, or a tree over the cap is refused here.
+  const source = await checkDownload(client, target, rootOf(opts), remote, max, opts);
+  // Only the resolved path is read: sftp never gets the link.
+  const word = sftpWord(source.real);
   let staging;
   try {
     staging = stagingDir(local.base, opts.stagingRoot);
@@ -351,7 +427,7 @@ export async function download(client, target, remote, local, opts = {}) {
   const sftpOpts = { timeoutMs: opts.timeoutMs, signal: opts.signal };
   try {
     const landed = path.join(staging, "x");
-    await client.sftp(target, `get -R -p ${word} ${sftpWord(landed)}\n`, sftpOpts);
+    await fetchCapped(client, target, `get -R -p ${word} ${sftpWord(landed)}\n`, landed, remote, source, max, sftpOpts);
     let st;
     try {
       st = fs.lstatSync(landed);
@@ -360,6 +436,12 @@ export async function download(client, target, remote, local, opts = {}) {
     }
     if (!st.isFile() && !st.isDirectory()) throw err.remote(`${remote}: not a regular file or directory`);
     const entries = st.isDirectory() ? walkStaged(landed) : [];
+    // What arrived, against the cap once more (a file that grew after the
+    // check): nothing over it reaches the workspace.
+    const arrived = st.isFile() ? st.size : entries.reduce((n, e) => n + (e.dir ? 0 : e.st.size), 0);
+    if (arrived > max) {
+      throw err.denied(`download of ${remoteShown(remote)} arrived as ${arrived} bytes (${source.bytes} when checked: it grew meanwhile), over host.maxDownloadBytes (${max} bytes); nothing was written to the workspace`);
+    }
     // A tree that holds a name never written is refused whole, before
     // anything is written, so nothing is silently left out.
     const byDir = new Map([["", []]]);

@@ -37,15 +37,41 @@ export function grantsFor(workspace, config = RUST_GRANTS) {
 }
 
 /**
- * A stand-in for lib/ssh.js's SshClient that records every call and never
- * spawns anything. `onSftp` may act out a transfer (e.g. land a download).
+ * What a well-behaved cluster answers to the transfer checks of
+ * lib/remote-transfer.js: the download source resolves to itself inside
+ * the root, a `kind` ("d" or "f") of `bytes` bytes in `files` files; every
+ * upload directory and name is fine. Null for any other command.
  */
-export function recordingClient({ onSftp } = {}) {
+export function transferCheckAnswer(command, stdin, { kind = "d", bytes = 0, files = 0 } = {}) {
+  const ok = (stdout) => ({
+    exitCode: 0, exitSignal: undefined, stdout: new TextEncoder().encode(stdout), stderr: new Uint8Array(),
+    stdoutTruncated: false, stderrTruncated: false,
+  });
+  if (command.includes("# cluster-slurm download check")) {
+    const [root, src] = Buffer.from(stdin).toString("utf8").split("\n");
+    return ok(`${root}\0${src}\0${kind}\n${bytes} ${files}\n`);
+  }
+  if (command.includes("# cluster-slurm upload check")) return ok("");
+  return null;
+}
+
+/** Only the sftp calls a client recorded (the transfer checks left out). */
+export const sftpCalls = (client) => client.calls.filter((c) => c.kind === "sftp");
+
+/**
+ * A stand-in for lib/ssh.js's SshClient that records every call and never
+ * spawns anything. `onSftp` may act out a transfer (e.g. land a download);
+ * the transfer checks get a well-behaved cluster's answer (`remote`, see
+ * transferCheckAnswer).
+ */
+export function recordingClient({ onSftp, remote } = {}) {
   const calls = [];
   return {
     calls,
     async exec(target, command, opts) {
       calls.push({ kind: "exec", target, command, opts });
+      const answer = transferCheckAnswer(command, opts?.stdin ?? "", remote);
+      if (answer) return answer;
       return {
         exitCode: 0, exitSignal: undefined, stdout: new TextEncoder().encode("ok"), stderr: new Uint8Array(),
         stdoutTruncated: false, stderrTruncated: false,
@@ -94,6 +120,14 @@ export const HAVE_SFTP = SFTP_SERVER !== undefined && spawnSync("sftp", ["-h"]).
  * passes them.
  */
 export const localSftp = HAVE_SFTP ? {
+  // The transfer checks run for real, by a local shell, on local paths.
+  async exec(_target, command, { stdin } = {}) {
+    const r = spawnSync("bash", ["-c", command], { input: stdin ?? "", timeout: 60_000 });
+    return {
+      exitCode: r.status ?? undefined, exitSignal: r.signal ?? undefined, stdout: new Uint8Array(r.stdout), stderr: new Uint8Array(r.stderr),
+      stdoutTruncated: false, stderrTruncated: false,
+    };
+  },
   async sftp(_target, batch, { fds = [] } = {}) {
     const r = spawnSync("sftp", ["-q", "-D", SFTP_SERVER, "-b", "-"], { input: batch, encoding: "utf8", stdio: ["pipe", "pipe", "pipe", ...fds] });
     if (r.status !== 0) throw new Error(`sftp exit ${r.status}: ${r.stderr}\n${batch}`);

@@ -29,19 +29,24 @@ function splitError(raw) {
 
 test("splitConfig: the host section is removed from what the guest sees", () => {
   assert.deepEqual(splitConfig({ ...PROFILE, defaultCluster: "c" }), {
-    plugin: { ...PROFILE, defaultCluster: "c" }, sshConfig: undefined, workspace: undefined, approvals: undefined,
+    plugin: { ...PROFILE, defaultCluster: "c" }, sshConfig: undefined, workspace: undefined, approvals: undefined, maxDownloadBytes: undefined,
   });
   const split = splitConfig({ host: { sshConfig: "/etc/ssh/alt_config", workspace: " /srv/ws " }, ...PROFILE });
-  assert.deepEqual(split, { plugin: PROFILE, sshConfig: "/etc/ssh/alt_config", workspace: "/srv/ws", approvals: undefined });
+  assert.deepEqual(split, { plugin: PROFILE, sshConfig: "/etc/ssh/alt_config", workspace: "/srv/ws", approvals: undefined, maxDownloadBytes: undefined });
   // The native host's own settings are checked and accepted; approvals is used.
   const native = splitConfig({ host: { auditLog: false, connectionsPerMinute: 5, approvals: "/var/lib/cs/approvals.jsonl" } });
   assert.equal(native.approvals, "/var/lib/cs/approvals.jsonl");
   assert.equal(splitError({ host: { connectionsPerMinute: 0 } }), "host.connectionsPerMinute must be a whole number from 1 to 1000");
+  // host.maxDownloadBytes as operator.rs reads it (rxfer): a whole number of bytes, at least 1.
+  assert.equal(splitConfig({ host: { maxDownloadBytes: 1024 } }).maxDownloadBytes, 1024);
+  for (const bad of [0, -1, 1.5, "10", true, 2 ** 60]) {
+    assert.equal(splitError({ host: { maxDownloadBytes: bad } }), "host.maxDownloadBytes must be a whole number of bytes, at least 1 (the default is 21474836480)", JSON.stringify(bad));
+  }
   assert.equal(splitError({ host: { auditLog: "rel.jsonl" } }), 'host.auditLog "rel.jsonl" must be an absolute path (or ~/...)');
   // Null values are absent; so is a missing config.
-  assert.deepEqual(splitConfig({ host: { sshConfig: null } }), { plugin: {}, sshConfig: undefined, workspace: undefined, approvals: undefined });
-  assert.deepEqual(splitConfig(undefined), { plugin: {}, sshConfig: undefined, workspace: undefined, approvals: undefined });
-  assert.deepEqual(splitConfig(null), { plugin: {}, sshConfig: undefined, workspace: undefined, approvals: undefined });
+  assert.deepEqual(splitConfig({ host: { sshConfig: null } }), { plugin: {}, sshConfig: undefined, workspace: undefined, approvals: undefined, maxDownloadBytes: undefined });
+  assert.deepEqual(splitConfig(undefined), { plugin: {}, sshConfig: undefined, workspace: undefined, approvals: undefined, maxDownloadBytes: undefined });
+  assert.deepEqual(splitConfig(null), { plugin: {}, sshConfig: undefined, workspace: undefined, approvals: undefined, maxDownloadBytes: undefined });
 });
 
 test("splitConfig: ~ expands to the home directory, and only the caller's", () => {
@@ -60,8 +65,8 @@ test("splitConfig: relative paths, non-paths and unknown keys are refused", () =
   for (const bad of ["", "   ", 3, true, {}, []]) {
     assert.equal(splitError({ host: { workspace: bad } }), "host.workspace must be a path", JSON.stringify(bad));
   }
-  assert.equal(splitError({ host: { bogus: 1 } }), "host.bogus: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute, approvals)");
-  assert.equal(splitError({ host: { workspace: "/w", sshconfig: "/x" } }), "host.sshconfig: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute, approvals)");
+  assert.equal(splitError({ host: { bogus: 1 } }), "host.bogus: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute, approvals, maxDownloadBytes)");
+  assert.equal(splitError({ host: { workspace: "/w", sshconfig: "/x" } }), "host.sshconfig: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute, approvals, maxDownloadBytes)");
 });
 
 test("a host section that is not an object is read as operator.rs reads it", () => {
@@ -78,7 +83,7 @@ test("a host section that is not an object is read as operator.rs reads it", () 
   assert.deepEqual(
     [answer({ host: null, ...PROFILE }), answer({ host: [] }), answer({ host: "x" })],
     [
-      { ok: { plugin: PROFILE, sshConfig: undefined, workspace: undefined, approvals: undefined } },
+      { ok: { plugin: PROFILE, sshConfig: undefined, workspace: undefined, approvals: undefined, maxDownloadBytes: undefined } },
       { GrantError: "host must be an object" },
       { GrantError: "host must be an object" },
     ],
@@ -156,7 +161,7 @@ test("runTool: config errors are invalid-config results", async (t) => {
   const cases = [
     [{ clusters: { c: { sshTarget: "-oProxyCommand=id", remoteRoot: "/r" } } }, 'invalid config: clusters.c.sshTarget "-oProxyCommand=id" is not a host name or alias'],
     [{ localRunsDir: "../x" }, 'invalid config: localRunsDir "../x" must be a relative path inside the workspace'],
-    [{ host: { bogus: 1 } }, "invalid config: host.bogus: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute, approvals)"],
+    [{ host: { bogus: 1 } }, "invalid config: host.bogus: unknown key (allowed: sshConfig, workspace, auditLog, connectionsPerMinute, approvals, maxDownloadBytes)"],
     [{ host: { workspace: "rel" } }, 'invalid config: host.workspace "rel" must be an absolute path (or ~/...)'],
   ];
   for (const [config, text] of cases) {

@@ -18,7 +18,7 @@ import { lookup } from "../lib/approvals.js";
 import * as lfs from "../lib/local-fs.js";
 import { lock, openLockFile, read, unlockAll, write } from "../lib/run-store.js";
 import { download, openPartial, partialName, placeFile, upload } from "../lib/transfer.js";
-import { assertRefusal, grantsFor, localSftp, recordingClient, tempDir } from "./helpers.js";
+import { assertRefusal, grantsFor, localSftp, recordingClient, sftpCalls, tempDir } from "./helpers.js";
 
 const NO_CLUSTERS = {};
 
@@ -227,12 +227,12 @@ test("a directory swapped for a link between a download's plan and a file's open
     fs.renameSync(path.join(ws, "out/sub"), path.join(ws, "out/sub.moved"));
     fs.symlinkSync(outside, path.join(ws, "out/sub"));
   };
-  const e = await outcome(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { beforeOpen, stagingRoot: staging }));
+  const e = await outcome(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { root: "/r", beforeOpen, stagingRoot: staging }));
   assert.deepEqual(fs.readdirSync(outside), [], "written outside the workspace");
   assertRefusal(e, "denied", /sub is a symbolic link/);
   assert.deepEqual(fs.readdirSync(staging), [], "the staging directory is left");
   // The staging directory was outside the workspace.
-  assert.ok(!landedOf(client.calls[0].batch).startsWith(ws));
+  assert.ok(!landedOf(sftpCalls(client)[0].batch).startsWith(ws));
 });
 
 // Negative control (seen): with the dev/ino comparison in `openPlanned`
@@ -261,14 +261,14 @@ test("a file swapped mid-upload is never sent", { skip: !localSftp && "no sftp" 
       if (swap === "symlink") fs.symlinkSync(path.join(outside, "secret"), target);
       else fs.linkSync(path.join(outside, "secret"), target);
     };
-    const e = await outcome(upload(localSftp, "local", { base: ws, rel: "src" }, `${remote}/up`, { beforeOpen }));
+    const e = await outcome(upload(localSftp, "local", { base: ws, rel: "src" }, `${remote}/up`, { root: remote, beforeOpen }));
     assert.equal(contentOf(path.join(remote, "up/sub/a.txt")), undefined, `${swap}: sent`);
     assertRefusal(e, "local-io", swap === "hardlink" ? /was replaced by another file/ : /symbolic link/);
     // A single-file upload is checked the same way.
     if (swap !== "dir-symlink") {
       fs.rmSync(target);
       fs.writeFileSync(target, "mine");
-      const single = await outcome(upload(localSftp, "local", { base: ws, rel: "src/sub/a.txt" }, `${remote}/one`, { beforeOpen }));
+      const single = await outcome(upload(localSftp, "local", { base: ws, rel: "src/sub/a.txt" }, `${remote}/one`, { root: remote, beforeOpen }));
       assert.equal(contentOf(path.join(remote, "one")), undefined, `${swap}: single file sent`);
       assertRefusal(single, "local-io");
     }
@@ -284,7 +284,7 @@ test("vcs metadata and direnv files are never downloaded", async (t) => {
   const staging = tempDir(t, "staging");
   for (const tree of [{ a: "x", ".git/hooks/post-checkout": "#!/bin/sh\ntouch /tmp/pwned\n" }, { a: "x", "deep/er/.envrc": "export X=1\n" }, { "z/.direnv/x": "" }]) {
     const client = landing(tree);
-    const e = await outcome(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { stagingRoot: staging }));
+    const e = await outcome(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { root: "/r", stagingRoot: staging }));
     assert.ok(!fs.existsSync(path.join(ws, "out")), `written: ${Object.keys(tree).join(", ")}`);
     assertRefusal(e, "local-io", /never writes version-control metadata or direnv files/);
   }
@@ -297,7 +297,7 @@ test("vcs metadata and direnv files are never downloaded", async (t) => {
     { "HEAD": "ref: refs/heads/main\n", "commondir": "..\n" },
     { "x/.GIT/hooks/post-checkout": "#!/bin/sh\n" },
   ]) {
-    const e = await outcome(download(landing(tree), "login", "/r/tree", { base: ws, rel: "out" }, { stagingRoot: staging }));
+    const e = await outcome(download(landing(tree), "login", "/r/tree", { base: ws, rel: "out" }, { root: "/r", stagingRoot: staging }));
     assert.ok(!fs.existsSync(path.join(ws, "out")), `written: ${Object.keys(tree).join(", ")}`);
     assertRefusal(e, "local-io", /never writes version-control metadata/);
   }
@@ -306,10 +306,10 @@ test("vcs metadata and direnv files are never downloaded", async (t) => {
     assertRefusal(thrownOf(() => grants.localDestination(into)), "denied", /never writes version-control metadata/);
   }
   // And not through the transfer either, whoever calls it.
-  assertRefusal(await refusal(download(landing({ "": "x" }), "login", "/r/f", { base: ws, rel: "p/.git/config" }, { stagingRoot: staging })), "denied");
+  assertRefusal(await refusal(download(landing({ "": "x" }), "login", "/r/f", { base: ws, rel: "p/.git/config" }, { root: "/r", stagingRoot: staging })), "denied");
   assert.deepEqual(fs.readdirSync(ws), []);
   // A name that only looks alike is fine.
-  await download(landing({ ".github/x": "ok", ".gitignore": "ok" }), "login", "/r/t", { base: ws, rel: "fine" }, { stagingRoot: staging });
+  await download(landing({ ".github/x": "ok", ".gitignore": "ok" }), "login", "/r/t", { base: ws, rel: "fine" }, { root: "/r", stagingRoot: staging });
   assert.deepEqual(fs.readdirSync(path.join(ws, "fine")).sort(), [".github", ".gitignore"]);
 });
 
@@ -324,7 +324,7 @@ test("255-byte names download, renamed or copied (their partial names are hashed
   const longUtf8 = "é".repeat(127);
   for (const forceCopy of [false, true]) {
     const rel = forceCopy ? "copied" : "renamed";
-    await download(landing({ [long]: "long", [`d/${longUtf8}`]: "utf8" }), "login", "/r/t", { base: ws, rel }, { stagingRoot: staging, forceCopy });
+    await download(landing({ [long]: "long", [`d/${longUtf8}`]: "utf8" }), "login", "/r/t", { base: ws, rel }, { root: "/r", stagingRoot: staging, forceCopy });
     assert.equal(fs.readFileSync(path.join(ws, rel, long), "utf8"), "long");
     assert.equal(fs.readFileSync(path.join(ws, rel, "d", longUtf8), "utf8"), "utf8");
     assert.deepEqual(fs.readdirSync(path.join(ws, rel)).sort(), [long, "d"].sort(), "a partial file is left");

@@ -27,13 +27,13 @@ function testbed(t) {
     return { code: r.exitCode, out: new TextDecoder().decode(r.stdout).trim() };
   };
   t.after(() => sh(`rm -rf -- ${quoteWord(dir)}`));
-  return { client, target: profile.sshTarget, dir, sh };
+  return { client, target: profile.sshTarget, dir, sh, root: profile.remoteRoot, opts: { ...opts, root: profile.remoteRoot } };
 }
 
 const opts = { timeoutMs: 120_000 };
 
 test("a tree goes up from the checked files and comes back, a 255-byte name included", { skip }, async (t) => {
-  const { client, target, dir } = testbed(t);
+  const { client, target, dir, opts } = testbed(t);
   const ws = tempDir(t);
   const long = "L".repeat(255);
   fs.mkdirSync(path.join(ws, "src/sub"), { recursive: true });
@@ -52,7 +52,7 @@ test("a tree goes up from the checked files and comes back, a 255-byte name incl
 // Negative control (seen): with the dev/ino comparison in `openPlanned`
 // removed, the cluster's a.txt held "secret" (actual 'secret', expected 'none').
 test("over ssh, a file swapped mid-upload is never sent", { skip }, async (t) => {
-  const { client, target, dir, sh } = testbed(t);
+  const { client, target, dir, sh, opts } = testbed(t);
   const ws = tempDir(t);
   const outside = tempDir(t, "outside");
   fs.writeFileSync(path.join(outside, "secret"), "secret");

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { download, sftpWord, upload } from "../lib/transfer.js";
-import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, tempDir, thrown } from "./helpers.js";
+import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, sftpCalls, tempDir, thrown, transferCheckAnswer } from "./helpers.js";
 
 /** Names that sftp's batch parser would split, unquote or glob if bare. */
 const AWKWARD = [
@@ -60,8 +60,8 @@ test("transfers refuse a batch-breaking name before running sftp", async (t) => 
   const ws = tempDir(t);
   fs.writeFileSync(path.join(ws, "f"), "x");
   const client = recordingClient();
-  await assert.rejects(upload(client, "login", { base: ws, rel: "f" }, "/r/a\nput /etc/passwd /r/x", {}), (e) => assertRefusal(e, "denied"));
-  await assert.rejects(download(client, "login", "/r/a\nb", { base: ws, rel: "out" }, {}), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(upload(client, "login", { base: ws, rel: "f" }, "/r/a\nput /etc/passwd /r/x", { root: "/r" }), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(download(client, "login", "/r/a\nb", { base: ws, rel: "out" }, { root: "/r" }), (e) => assertRefusal(e, "denied"));
   assert.deepEqual(client.calls, []);
   // The staging directory of the refused download is gone.
   assert.deepEqual(fs.readdirSync(ws), ["f"]);
@@ -78,16 +78,17 @@ test("directory uploads send only regular files and directories", async (t) => {
   fs.symlinkSync(path.join(outside, "secret"), path.join(src, "leak"));
   fs.symlinkSync(outside, path.join(src, "sub/leakdir"));
   const client = recordingClient();
-  const stats = await upload(client, "login", { base: ws, rel: "src dir" }, "/r/up", {});
+  const stats = await upload(client, "login", { base: ws, rel: "src dir" }, "/r/up", { root: "/r" });
   assert.deepEqual(stats, { files: 2, bytes: 5n });
-  // sftp reads the files the host opened and checked: its fds 3 and 4.
-  assert.deepEqual(client.calls.map((c) => c.batch), [
-    "-mkdir /r\n-mkdir /r/up\n"
-    + "-mkdir /r/up/sub\n"
-    + "put -p /proc/self/fd/3 /r/up/a.txt\n"
+  // The cluster checks the directories and names first (lib/remote-transfer.js),
+  // then sftp reads the files the host opened and checked: its fds 3 and 4.
+  assert.deepEqual(client.calls.map((c) => c.kind), ["exec", "sftp"]);
+  assert.equal(client.calls[0].opts.stdin, "/r\nd up\nd up/sub\nf up/a.txt\nf up/sub/b*.txt\n");
+  assert.deepEqual(sftpCalls(client).map((c) => c.batch), [
+    "put -p /proc/self/fd/3 /r/up/a.txt\n"
     + "put -p /proc/self/fd/4 /r/up/sub/b\\*.txt\n",
   ]);
-  assert.equal(client.calls[0].opts.fds.length, 2);
+  assert.equal(client.calls[1].opts.fds.length, 2);
 });
 
 test("downloads never write through a symlink in the workspace", async (t) => {
@@ -103,7 +104,7 @@ test("downloads never write through a symlink in the workspace", async (t) => {
   });
   fs.mkdirSync(path.join(ws, "out/sub"), { recursive: true });
   fs.symlinkSync(path.join(outside, "f"), path.join(ws, "out/sub/f"));
-  await assert.rejects(download(client, "login", "/r/tree", { base: ws, rel: "out" }, {}), (e) => assertRefusal(e, "denied"));
+  await assert.rejects(download(client, "login", "/r/tree", { base: ws, rel: "out" }, { root: "/r" }), (e) => assertRefusal(e, "denied"));
   assert.deepEqual(fs.readdirSync(outside), [], "nothing was written outside the workspace");
   // Only the planted link remains; the staging directory is gone.
   assert.deepEqual(fs.readdirSync(path.join(ws, "out")), ["sub"]);
@@ -116,9 +117,9 @@ test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sf
   for (const name of AWKWARD) {
     // A file each way, and a directory of that name holding a file of that name.
     fs.writeFileSync(path.join(ws, name), `content of ${name}`);
-    await upload(localSftp, "local", { base: ws, rel: name }, `${remote}/up/${name}`, {});
+    await upload(localSftp, "local", { base: ws, rel: name }, `${remote}/up/${name}`, { root: remote });
     assert.equal(fs.readFileSync(path.join(remote, "up", name), "utf8"), `content of ${name}`, name);
-    await download(localSftp, "local", `${remote}/up/${name}`, { base: ws, rel: `down/${name}` }, {});
+    await download(localSftp, "local", `${remote}/up/${name}`, { base: ws, rel: `down/${name}` }, { root: remote });
     assert.equal(fs.readFileSync(path.join(ws, "down", name), "utf8"), `content of ${name}`, name);
   }
   const tree = path.join(ws, "tree");
@@ -127,8 +128,8 @@ test("awkward names round-trip through the real sftp", { skip: !HAVE_SFTP && "sf
     fs.mkdirSync(path.join(tree, name));
     fs.writeFileSync(path.join(tree, name, name), name);
   }
-  await upload(localSftp, "local", { base: ws, rel: "tree" }, `${remote}/tree [1]`, {});
-  await download(localSftp, "local", `${remote}/tree [1]`, { base: ws, rel: "tree back" }, {});
+  await upload(localSftp, "local", { base: ws, rel: "tree" }, `${remote}/tree [1]`, { root: remote });
+  await download(localSftp, "local", `${remote}/tree [1]`, { base: ws, rel: "tree back" }, { root: remote });
   for (const name of AWKWARD) assert.equal(fs.readFileSync(path.join(ws, "tree back", name, name), "utf8"), name, name);
   // Globs stayed literal: nothing but the named files arrived.
   assert.deepEqual(fs.readdirSync(path.join(remote, "up")).sort(), [...AWKWARD].sort());
@@ -143,7 +144,7 @@ test("sftpWord keeps astral characters (emoji) whole", async (t) => {
   if (!HAVE_SFTP) return;
   const ws = tempDir(t);
   fs.writeFileSync(path.join(ws, "😀.txt"), "smile");
-  await upload(localSftp, "local", { base: ws, rel: "😀.txt" }, `${ws}/copy 😀.txt`, {});
+  await upload(localSftp, "local", { base: ws, rel: "😀.txt" }, `${ws}/copy 😀.txt`, { root: ws });
   assert.equal(fs.readFileSync(path.join(ws, "copy 😀.txt"), "utf8"), "smile");
 });
 
@@ -152,6 +153,67 @@ test("an empty remote tree arrives as an empty directory", async (t) => {
   const client = recordingClient({
     onSftp: (batch) => fs.mkdirSync(/^get -R -p \S+ (\S+)\n$/.exec(batch)[1]),
   });
-  assert.deepEqual(await download(client, "login", "/r/empty", { base: ws, rel: "a/empty" }, { stagingRoot: tempDir(t, "staging") }), { files: 0, bytes: 0n });
+  assert.deepEqual(await download(client, "login", "/r/empty", { base: ws, rel: "a/empty" }, { root: "/r", stagingRoot: tempDir(t, "staging") }), { files: 0, bytes: 0n });
   assert.deepEqual(fs.readdirSync(path.join(ws, "a/empty")), []);
+});
+
+/** A client whose download check answers `answer` and whose sftp runs `act(landed, signal)`. */
+function growingClient(answer, act) {
+  return {
+    calls: [],
+    async exec(_target, command, { stdin }) {
+      return transferCheckAnswer(command, stdin, answer);
+    },
+    async sftp(_target, batch, { signal }) {
+      const landed = /^get -R -p \S+ (\S+)\n$/.exec(batch)[1];
+      await act(landed, signal);
+    },
+  };
+}
+
+// Negative control (seen): with `stop.abort()` taken out of fetchCapped's
+// watchdog, the stand-in sftp ran its full 3 s (3009 ms) and the
+// post-transfer check refused instead ("download of /r/f is 5000 bytes
+// ..."): the message check failed.
+test("a download that grows past host.maxDownloadBytes while sftp writes is stopped, promptly", async (t) => {
+  const ws = tempDir(t);
+  const client = growingClient({ kind: "f", bytes: 10, files: 1 }, (landed, signal) => {
+    fs.writeFileSync(landed, Buffer.alloc(5000));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, 3000);
+      signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        reject({ tag: "connection", val: "cancelled by the caller" });
+      });
+    });
+  });
+  const start = Date.now();
+  const e = await download(client, "login", "/r/f", { base: ws, rel: "f" }, { root: "/r", maxDownloadBytes: 1000, stagingRoot: tempDir(t, "staging") }).catch((x) => x);
+  assertRefusal(e, "denied", /^download of \/r\/f grew past 5000 bytes while it was transferred \(10 bytes in 1 file\(s\) when checked\), over host\.maxDownloadBytes \(1000 bytes\); stopped/);
+  assert.ok(Date.now() - start < 2000, `${Date.now() - start} ms`);
+  assert.deepEqual(fs.readdirSync(ws), []);
+});
+
+// Negative control (seen): with the `arrived > max` check of download()
+// taken out, the call resolved (with its {files, bytes} stats, which
+// assertRefusal failed to print: "Do not know how to serialize a BigInt"):
+// the 5000-byte file was placed in the workspace.
+test("what arrived over host.maxDownloadBytes never reaches the workspace", async (t) => {
+  const ws = tempDir(t);
+  const client = growingClient({ kind: "d", bytes: 10, files: 1 }, (landed) => {
+    fs.mkdirSync(landed);
+    fs.writeFileSync(path.join(landed, "f"), Buffer.alloc(5000));
+  });
+  const e = await download(client, "login", "/r/t", { base: ws, rel: "t" }, { root: "/r", maxDownloadBytes: 1000, stagingRoot: tempDir(t, "staging") }).catch((x) => x);
+  assertRefusal(e, "denied", "download of /r/t arrived as 5000 bytes (10 when checked: it grew meanwhile), over host.maxDownloadBytes (1000 bytes); nothing was written to the workspace");
+  assert.deepEqual(fs.readdirSync(ws), []);
+});
+
+test("transfers refuse to run without the remote root to hold them to", async (t) => {
+  const ws = tempDir(t);
+  fs.writeFileSync(path.join(ws, "f"), "x");
+  const client = recordingClient();
+  await assert.rejects(upload(client, "login", { base: ws, rel: "f" }, "/r/f", {}), /opts\.root/);
+  await assert.rejects(download(client, "login", "/r/f", { base: ws, rel: "g" }, {}), /opts\.root/);
+  assert.deepEqual(client.calls, []);
 });
