@@ -23,6 +23,9 @@
 //   is made (`mkdir` of one name in a checked directory); every file name
 //   written is looked at: a symlink, device, FIFO or socket there is
 //   refused, never written through.
+//   An existing regular file there is unlinked, so that `put` makes a new
+//   file: `put` opens with O_TRUNC and would write into a hard link a
+//   job planted at the name (the outside file it shares) otherwise.
 //
 // What the system sftp cannot give (as in confine.rs): there is no openat
 // and no O_NOFOLLOW/O_EXCL over `put`/`get`, so a job that swaps a checked
@@ -92,6 +95,7 @@ fi;;
 if [ -L "./$n" ]; then no symlink "$n"
 elif [ -d "./$n" ]; then printf '%s/%s exists and is a directory\\n' "$r" "$n" >&2; exit 1
 elif [ -e "./$n" ] && [ ! -f "./$n" ]; then no notregular "$n"
+elif [ -f "./$n" ]; then rm -f -- "./$n" || exit 1
 fi;;
 esac
 done`;

@@ -225,6 +225,17 @@ test("an upload onto a job-made symlink at the file's name is refused, its targe
   assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
 });
 
+// Control (run): without the `rm -f` of an existing regular file in
+// UPLOAD_CHECK, sftp's put opened the hard link with O_TRUNC and the outside
+// victim held "MINE".
+test("an upload onto a name a job hard-linked to an outside file replaces the name, the outside unchanged", { skip }, async (t) => {
+  const p = planted(t);
+  await p.setup(`ln ../../${p.outsideDir}/victim hl`);
+  await p.host.upload("tb", "input.txt", p.remote("hl"));
+  assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
+  assert.equal(await p.sh(`cat cluster-runs/${p.run}/hl`), "MINE");
+});
+
 // The well-behaved side. Controls (seen): with UPLOAD_CHECK refusing every
 // directory link, even one resolving inside the root, it failed at
 // `alias/x` ("... alias resolves to .../jx-.../real on the cluster, outside
