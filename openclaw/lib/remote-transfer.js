@@ -134,9 +134,21 @@ const outside = (path, real, root, realRoot) => err.denied(
   `remote path ${shown(path)} resolves to ${real} on the cluster, outside remoteRoot ${shown(root)} (${realRoot}): a symbolic link leads out of it; nothing was read or written there`,
 );
 
-/** NUL-terminated fields of `bytes`, and what follows the last NUL. */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * NUL-terminated fields of `bytes`, and what follows the last NUL. Decoded
+ * strictly: a lossy decoding would turn a name that is not UTF-8 into
+ * U+FFFD, another name a job can make (a link out), which sftp would then be
+ * given instead of the one checked.
+ */
 function fields(bytes) {
-  const text = Buffer.from(bytes ?? []).toString("utf8");
+  let text;
+  try {
+    text = strictUtf8.decode(Buffer.from(bytes ?? []));
+  } catch {
+    throw err.denied("a remote path resolves to a name that is not UTF-8 on the cluster; this host transfers UTF-8 names only (rename it there)");
+  }
   const parts = text.split("\0");
   return { fields: parts.slice(0, -1), rest: parts[parts.length - 1] };
 }
