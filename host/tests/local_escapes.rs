@@ -57,18 +57,7 @@ impl<'a> RemoteDir<'a> {
     }
 
     async fn sh(&self, command: &str) -> String {
-        let out = self
-            .conn
-            .exec(command, None, Duration::from_secs(30), 1 << 20)
-            .await
-            .unwrap();
-        assert_eq!(
-            out.exit_code,
-            Some(0),
-            "{command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::sh(self.conn, command).await
     }
 
     async fn remove(self) {

@@ -81,23 +81,7 @@ impl Planted {
     }
 
     async fn sh(&self, command: &str) -> String {
-        let out = self
-            .conn
-            .exec(
-                &format!("cd && {{ {command}; }}"),
-                None,
-                Duration::from_secs(60),
-                1 << 20,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            out.exit_code,
-            Some(0),
-            "{command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::sh(&self.conn, command).await
     }
 
     /// In the run directory: `ln -s TARGET NAME` (a job's doing).

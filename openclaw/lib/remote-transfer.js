@@ -23,6 +23,9 @@
 //   is made (`mkdir` of one name in a checked directory); every file name
 //   written is looked at: a symlink, device, FIFO or socket there is
 //   refused, never written through.
+//   An existing regular file there is unlinked, so that `put` makes a new
+//   file: `put` opens with O_TRUNC and would write into a hard link a
+//   job planted at the name (the outside file it shares) otherwise.
 //
 // What the system sftp cannot give (as in confine.rs): there is no openat
 // and no O_NOFOLLOW/O_EXCL over `put`/`get`, so a job that swaps a checked
@@ -92,6 +95,7 @@ fi;;
 if [ -L "./$n" ]; then no symlink "$n"
 elif [ -d "./$n" ]; then printf '%s/%s exists and is a directory\\n' "$r" "$n" >&2; exit 1
 elif [ -e "./$n" ] && [ ! -f "./$n" ]; then no notregular "$n"
+elif [ -f "./$n" ]; then rm -f -- "./$n" || exit 1
 fi;;
 esac
 done`;
@@ -130,9 +134,21 @@ const outside = (path, real, root, realRoot) => err.denied(
   `remote path ${shown(path)} resolves to ${real} on the cluster, outside remoteRoot ${shown(root)} (${realRoot}): a symbolic link leads out of it; nothing was read or written there`,
 );
 
-/** NUL-terminated fields of `bytes`, and what follows the last NUL. */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * NUL-terminated fields of `bytes`, and what follows the last NUL. Decoded
+ * strictly: a lossy decoding would turn a name that is not UTF-8 into
+ * U+FFFD, another name a job can make (a link out), which sftp would then be
+ * given instead of the one checked.
+ */
 function fields(bytes) {
-  const text = Buffer.from(bytes ?? []).toString("utf8");
+  let text;
+  try {
+    text = strictUtf8.decode(Buffer.from(bytes ?? []));
+  } catch {
+    throw err.denied("a remote path resolves to a name that is not UTF-8 on the cluster; this host transfers UTF-8 names only (rename it there)");
+  }
   const parts = text.split("\0");
   return { fields: parts.slice(0, -1), rest: parts[parts.length - 1] };
 }

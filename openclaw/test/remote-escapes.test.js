@@ -225,6 +225,29 @@ test("an upload onto a job-made symlink at the file's name is refused, its targe
   assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
 });
 
+// Control (run): without the `rm -f` of an existing regular file in
+// UPLOAD_CHECK, sftp's put opened the hard link with O_TRUNC and the outside
+// victim held "MINE".
+test("an upload onto a name a job hard-linked to an outside file replaces the name, the outside unchanged", { skip }, async (t) => {
+  const p = planted(t);
+  await p.setup(`ln ../../${p.outsideDir}/victim hl`);
+  await p.host.upload("tb", "input.txt", p.remote("hl"));
+  assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
+  assert.equal(await p.sh(`cat cluster-runs/${p.run}/hl`), "MINE");
+});
+
+// Control (run): with the lossy `toString("utf8")` decoding of the check's
+// output, sftp was given the U+FFFD spelling, a job's link out, and the
+// download returned the outside victim.
+test("a source resolving to a name that is not UTF-8 is refused, never read by another spelling", { skip }, async (t) => {
+  const p = planted(t);
+  await p.setup(`printf mine > "$(printf 'd\\377')" && ln -s "$(printf 'd\\377')" link && ln -s ../../${p.outsideDir}/victim "$(printf 'd\\357\\277\\275')"`);
+  const { e, ms } = await refusedIn(p.host.download("tb", p.remote("link"), "got"));
+  assertRefusal(e, "denied", "a remote path resolves to a name that is not UTF-8 on the cluster; this host transfers UTF-8 names only (rename it there)");
+  assert.ok(ms < PROMPT_MS, `${ms} ms`);
+  assert.ok(!localContents(p.ws).includes(VICTIM));
+});
+
 // The well-behaved side. Controls (seen): with UPLOAD_CHECK refusing every
 // directory link, even one resolving inside the root, it failed at
 // `alias/x` ("... alias resolves to .../jx-.../real on the cluster, outside

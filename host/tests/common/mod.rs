@@ -34,3 +34,24 @@ pub async fn connect() -> Connection {
         .await
         .unwrap()
 }
+
+/// Run `command` on the login node as its user (from the home directory),
+/// which must succeed; its stdout.
+pub async fn sh(conn: &Connection, command: &str) -> String {
+    let out = conn
+        .exec(
+            &format!("cd && {{ {command}; }}"),
+            None,
+            Duration::from_secs(60),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.exit_code,
+        Some(0),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
