@@ -208,7 +208,7 @@ pub fn range_hash_commands(files: &[(String, Vec<RangeHash>)]) -> Vec<String> {
     let mut command = String::new();
     for (j, (path, ranges)) in files.iter().enumerate() {
         let mut part = format!(
-            "f={}; if test -f \"$f\" && test -r \"$f\"; then",
+            "f={}; if test -f \"$f\" && test ! -L \"$f\" && test -r \"$f\"; then",
             path_word(path)
         );
         let last = ranges.len().saturating_sub(1);
