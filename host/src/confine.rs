@@ -31,7 +31,8 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, FileType};
 
 use crate::sftp::{is_no_such_file, remote_err, remote_join};
-use crate::ssh::SshError;
+use crate::ssh::{Connection, SshError, quote_word};
+use std::time::Duration;
 
 /// The default of `host.maxDownloadBytes`: one call may bring at most this
 /// many bytes of file content (20 GiB).
@@ -320,6 +321,43 @@ impl Confine {
             Err(e) if is_no_such_file(&e) => Ok(FileAt::Missing),
             Err(e) => Err(remote_err("stat", path, e)),
         }
+    }
+}
+
+/// `root` (SFTP form) as an absolute shell word: `"$HOME"/...` below the
+/// home.
+pub fn root_word(root: &str) -> String {
+    if root.starts_with('/') {
+        quote_word(root)
+    } else if root == "." || root.is_empty() {
+        "\"$HOME\"".to_string()
+    } else {
+        format!("\"$HOME\"/{}", quote_word(root))
+    }
+}
+
+/// Refuse a transfer when `root` (SFTP form) passes through a symlink that
+/// the cluster user could replace (see [`crate::remote_confine::ROOT_CHECK`]):
+/// asked over exec before SFTP resolves the root, since SFTP would take
+/// whatever the link points at for the root.
+pub async fn check_root(conn: &Connection, root: &str) -> Result<(), SshError> {
+    let command = format!(
+        "{} exit 0",
+        crate::remote_confine::root_check(&root_word(root), "exit 90")
+    );
+    let out = conn
+        .exec(&command, None, Duration::from_secs(60), 64 << 10)
+        .await?;
+    match out.exit_code {
+        Some(0) => Ok(()),
+        Some(90) => Err(SshError::Denied(crate::remote_confine::root_link_refusal(
+            &shown(root),
+        ))),
+        code => Err(SshError::Remote(format!(
+            "checking remoteRoot {} on the cluster failed ({code:?}): {}",
+            shown(root),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
     }
 }
 

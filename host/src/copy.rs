@@ -60,6 +60,7 @@ pub async fn upload_all(
     items: &[(Source, String)],
     root: &str,
 ) -> Result<Vec<(TransferStats, u32)>, SshError> {
+    crate::confine::check_root(conn, root).await?;
     let mut plans = Vec::with_capacity(items.len());
     for (local, remote) in items {
         plans.push(sftp::plan_upload(local, remote).await?);
@@ -173,7 +174,7 @@ async fn sftp_starts(
     let theirs = if reusable.is_empty() {
         HashMap::new()
     } else {
-        verify::remote_hashes(conn, &reusable).await?.0
+        verify::remote_hashes_for_reuse(conn, &reusable).await?.0
     };
     let mut starts = Vec::with_capacity(plan.files.len());
     for job in &plan.files {
@@ -198,6 +199,7 @@ pub async fn download(
     root: &str,
     max_bytes: u64,
 ) -> Result<TransferStats, SshError> {
+    crate::confine::check_root(conn, root).await?;
     let session = conn.open_sftp().await?;
     let moved = async {
         let confine = Confine::resolve(&session, root, max_bytes, false).await?;
@@ -349,7 +351,13 @@ async fn send_bundles(
     };
     let chain = dir_chain(dirs.iter().filter_map(|d| below(d, root)));
     let mut make_dirs = format!(
-        "{DIR_CHECK} {FILE_CHECK} mkdir -p -- {root} && cd -P -- {root} && r=$(pwd -P)",
+        "{} {DIR_CHECK} {FILE_CHECK} mkdir -p -- {root} && cd -P -- {root} && r=$(pwd -P)",
+        crate::remote_confine::root_check(
+            &crate::confine::root_word(root),
+            &format!(
+                "printf '{DENIED_MARK}remoteRoot passes through a symbolic link a job could replace\\n' >&2; exit {DENIED_EXIT}"
+            )
+        ),
         root = quote_word(root)
     );
     for dir in &chain {

@@ -404,17 +404,19 @@ mod tests {
             )
             .unwrap();
         assert!(
-            cmd.starts_with(
+            cmd.starts_with(&crate::remote_confine::with_root_check(
+                "\"$HOME\"/runs",
                 "cd -P -- \"$HOME\"/runs && cs_r=$PWD && cd -P -- \"$HOME\"/runs/r1 && "
-            ),
+            )),
             "{cmd}"
         );
         assert!(cmd.ends_with(" cs \"$cs_r\" tail file 1048577 . 1 x.out -n 5;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"), "{cmd}");
         let cmd = g.exec_command(&p, "squeue", &[], None).unwrap();
         assert!(
-            cmd.starts_with(
+            cmd.starts_with(&crate::remote_confine::with_root_check(
+                "\"$HOME\"/runs",
                 "{ cd -P -- \"$HOME\"/runs 2>/dev/null || { mkdir -p -- \"$HOME\"/runs"
-            ),
+            )),
             "{cmd}"
         );
     }
@@ -435,7 +437,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             cmd,
-            "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+            crate::remote_confine::with_root_check(
+                "/scratch/u/runs",
+                "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+            )
         );
         let cmd = g
             .exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None)

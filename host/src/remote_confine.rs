@@ -92,6 +92,25 @@ struct Plan {
 /// directory. Constant text: every variable part arrives as an argument.
 const SCRIPT: &str = include_str!("../../openclaw/lib/remote-confine.sh");
 
+/// `cs_root_ok PATH`: no component of the absolute `PATH` is a symlink in a
+/// directory the cluster user can write. The user owns the root's parent
+/// (their home, for `~/cluster-runs`), so a job could otherwise rename the
+/// root and put `ln -s / cluster-runs` in its place: every check that
+/// resolves the root (`cd -P`, SFTP realpath) would then take `/` for it.
+/// A site's own links (`/scratch -> /gpfs/scratch`, in directories only
+/// root can write) pass. One line of POSIX sh, shared by both hosts and by
+/// every command that resolves the root.
+pub const ROOT_CHECK: &str = include_str!("../../openclaw/lib/remote-root.sh");
+
+/// `ROOT_CHECK`, then the check of the shell word `root`, failing with
+/// `fail` (a shell command list).
+pub fn root_check(root: &str, fail: &str) -> String {
+    format!(
+        "{}; cs_root_ok {root} || {{ {fail}; }};",
+        ROOT_CHECK.trim_end()
+    )
+}
+
 fn denied(message: impl Into<String>) -> Refusal {
     Refusal::Denied(message.into())
 }
@@ -231,15 +250,38 @@ pub fn command(
         Some(plan) => confined_run(program, &plan),
     };
     let root = shell_path(&profile.remote_root);
+    let check = exec_root_check(&root);
     Ok(match cwd {
         Some(dir) => format!(
-            "cd -P -- {root} && cs_r=$PWD && cd -P -- {} && case $PWD in \"$cs_r\"|\"$cs_r\"/*) {run};; *) printf '%s\\n' '{MARKER}cwd' >&2; exit {REFUSED_EXIT};; esac",
+            "{check} cd -P -- {root} && cs_r=$PWD && cd -P -- {} && case $PWD in \"$cs_r\"|\"$cs_r\"/*) {run};; *) printf '%s\\n' '{MARKER}cwd' >&2; exit {REFUSED_EXIT};; esac",
             shell_path(dir)
         ),
         None => format!(
-            "{{ cd -P -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -P -- {root}; }}; }} && cs_r=$PWD && {run}"
+            "{check} {{ cd -P -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -P -- {root}; }}; }} && cs_r=$PWD && {run}"
         ),
     })
+}
+
+/// The root check every exec command line starts with (`root`: the root's
+/// shell word): a refusal is this module's exit code and marker.
+pub fn exec_root_check(root: &str) -> String {
+    root_check(
+        root,
+        &format!("printf '%s\\n' '{MARKER}rootlink' >&2; exit {REFUSED_EXIT}"),
+    )
+}
+
+/// Tests: `rest` as the command line starts it, after the root check.
+#[cfg(test)]
+pub fn with_root_check(root: &str, rest: &str) -> String {
+    format!("{} {rest}", exec_root_check(root))
+}
+
+/// The refusal when `remoteRoot` passes through a link a job could replace.
+pub fn root_link_refusal(root: &str) -> String {
+    format!(
+        "remoteRoot {root} passes through a symbolic link in a directory the cluster user can write: a job could point it anywhere, so nothing was done there. Set remoteRoot to the real path it resolves to (or replace the link by the directory)"
+    )
 }
 
 fn confined_run(program: &str, plan: &Plan) -> String {
@@ -292,6 +334,7 @@ pub fn refusal(
         _ => operand.to_string(),
     };
     Some(match reason {
+        "rootlink" => root_link_refusal(root),
         "cwd" => format!(
             "remote working directory {:?} resolves outside remoteRoot {root} on the cluster (a symlink on its way leads out of it)",
             cwd.unwrap_or(root)

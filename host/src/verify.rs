@@ -76,7 +76,17 @@ pub fn at_home(command: &str) -> String {
 /// The list appears once (`set --`), so a command stays within the
 /// 128 KiB a single argument may have.
 pub fn hash_command(words: &[String], plain_names: bool) -> String {
-    format!("set -- {}; {}", words.join(" "), hash_args(plain_names))
+    hash_command_with(words, plain_names, false)
+}
+
+/// [`hash_command`]; with `single_link`, files with more than one hard link
+/// are left out too (see [`remote_hashes_for_reuse`]).
+fn hash_command_with(words: &[String], plain_names: bool, single_link: bool) -> String {
+    format!(
+        "set -- {}; {}",
+        words.join(" "),
+        hash_args_with(plain_names, single_link)
+    )
 }
 
 /// Hash the positional parameters (`"$@"`); `plain_names` when none holds
@@ -90,6 +100,16 @@ pub fn hash_command(words: &[String], plain_names: bool) -> String {
 /// under coreutils `timeout` where the login node has it, so one swapped
 /// in after that test still ends.
 pub fn hash_args(plain_names: bool) -> String {
+    hash_args_with(plain_names, false)
+}
+
+fn hash_args_with(plain_names: bool, single_link: bool) -> String {
+    let links = if single_link {
+        // POSIX find: the name itself (-prune), printed only with one link.
+        " && [ -n \"$(find \"$n\" -prune -links 1 2>/dev/null)\" ]"
+    } else {
+        ""
+    };
     let hash = if plain_names {
         // openssl only when it works here (a broken one on PATH must not
         // fail every check).
@@ -98,7 +118,7 @@ pub fn hash_args(plain_names: bool) -> String {
         "$t sha256sum -- \"$@\""
     };
     format!(
-        "for n do shift; if [ -f \"$n\" ] && [ ! -L \"$n\" ]; then set -- \"$@\" \"$n\"; else printf '%s: not a regular file, not hashed\\n' \"$n\" >&2; fi; done; [ $# -gt 0 ] || exit 1; t=; if command -v timeout >/dev/null 2>&1; then t='timeout -k 5 {}'; fi; {hash}",
+        "for n do shift; if [ -f \"$n\" ] && [ ! -L \"$n\" ]{links}; then set -- \"$@\" \"$n\"; else printf '%s: not a regular file, not hashed\\n' \"$n\" >&2; fi; done; [ $# -gt 0 ] || exit 1; t=; if command -v timeout >/dev/null 2>&1; then t='timeout -k 5 {}'; fi; {hash}",
         REMOTE_HASH_BOUND.as_secs()
     )
 }
@@ -129,6 +149,27 @@ pub async fn remote_hashes(
     conn: &Connection,
     paths: &[&str],
 ) -> Result<(HashMap<String, String>, String), SshError> {
+    remote_hashes_with(conn, paths, false).await
+}
+
+/// [`remote_hashes`] of files an upload may keep or resume: only those with
+/// a single hard link get a hash. A job can hard-link an outside file of
+/// its user at an upload's name; a resumed upload opens the name as it is
+/// and would append to that outside file (SFTP shows no link count), so a
+/// file with another name elsewhere is never reused: it is sent whole, as
+/// a new file.
+pub async fn remote_hashes_for_reuse(
+    conn: &Connection,
+    paths: &[&str],
+) -> Result<(HashMap<String, String>, String), SshError> {
+    remote_hashes_with(conn, paths, true).await
+}
+
+async fn remote_hashes_with(
+    conn: &Connection,
+    paths: &[&str],
+    single_link: bool,
+) -> Result<(HashMap<String, String>, String), SshError> {
     let mut hashes = HashMap::new();
     let mut complaints = String::new();
     let mut rest = paths;
@@ -148,7 +189,7 @@ pub async fn remote_hashes(
         let plain = chunk.iter().all(|p| !p.contains(['\n', '\\']));
         let out = conn
             .exec(
-                &at_home(&hash_command(&words, plain)),
+                &at_home(&hash_command_with(&words, plain, single_link)),
                 None,
                 HASH_TIMEOUT,
                 OUTPUT_CAP,
@@ -208,7 +249,7 @@ pub fn range_hash_commands(files: &[(String, Vec<RangeHash>)]) -> Vec<String> {
     let mut command = String::new();
     for (j, (path, ranges)) in files.iter().enumerate() {
         let mut part = format!(
-            "f={}; if test -f \"$f\" && test -r \"$f\"; then",
+            "f={}; if test -f \"$f\" && test ! -L \"$f\" && test -r \"$f\"; then",
             path_word(path)
         );
         let last = ranges.len().saturating_sub(1);

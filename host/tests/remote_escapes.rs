@@ -592,3 +592,94 @@ async fn an_upload_never_writes_into_a_planted_hard_link() {
     assert_eq!(there.trim(), "3145728");
     p.remove().await;
 }
+
+/// The cluster user owns their home, the root's parent, so a job can
+/// rename the root and leave a link in its place (`ln -s / ROOT`, or a
+/// link to an outside directory). SFTP would then take the link's target
+/// for the root; every transfer refuses first, before SFTP resolves it.
+/// Also a resumed upload never appends through a hard link a job planted
+/// at its name (the cluster's hash of a multi-link file is not used for
+/// resuming). Negative controls (run): without `confine::check_root` in
+/// both `copy::download` and `copy::upload_all`, and the bundle's own
+/// check, the download of `ROOT/etc/passwd` brought the testbed's passwd
+/// (1502 bytes); with `remote_hashes_for_reuse` hashing multi-link files,
+/// the outside victim grew by the appended `PWNED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_swapped_for_a_link_or_a_resume_into_a_hard_link_is_refused() {
+    let p = Planted::new("root").await;
+    let pid = std::process::id();
+    let root = format!("rx-root-{pid}");
+    let prof = ProfileGrant {
+        label: "swapped".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: format!("~/{root}"),
+    };
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("small.txt"), "mine").unwrap();
+    std::fs::write(ws.path().join("big.bin"), vec![b'B'; 2 << 20]).unwrap();
+    for (case, target) in [
+        ("slash", "/".to_string()),
+        ("outside", format!("~/{}", p.outside)),
+    ] {
+        p.sh(&format!("rm -rf {root} && ln -s {target} {root}"))
+            .await;
+        let started = Instant::now();
+        let got = t
+            .download(
+                &prof,
+                format!("{root}/etc/passwd"),
+                Target::ambient(&ws.path().join(case)).unwrap(),
+            )
+            .await;
+        assert_denied(
+            case,
+            got,
+            started.elapsed(),
+            "passes through a symbolic link",
+        );
+        assert!(!ws.path().join(case).exists(), "{case}");
+        for local in ["small.txt", "big.bin"] {
+            let started = Instant::now();
+            let got = t
+                .upload(
+                    &prof,
+                    Source::ambient(&ws.path().join(local)).unwrap(),
+                    format!("{root}/{local}"),
+                )
+                .await;
+            assert_denied(
+                case,
+                got,
+                started.elapsed(),
+                "passes through a symbolic link",
+            );
+        }
+        p.assert_outside_untouched(case).await;
+    }
+    p.sh(&format!("rm -f {root}")).await;
+    // A resume: the cluster holds a prefix of the local file, hard-linked
+    // to an outside file.
+    p.sh(&format!(
+        "yes abcdefg | head -c 2097152 > {o}/big && ln {o}/big {r}/hl.bin",
+        o = p.outside,
+        r = p.run
+    ))
+    .await;
+    let mut local = b"abcdefg\n".repeat(262_144);
+    local.extend_from_slice(b"PWNED\n");
+    std::fs::write(ws.path().join("hl.bin"), &local).unwrap();
+    let (got, _) = upload(&t, &ws.path().join("hl.bin"), &p.remote("hl.bin")).await;
+    assert_eq!(got.unwrap().files, 1);
+    let outside = p
+        .sh(&format!(
+            "wc -c < {o}/big; tail -c 6 {o}/big",
+            o = p.outside
+        ))
+        .await;
+    assert!(!outside.contains("PWNED"), "appended outside: {outside}");
+    assert!(outside.starts_with("2097152"), "{outside}");
+    let inside = p.sh(&format!("wc -c < {}/hl.bin", p.run)).await;
+    assert_eq!(inside.trim(), "2097158");
+    p.remove().await;
+}

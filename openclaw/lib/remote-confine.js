@@ -23,6 +23,23 @@ export const HASH_BOUND_S = 600;
 /** The cluster-side script, one file for both hosts (host/src/remote_confine.rs explains it). */
 export const SCRIPT = readFileSync(new URL("./remote-confine.sh", import.meta.url), "utf8");
 
+/**
+ * `cs_root_ok PATH` (remote_confine.rs ROOT_CHECK, the same file): no
+ * component of PATH is a symlink in a directory the cluster user can write,
+ * so a job cannot swap the root itself for `ln -s / cluster-runs`.
+ */
+export const ROOT_CHECK = readFileSync(new URL("./remote-root.sh", import.meta.url), "utf8").trimEnd();
+
+/** ROOT_CHECK, then the check of the shell word `root`, failing with `fail`. */
+export function rootCheck(root, fail) {
+  return `${ROOT_CHECK}; cs_root_ok ${root} || { ${fail}; };`;
+}
+
+/** The refusal when remoteRoot passes through a link a job could replace (remote_confine.rs). */
+export function rootLinkRefusal(root) {
+  return `remoteRoot ${root} passes through a symbolic link in a directory the cluster user can write: a job could point it anywhere, so nothing was done there. Set remoteRoot to the real path it resolves to (or replace the link by the directory)`;
+}
+
 const ALLOWED = {
   tail: "-n N, -c N or -c +N",
   head: "-n N, -c N",
@@ -100,10 +117,11 @@ export function command(profile, program, args, cwd) {
     run = `if command -v timeout >/dev/null 2>&1; then set -- timeout -k 5 ${p.bound}; else set --; fi; exec "$@" /bin/sh -c ${quoteWord(SCRIPT)} cs "$cs_r" ${words.map(quoteWord).join(" ")}`;
   }
   const root = shellPath(profile.remoteRoot);
+  const check = rootCheck(root, `printf '%s\\n' '${MARKER}rootlink' >&2; exit ${REFUSED_EXIT}`);
   if (cwd !== null && cwd !== undefined) {
-    return `cd -P -- ${root} && cs_r=$PWD && cd -P -- ${shellPath(cwd)} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' '${MARKER}cwd' >&2; exit ${REFUSED_EXIT};; esac`;
+    return `${check} cd -P -- ${root} && cs_r=$PWD && cd -P -- ${shellPath(cwd)} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' '${MARKER}cwd' >&2; exit ${REFUSED_EXIT};; esac`;
   }
-  return `{ cd -P -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -P -- ${root}; }; } && cs_r=$PWD && ${run}`;
+  return `${check} { cd -P -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -P -- ${root}; }; } && cs_r=$PWD && ${run}`;
 }
 
 /** The denial text when the cluster refused (exit REFUSED_EXIT and a MARKER line), else null. */
@@ -119,6 +137,8 @@ export function refusal(profile, program, args, cwd, exitCode, stderr) {
   if (!operand.startsWith("/")) place = cwd !== null && cwd !== undefined ? `${cwd}/${operand}` : `${root}/${operand}`;
   const q = show(place);
   switch (reason) {
+    case "rootlink":
+      return rootLinkRefusal(root);
     case "cwd":
       return `remote working directory ${show(cwd ?? root)} resolves outside remoteRoot ${root} on the cluster (a symlink on its way leads out of it)`;
     case "outside":

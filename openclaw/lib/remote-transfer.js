@@ -38,6 +38,7 @@
 
 import * as err from "./host-error.js";
 import { quoteWord } from "./grants.js";
+import { ROOT_CHECK, rootLinkRefusal } from "./remote-confine.js";
 
 /** The default of `host.maxDownloadBytes`: 20 GiB per download call. */
 export const DEFAULT_MAX_DOWNLOAD_BYTES = 20 * 2 ** 30;
@@ -52,11 +53,13 @@ export const CHECK_BOUND_S = 120;
 // On a refusal: exit 90, a MARK line on stderr, the paths it concerns on
 // stdout, NUL-terminated (any byte but NUL survives).
 export const DOWNLOAD_CHECK = `# cluster-slurm download check
+${ROOT_CHECK}
 IFS= read -r r || exit 1
 IFS= read -r p || exit 1
 case $r in /*) ;; .) r=$HOME;; *) r=$HOME/$r;; esac
 case $p in /*) ;; .) p=$HOME;; *) p=$HOME/$p;; esac
 no() { printf 'cluster-slurm-xfer: %s\\n' "$1" >&2; exit 90; }
+cs_root_ok "$r" || no rootlink
 cd -P -- "$r" || exit 1
 r=$PWD
 if command -v realpath >/dev/null 2>&1; then s=$(realpath -e -- "$p" && echo .); else s=$(readlink -e -- "$p" && echo .); fi || exit 1
@@ -74,9 +77,11 @@ printf '%s\\n' "$k"
 // Stdin: the root, then "d REL" (a directory, parents before children) and
 // "f REL" (a file to be written) lines, REL relative to the root.
 export const UPLOAD_CHECK = `# cluster-slurm upload check
+${ROOT_CHECK}
 IFS= read -r r || exit 1
 case $r in /*) ;; .) r=$HOME;; *) r=$HOME/$r;; esac
 no() { printf 'cluster-slurm-xfer: %s\\n' "$1" >&2; printf '%s\\0' "$r" "$2" "$3"; exit 90; }
+cs_root_ok "$r" || no rootlink
 { cd -P -- "$r" 2>/dev/null || { mkdir -p -- "$r" && cd -P -- "$r"; }; } || exit 1
 r=$PWD
 while IFS= read -r l; do
@@ -177,6 +182,7 @@ export async function checkDownload(client, target, root, remote, maxBytes, opts
   const { fields: f, rest } = fields(out.stdout);
   if (out.exitCode === REFUSED_EXIT) {
     const why = reasonOf(out.stderr);
+    if (why === "rootlink") throw err.denied(rootLinkRefusal(shown(root)));
     if (why === "outside" && f.length >= 2) throw outside(remote, f[1], root, f[0]);
     if (why === "notregular") {
       throw err.denied(`remote path ${shown(remote)} is not a regular file or directory (a device, FIFO or socket): downloads read regular files only`);
@@ -244,6 +250,7 @@ export async function checkUpload(client, target, root, dirs, files, opts = {}) 
   if (out.exitCode === 0) return;
   const { fields: f } = fields(out.stdout);
   const why = reasonOf(out.stderr);
+  if (out.exitCode === REFUSED_EXIT && why === "rootlink") throw err.denied(rootLinkRefusal(shown(root)));
   if (out.exitCode === REFUSED_EXIT && why !== null && f.length >= 2) {
     const [realRoot, name, real] = f;
     const at = shown(join(root, name));

@@ -13,7 +13,7 @@ import path from "node:path";
 import {
   ALLOWED_PROGRAMS, GrantError, Grants, quoteCommand, quoteWord, sftpPath, shellPath,
 } from "../lib/grants.js";
-import { assertRefusal, grantsFor, tempDir, thrown, atRoot, inDir } from "./helpers.js";
+import { assertRefusal, grantsFor, tempDir, thrown, atRoot, inDir, withRootCheck } from "./helpers.js";
 
 const ALLOWLIST = "sbatch, squeue, sacct, scancel, scontrol, sinfo, mkdir, tail, head, ls, stat, sha256sum";
 
@@ -69,10 +69,10 @@ test("rs home_roots_expand_on_the_remote_side", (t) => {
   assert.equal(sftpPath("~/runs/r1/x"), "runs/r1/x");
   assert.equal(sftpPath("/abs/x"), "/abs/x");
   const tail = g.execCommand(p, "tail", ["-n", "5", "--", "x.out"], "~/runs/r1");
-  assert.ok(tail.startsWith('cd -P -- "$HOME"/runs && cs_r=$PWD && cd -P -- "$HOME"/runs/r1 && '), tail);
+  assert.ok(tail.startsWith(`${withRootCheck('"$HOME"/runs')} cd -P -- "$HOME"/runs && cs_r=$PWD && cd -P -- "$HOME"/runs/r1 && `), tail);
   assert.ok(tail.endsWith(` cs "$cs_r" tail file 1048577 . 1 x.out -n 5;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`), tail);
   const cmd = g.execCommand(p, "squeue", [], undefined);
-  assert.ok(cmd.startsWith('{ cd -P -- "$HOME"/runs 2>/dev/null || { mkdir -p -- "$HOME"/runs'), cmd);
+  assert.ok(cmd.startsWith(`${withRootCheck('"$HOME"/runs')} { cd -P -- "$HOME"/runs 2>/dev/null || { mkdir -p -- "$HOME"/runs`), cmd);
 });
 
 test("rs exec_commands_are_checked_and_quoted", (t) => {

@@ -9,14 +9,18 @@ import os from "node:os";
 import path from "node:path";
 import { Grants } from "../lib/grants.js";
 import { isHostError } from "../lib/host-error.js";
+import { rootCheck } from "../lib/remote-confine.js";
 
 /** The command line of remote-confine.js for a SLURM-like program: run in
  * `dir` (shell words), checked physically to be under `root`. */
 export const inDir = (root, dir, run) =>
-  `cd -P -- ${root} && cs_r=$PWD && cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`;
+  `${withRootCheck(root)} cd -P -- ${root} && cs_r=$PWD && cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`;
 /** The same, at the root (created when missing). */
 export const atRoot = (root, run) =>
-  `{ cd -P -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -P -- ${root}; }; } && cs_r=$PWD && ${run}`;
+  `${withRootCheck(root)} { cd -P -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -P -- ${root}; }; } && cs_r=$PWD && ${run}`;
+
+/** The root check every command line starts with (remote-confine.js). */
+export const withRootCheck = (root) => rootCheck(root, "printf '%s\\n' 'cluster-slurm-confine: rootlink' >&2; exit 90");
 
 /** The profile of host/src/grants.rs `fn grants` (trailing slash on purpose). */
 export const RUST_GRANTS = { clusters: { c: { sshTarget: "login", remoteRoot: "/scratch/u/runs/" } } };

@@ -272,3 +272,33 @@ test("well-behaved transfers still work, through links that stay inside the root
   assert.deepEqual(await p.host.download("tb", p.remote("flink"), "flink"), { files: 1, bytes: 7n });
   assert.equal(fs.readFileSync(path.join(p.ws, "flink"), "utf8"), "inside\n");
 });
+
+// The cluster user owns their home, the root's parent: a job can rename the
+// root and leave `ln -s / ROOT` (or a link to an outside directory) in its
+// place. Every transfer and command line refuses before it resolves the
+// root. Control (run): without `cs_root_ok` in DOWNLOAD_CHECK and
+// UPLOAD_CHECK, the download of `etc/passwd` through `ROOT -> /` was not refused.
+// (The command lines' own check is remote-confine.js `rootCheck`, the
+// native host's `a_root_swapped_for_a_link_is_refused_before_anything_runs`.)
+test("a root swapped for a link is refused by transfers and commands alike", { skip }, async (t) => {
+  const p = planted(t);
+  await p.setup();
+  const config = JSON.parse(fs.readFileSync(CONFIG, "utf8"));
+  const { sshTarget } = Object.values(config.clusters)[0];
+  const root = `jx-root-${crypto.randomBytes(6).toString("hex")}`;
+  t.after(() => p.sh(`rm -f ${root}`));
+  const grants = grantsFor(p.ws, { clusters: { sw: { sshTarget, remoteRoot: `~/${root}` } } });
+  const host = callHost(grants, new SshClient({ sshConfig: config.host?.sshConfig }), undefined, path.join(p.ws, "no-approvals.jsonl"));
+  const why = `remoteRoot ~/${root} passes through a symbolic link in a directory the cluster user can write: a job could point it anywhere, so nothing was done there. Set remoteRoot to the real path it resolves to (or replace the link by the directory)`;
+  for (const target of ["/", `$HOME/${p.outsideDir}`]) {
+    await p.sh(`rm -f ${root} && ln -s "${target}" ${root}`);
+    const down = await refusedIn(host.download("sw", "etc/passwd", "got"));
+    assertRefusal(down.e, "denied", why);
+    assert.ok(!fs.existsSync(path.join(p.ws, "got")));
+    const up = await refusedIn(host.upload("sw", "input.txt", "x"));
+    assertRefusal(up.e, "denied", why);
+    assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
+    const head = await refusedIn(host.exec({ cluster: "sw", program: "head", args: ["-c", "5", "--", "etc/passwd"] }));
+    assertRefusal(head.e, "denied", why);
+  }
+});

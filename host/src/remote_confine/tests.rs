@@ -74,11 +74,17 @@ fn the_command_resolves_on_the_cluster_and_slurm_commands_only_get_the_cwd_check
     .unwrap();
     assert_eq!(
         cmd,
-        "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+        super::with_root_check(
+            "/scratch/u/runs",
+            "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+        )
     );
     let cmd = command(&p, "tail", &args(&["-n", "5", "--", "x.out"]), None).unwrap();
     assert!(
-        cmd.starts_with("{ cd -P -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs"),
+        cmd.starts_with(&super::with_root_check(
+            "/scratch/u/runs",
+            "{ cd -P -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs"
+        )),
         "{cmd}"
     );
     assert!(cmd.contains("set -- timeout -k 5 30;"), "{cmd}");
@@ -100,7 +106,10 @@ fn the_command_resolves_on_the_cluster_and_slurm_commands_only_get_the_cwd_check
     let home = profile("~/runs");
     let cmd = command(&home, "ls", &args(&["-1", "--", "."]), Some("~/runs/r1")).unwrap();
     assert!(
-        cmd.starts_with("cd -P -- \"$HOME\"/runs && cs_r=$PWD && cd -P -- \"$HOME\"/runs/r1 && "),
+        cmd.starts_with(&super::with_root_check(
+            "\"$HOME\"/runs",
+            "cd -P -- \"$HOME\"/runs && cs_r=$PWD && cd -P -- \"$HOME\"/runs/r1 && "
+        )),
         "{cmd}"
     );
 }
@@ -335,5 +344,37 @@ fn names_with_any_byte_are_reached_exactly() {
         );
         assert_eq!(got.code, Some(0), "{sh}");
         assert!(Path::new(&format!("{root}/r1/new/deeper")).is_dir());
+    }
+}
+
+/// The cluster user owns the root's parent (their home), so a job can
+/// rename the root and put a link in its place: `ln -s / cluster-runs`.
+/// Every command line then refuses before it resolves the root
+/// (`rootlink`), for SLURM programs and confined readers alike, in bash
+/// and dash. (The tests run as root, for whom every directory is writable,
+/// so a site's link in a directory the user cannot write is not shown
+/// here.) Negative control (run): with the `cs_root_ok` call removed from
+/// `command`, the commands ran through the swapped root (the test failed
+/// at its first case, `tail -- etc/passwd`, exit 0 instead of 90).
+#[test]
+fn a_root_swapped_for_a_link_is_refused_before_anything_runs() {
+    let base = tempfile::tempdir().unwrap();
+    let (root, _secret) = plant(base.path());
+    let moved = format!("{root}.old");
+    std::fs::rename(&root, &moved).unwrap();
+    symlink("/", &root).unwrap();
+    let p = profile(&root);
+    let why = root_link_refusal(&root);
+    for sh in shells() {
+        for (prog, a, cwd) in [
+            ("head", vec!["-c", "5", "--", "etc/passwd"], None),
+            ("squeue", vec!["-h"], None),
+            ("ls", vec!["-1Ab", "--", "etc"], Some(format!("{root}/etc"))),
+        ] {
+            let ran = run(sh, &p, prog, &a, cwd.as_deref());
+            assert!(!ran.stdout.contains("root:"), "{sh} {prog}: {}", ran.stdout);
+            assert_eq!(ran.code, Some(REFUSED_EXIT), "{sh} {prog}");
+            assert_eq!(ran.denied.as_deref(), Some(why.as_str()), "{sh} {prog}");
+        }
     }
 }

@@ -1,0 +1,1 @@
+cs_root_ok() { cs_w=$1 cs_at=; case $cs_w in /*) ;; *) return 0;; esac; while [ -n "$cs_w" ]; do cs_w=${cs_w#/}; cs_c=${cs_w%%/*}; case $cs_w in */*) cs_w=/${cs_w#*/};; *) cs_w=;; esac; [ -n "$cs_c" ] || continue; if [ -L "$cs_at/$cs_c" ] && [ -w "${cs_at:-/}" ]; then printf 'cluster-slurm-root: %s/%s\n' "$cs_at" "$cs_c" >&2; return 1; fi; cs_at=$cs_at/$cs_c; done; }
