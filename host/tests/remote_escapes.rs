@@ -385,10 +385,21 @@ async fn uploads_never_write_through_a_job_made_link() {
     p.remove().await;
 }
 
-/// Install a hook that, the first time a transfer is about to open a
+/// Run `transfer` with a hook that, the first time it is about to open a
 /// remote path ending in `name`, runs `swap` on the cluster (over the
-/// system ssh, synchronously: the transfer waits for it). Returns whether
-/// it fired.
+/// system ssh, synchronously: the transfer waits for it); the hook is gone
+/// afterwards, and it must have fired.
+async fn with_swap<T>(name: &'static str, swap: String, transfer: impl Future<Output = T>) -> T {
+    let fired = swap_before_remote_open(name, swap);
+    let out = transfer.await;
+    cluster_slurm_host::hooks::clear();
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "{name}: no swap"
+    );
+    out
+}
+
 fn swap_before_remote_open(
     name: &'static str,
     swap: String,
@@ -430,16 +441,15 @@ async fn a_file_swapped_for_a_link_mid_download_is_refused() {
     // Longer than the passwd file, so all of it would fit the listed size.
     p.sh(&format!("head -c 8192 /dev/urandom > {}/data.bin", p.run))
         .await;
-    let fired = swap_before_remote_open(
-        "/data.bin",
-        format!("ln -sfn /etc/passwd {}/data.bin", p.run),
-    );
     let t = transport();
     let ws = tempfile::tempdir().unwrap();
     let local = ws.path().join("data.bin");
-    let (got, took) = download(&t, &p.remote("data.bin"), &local).await;
-    cluster_slurm_host::hooks::clear();
-    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
+    let (got, took) = with_swap(
+        "/data.bin",
+        format!("ln -sfn /etc/passwd {}/data.bin", p.run),
+        download(&t, &p.remote("data.bin"), &local),
+    )
+    .await;
     let copied = local_contents(ws.path());
     assert!(
         !copied.contains("root:x:0:0"),
@@ -460,18 +470,17 @@ async fn a_file_swapped_for_a_link_mid_download_is_refused() {
 async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
     let p = Planted::new("uswap").await;
     p.sh(&format!("printf old > {}/target.bin", p.run)).await;
-    let fired = swap_before_remote_open(
-        "/target.bin",
-        format!("ln -sfn ~/{}/victim {}/target.bin", p.outside, p.run),
-    );
     let ws = tempfile::tempdir().unwrap();
     // Large enough to go over SFTP (small files travel in tar bundles).
     let big = ws.path().join("big.bin");
     std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
     let t = transport();
-    let (got, took) = upload(&t, &big, &p.remote("target.bin")).await;
-    cluster_slurm_host::hooks::clear();
-    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "no swap");
+    let (got, took) = with_swap(
+        "/target.bin",
+        format!("ln -sfn ~/{}/victim {}/target.bin", p.outside, p.run),
+        upload(&t, &big, &p.remote("target.bin")),
+    )
+    .await;
     p.assert_outside_untouched("upload-swap").await;
     assert_denied("upload-swap", got, took, "appeared at this name");
     p.remove().await;
@@ -500,21 +509,17 @@ async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
     let t = transport();
     let ws = tempfile::tempdir().unwrap();
     for (tree, when) in [("t1", "/t1/first"), ("t2", "/t2/sub/secret")] {
-        let fired = swap_before_remote_open(
+        let local = ws.path().join(tree);
+        let (got, took) = with_swap(
             when,
             format!(
                 "mv {r}/{tree}/sub {r}/{tree}/sub.orig && ln -s ~/{o} {r}/{tree}/sub",
                 r = p.run,
                 o = p.outside
             ),
-        );
-        let local = ws.path().join(tree);
-        let (got, took) = download(&t, &p.remote(tree), &local).await;
-        cluster_slurm_host::hooks::clear();
-        assert!(
-            fired.load(std::sync::atomic::Ordering::SeqCst),
-            "{tree}: no swap"
-        );
+            download(&t, &p.remote(tree), &local),
+        )
+        .await;
         let copied = local_contents(ws.path());
         assert!(
             // Reads stop at the listed size: any prefix of the outside file.
@@ -551,22 +556,20 @@ async fn a_directory_swapped_for_a_link_mid_upload_is_refused() {
             o = p.outside
         )
     };
-    let fired = swap_before_remote_open("/u1/first.bin", swap("u1"));
-    let (got, took) = upload(&t, &tree, &p.remote("u1")).await;
-    cluster_slurm_host::hooks::clear();
-    assert!(
-        fired.load(std::sync::atomic::Ordering::SeqCst),
-        "u1: no swap"
-    );
+    let (got, took) = with_swap(
+        "/u1/first.bin",
+        swap("u1"),
+        upload(&t, &tree, &p.remote("u1")),
+    )
+    .await;
     p.assert_outside_untouched("u1").await;
     assert_denied("u1", got, took, "nothing was written there");
-    let fired = swap_before_remote_open("/u2/sub/second.bin", swap("u2"));
-    let (got, took) = upload(&t, &tree, &p.remote("u2")).await;
-    cluster_slurm_host::hooks::clear();
-    assert!(
-        fired.load(std::sync::atomic::Ordering::SeqCst),
-        "u2: no swap"
-    );
+    let (got, took) = with_swap(
+        "/u2/sub/second.bin",
+        swap("u2"),
+        upload(&t, &tree, &p.remote("u2")),
+    )
+    .await;
     assert_denied("u2", got, took, "may have been written at");
     p.remove().await;
 }
