@@ -91,6 +91,11 @@ impl Confine {
         })
     }
 
+    /// The root as the grants give it (SFTP form).
+    pub fn given_root(&self) -> &str {
+        &self.given
+    }
+
     /// The root as the cluster resolved it.
     pub fn real_root(&self) -> &str {
         &self.real
@@ -133,25 +138,6 @@ impl Confine {
             return Err(self.outside(remote, &real));
         }
         Ok(real)
-    }
-
-    /// `path`, a resolved path a download planned (see
-    /// [`Confine::download_source`]), must still resolve to itself: a job
-    /// that swapped it, or a directory on the way to it, for a link while
-    /// the transfer runs makes it resolve elsewhere. Asked right before a
-    /// file is opened and again after it was read, so a swap in between is
-    /// caught too (what was read is then thrown away).
-    pub async fn still_itself(&self, sftp: &SftpSession, path: &str) -> Result<(), SshError> {
-        let real = sftp
-            .canonicalize(path.to_string())
-            .await
-            .map_err(|e| remote_err("resolving", path, e))?;
-        if real == path && self.holds(&real) {
-            return Ok(());
-        }
-        Err(SshError::Denied(format!(
-            "remote path {path} resolves to {real} on the cluster now: it, or a directory on the way to it, was swapped for a link during the transfer; nothing read from it was kept"
-        )))
     }
 
     /// The directory an upload writes `path` into must resolve inside the

@@ -240,7 +240,7 @@ pub async fn download(
             })
         });
         let mut expected = sftp::Expected::new(known, pending);
-        sftp::download_planned(&session, &plan, starts, Some(&mut expected), &confine).await
+        sftp::download_planned(conn, &session, &plan, starts, Some(&mut expected), &confine).await
     }
     .await;
     let _ = session.close().await;
@@ -794,7 +794,6 @@ mod tests {
                     size: 6,
                     mode: 0o644,
                     mtime: None,
-                    owner: None,
                 };
                 (i % 2, job)
             })
@@ -850,7 +849,6 @@ mod tests {
             size: 6,
             mode: 0o644,
             mtime: None,
-            owner: None,
         };
         let full = {
             use sha2::{Digest, Sha256};

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod confine;
 pub mod copy;
 pub mod exec;
+pub mod fetch;
 pub mod grants;
 pub mod hooks;
 pub mod local_fs;

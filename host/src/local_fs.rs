@@ -161,7 +161,9 @@ pub fn split(rel: &Path) -> io::Result<(PathBuf, OsString)> {
 /// Create `name` in `dir`, failing if anything at all is there already.
 pub fn create_new(dir: &Dir, name: &OsStr, mode: u32) -> io::Result<std::fs::File> {
     let mut options = OpenOptions::new();
+    // Readable too: a download hashes its partial file again through it.
     options
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(mode)

@@ -1,14 +1,16 @@
-//! File and directory transfers over one SFTP session.
+//! File and directory transfers: listings and uploads over one SFTP
+//! session, downloads' bytes over exec ([`crate::fetch`]).
 //!
 //! * Only regular files and directories are copied. Symbolic links (and devices,
 //!   sockets, ...) *inside* a directory tree are skipped, never followed,
 //!   counted in [`TransferStats::skipped`] and named in
 //!   [`TransferStats::skipped_names`]. Every remote path is held to the
 //!   profile's root by what it resolves to on the cluster ([`crate::confine`]):
-//!   a download reads the resolved source, which must be in the root, a
-//!   regular file (checked again on the opened handle) or a directory, and
-//!   at most the bytes listed; uploads write only into directories reached
-//!   inside the root and never through a symlink.
+//!   a download lists the resolved source, which must be in the root, a
+//!   regular file or a directory, and its bytes are read by a command that
+//!   decides in the read itself that it reads the listed name inside the
+//!   root ([`crate::fetch`]), at most the bytes listed; uploads write only
+//!   into directories reached inside the root and never through a symlink.
 //! * Uploads stream through a bounded buffer (russh-sftp pipelines up to 16 write
 //!   requests) and close each remote file with `shutdown`, which waits for every
 //!   write acknowledgement and the CLOSE reply. Missing remote parent directories
@@ -49,7 +51,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::confine::{Confine, FileAt};
 use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
-use crate::ssh::SshError;
+use crate::ssh::{Connection, SshError};
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
@@ -373,10 +375,6 @@ pub struct FileJob<L = PathBuf> {
     pub mode: u32,
     /// Modification time on the source side (seconds), when known.
     pub mtime: Option<u64>,
-    /// Downloads: the remote file's owner and group as listed, compared
-    /// with what the opened handle shows (a swap to someone else's file
-    /// between the listing and the open is refused).
-    pub owner: Option<(u32, u32)>,
 }
 
 /// Everything an upload will create, found by walking the local source once.
@@ -424,7 +422,6 @@ fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshE
                 size: meta.len(),
                 mode: meta.permissions().mode(),
                 mtime: None,
-                owner: None,
             }],
             ..UploadPlan::default()
         });
@@ -483,7 +480,6 @@ fn plan_upload_blocking(local: &Source, remote: &str) -> Result<UploadPlan, SshE
                     size: meta.len(),
                     mode: meta.permissions().mode(),
                     mtime: None,
-                    owner: None,
                 });
             } else {
                 plan.skipped += 1;
@@ -760,12 +756,6 @@ async fn upload_file(
     Ok((total, digest.finish()))
 }
 
-/// True when the opened file's owner and group are the listed ones (or the
-/// listing did not say).
-fn owner_matches(listed: Option<(u32, u32)>, opened: &FileAttributes) -> bool {
-    listed.is_none_or(|owner| opened.uid.zip(opened.gid) == Some(owner))
-}
-
 /// True when an opened file is exactly the one looked at by name: same
 /// type, size, modification time, owner, group and permissions.
 fn same_file(seen: &FileAttributes, opened: &FileAttributes) -> bool {
@@ -858,7 +848,6 @@ pub async fn plan_download(
         size: attrs.size.unwrap_or(0),
         mode: attrs.permissions.unwrap_or(0o644),
         mtime: attrs.mtime.map(u64::from),
-        owner: attrs.uid.zip(attrs.gid),
     };
     let local = target.rel().to_path_buf();
     let mut plan = DownloadPlan {
@@ -952,6 +941,7 @@ pub async fn plan_download(
 /// `target` (the destination path itself, not its parent), fetching every
 /// file whole and unverified.
 pub async fn download(
+    conn: &Connection,
     sftp: &SftpSession,
     remote: &str,
     target: &Target,
@@ -959,7 +949,7 @@ pub async fn download(
 ) -> Result<TransferStats, SshError> {
     let plan = plan_download(sftp, remote, target, confine).await?;
     let starts = plan.files.iter().map(|_| Start::Fresh).collect();
-    download_planned(sftp, &plan, starts, None, confine).await
+    download_planned(conn, sftp, &plan, starts, None, confine).await
 }
 
 /// The longest file name most local file systems take.
@@ -1048,6 +1038,7 @@ impl Drop for Expected {
 /// swapped for a symlink between the plan and a file's open is refused, not
 /// followed.
 pub async fn download_planned(
+    conn: &Connection,
     sftp: &SftpSession,
     plan: &DownloadPlan,
     starts: Vec<Start>,
@@ -1064,59 +1055,75 @@ pub async fn download_planned(
         skipped_names: plan.skipped_names.clone(),
         ..TransferStats::default()
     };
+    let mut todo = Vec::new();
     for (job, start) in plan.files.iter().zip(starts) {
         if start.kept().is_none() {
             stats.unchanged += 1;
-            continue;
+        } else {
+            todo.push((job, start));
         }
-        confine.still_itself(sftp, &job.remote).await?;
-        let mut fetched = download_file(sftp, base, job, start).await?;
-        if let Err(e) = confine.still_itself(sftp, &job.remote).await {
-            fetched.discard();
-            return Err(e);
-        }
-        let want = match expected.as_deref_mut() {
-            None => None,
-            Some(e) => match e.get(&job.remote).await? {
-                Some(want) => Some(want.clone()),
-                None => {
-                    fetched.discard();
-                    return Err(SshError::Remote(format!(
-                        "{}: the cluster could not hash it (unreadable, or gone), so it cannot be checked; nothing was replaced",
-                        job.remote
-                    )));
-                }
-            },
-        };
-        if let Some(want) = want {
-            if want != fetched.sha256 && fetched.resumed > 0 {
-                // The kept part was not a prefix of this file after all.
-                stats.bytes += fetched.bytes;
-                drop(fetched);
-                fetched = download_file(sftp, base, job, Start::Fresh).await?;
-                if let Err(e) = confine.still_itself(sftp, &job.remote).await {
-                    fetched.discard();
-                    return Err(e);
-                }
+    }
+    // In as few commands as the command length allows: each costs a
+    // login shell's start on the cluster.
+    let room = crate::fetch::room(confine);
+    let mut todo = todo.into_iter().peekable();
+    while todo.peek().is_some() {
+        let mut batch = Vec::new();
+        let mut len = 0;
+        while let Some((job, _)) = todo.peek() {
+            let more = crate::fetch::call_len(&job.remote);
+            if !batch.is_empty() && (batch.len() >= crate::fetch::FETCH_FILES || len + more > room)
+            {
+                break;
             }
-            if want != fetched.sha256 {
-                if changed_since_listed(sftp, job).await {
-                    stats.changing += 1;
+            len += more;
+            batch.extend(todo.next());
+        }
+        let fetched = fetch_files(conn, confine, base, &batch).await?;
+        for ((job, _), fetched) in batch.iter().zip(fetched) {
+            let mut fetched = fetched?;
+            let want = match expected.as_deref_mut() {
+                None => None,
+                Some(e) => match e.get(&job.remote).await? {
+                    Some(want) => Some(want.clone()),
+                    None => {
+                        fetched.discard();
+                        return Err(SshError::Remote(format!(
+                            "{}: the cluster could not hash it (unreadable, or gone), so it cannot be checked; nothing was replaced",
+                            job.remote
+                        )));
+                    }
+                },
+            };
+            if let Some(want) = want {
+                if want != fetched.sha256 && fetched.resumed > 0 {
+                    // The kept part was not a prefix of this file after all.
+                    stats.bytes += fetched.bytes;
+                    drop(fetched);
+                    let again = fetch_files(conn, confine, base, &[(*job, Start::Fresh)]).await?;
+                    fetched = again.into_iter().next().ok_or_else(|| {
+                        SshError::Remote(format!("{}: fetched again, but nothing came", job.remote))
+                    })??;
+                }
+                if want != fetched.sha256 {
+                    if changed_since_listed(sftp, job).await {
+                        stats.changing += 1;
+                    } else {
+                        fetched.discard();
+                        return Err(SshError::Remote(format!(
+                            "{}: SHA-256 differs after download (cluster {want}, received {}); nothing was replaced, download it again",
+                            job.remote, fetched.sha256
+                        )));
+                    }
                 } else {
-                    fetched.discard();
-                    return Err(SshError::Remote(format!(
-                        "{}: SHA-256 differs after download (cluster {want}, received {}); nothing was replaced, download it again",
-                        job.remote, fetched.sha256
-                    )));
+                    stats.verified += 1;
                 }
-            } else {
-                stats.verified += 1;
             }
+            fetched.place()?;
+            stats.bytes += fetched.bytes;
+            stats.resumed_bytes += fetched.resumed;
+            stats.files += 1;
         }
-        fetched.place()?;
-        stats.bytes += fetched.bytes;
-        stats.resumed_bytes += fetched.resumed;
-        stats.files += 1;
     }
     Ok(stats)
 }
@@ -1255,128 +1262,150 @@ fn open_partial(
     Err(busy())
 }
 
-/// Fetch one file into its partial file (from `offset` on when resuming).
-async fn download_file(
-    sftp: &SftpSession,
+/// A file's partial, opened and positioned, waiting for its bytes.
+struct Waiting {
+    dir: Dir,
+    name: OsString,
+    partial: OsString,
+    shown: PathBuf,
+    offset: u64,
+    lock: std::fs::File,
+}
+
+/// Fetch `batch` into the files' partial files (each from its kept part on
+/// when resuming) in one command ([`crate::fetch`]: the cluster decides in
+/// the read itself that it reads the listed file inside the root). The
+/// outer error is the command's; a file's own refusal is its entry, and
+/// its partial file is gone then.
+async fn fetch_files(
+    conn: &Connection,
+    confine: &Confine,
     base: &Base,
-    job: &FileJob,
-    start: Start,
-) -> Result<Fetched, SshError> {
-    let remote = job.remote.as_str();
-    let shown = base.show(&job.local);
-    let (parent, name) =
-        local_fs::split(&job.local).map_err(|e| local_err("placing", &shown, e))?;
-    let partial_rel = partial_path(&job.local)?;
-    let partial = partial_rel
-        .file_name()
-        .map(OsStr::to_os_string)
-        .unwrap_or_default();
-    crate::hooks::at(crate::hooks::Point::BeforeOpen(&shown));
-    let dir = walk_blocking(base, &parent, Create::Yes).await?;
-    match dir.symlink_metadata(&name) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(SshError::LocalIo(format!(
-                "{} is a symbolic link; refusing to write through it",
-                shown.display()
-            )));
+    batch: &[(&FileJob, Start)],
+) -> Result<Vec<Result<Fetched, SshError>>, SshError> {
+    use crate::fetch::{Slot, Want};
+    let mut waiting = Vec::with_capacity(batch.len());
+    let mut slots = Vec::with_capacity(batch.len());
+    let mut wants = Vec::with_capacity(batch.len());
+    for (job, start) in batch {
+        let shown = base.show(&job.local);
+        let (parent, name) =
+            local_fs::split(&job.local).map_err(|e| local_err("placing", &shown, e))?;
+        let partial = partial_path(&job.local)?
+            .file_name()
+            .map(OsStr::to_os_string)
+            .unwrap_or_default();
+        crate::hooks::at(crate::hooks::Point::BeforeOpen(&shown));
+        let dir = walk_blocking(base, &parent, Create::Yes).await?;
+        match dir.symlink_metadata(&name) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(SshError::LocalIo(format!(
+                    "{} is a symbolic link; refusing to write through it",
+                    shown.display()
+                )));
+            }
+            Ok(m) if m.is_dir() => {
+                return Err(SshError::LocalIo(format!(
+                    "{} exists and is a directory",
+                    shown.display()
+                )));
+            }
+            _ => {}
         }
-        Ok(m) if m.is_dir() => {
-            return Err(SshError::LocalIo(format!(
-                "{} exists and is a directory",
-                shown.display()
-            )));
-        }
-        _ => {}
+        let (offset, digest) = match start {
+            Start::Resume { offset, prefix } => (*offset, prefix.clone()),
+            _ => (0, Sha256::new()),
+        };
+        let mode = (job.mode & 0o777) | 0o600;
+        let (mut file, kept) = open_partial(&dir, &partial, mode, offset > 0, &shown)?;
+        // A partial that could not be kept starts from nothing.
+        let (offset, digest) = if kept {
+            (offset, digest)
+        } else {
+            (0, Sha256::new())
+        };
+        let lock = file
+            .try_clone()
+            .map_err(|e| local_err("opening", &shown, e))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+            .map_err(|e| local_err("seeking in", &shown, e))?;
+        slots.push(Slot { file, digest });
+        wants.push(Want {
+            remote: job.remote.as_str(),
+            skip: offset,
+            // At most the size listed (and checked against the cap): a
+            // file that grew since is kept as listed and shows as `changing`.
+            count: job.size.saturating_sub(offset),
+        });
+        waiting.push(Waiting {
+            dir,
+            name,
+            partial,
+            shown,
+            offset,
+            lock,
+        });
     }
-    let (offset, digest) = match start {
-        Start::Resume { offset, prefix } => (offset, prefix),
-        _ => (0, Sha256::new()),
-    };
-    // Opened first: a file the cluster will not give leaves nothing behind.
-    crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
-    let mut src = sftp
-        .open(remote.to_string())
-        .await
-        .map_err(|e| remote_err("opening", remote, e))?;
-    // What was opened, asked of the handle (fstat): a regular file, or
-    // nothing is read (a device or FIFO swapped in after the listing).
-    // Its owner must be the listed one: SFTP opens by name and follows a
-    // link, and has no inode to compare, so a job that swaps a listed file
-    // for a link to another user's file (root's `/etc/shadow`) in the
-    // instant between listing and open is caught here.
-    match src.metadata().await {
-        Ok(m) if m.file_type() == FileType::File && owner_matches(job.owner, &m) => {}
-        Ok(m) if m.file_type() == FileType::File => {
-            let _ = src.shutdown().await;
-            return Err(SshError::Denied(format!(
-                "{remote} belongs to another owner than when it was listed (a link swapped in?); nothing was read from it"
-            )));
-        }
-        Ok(_) => {
-            let _ = src.shutdown().await;
-            return Err(SshError::Denied(format!(
-                "{remote} is no longer a regular file on the cluster (it was when listed); nothing was read from it"
-            )));
-        }
+    for want in &wants {
+        crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(want.remote));
+    }
+    let got = match crate::fetch::fetch(conn, confine, &wants, &mut slots).await {
+        Ok(got) => got,
         Err(e) => {
-            let _ = src.shutdown().await;
-            return Err(remote_err("stat", remote, e));
+            // What arrived stays for the next download to resume; a
+            // partial that got nothing is not left behind.
+            for w in &waiting {
+                if w.lock.metadata().is_ok_and(|m| m.len() == 0) {
+                    let _ = w.dir.remove_file(&w.partial);
+                }
+            }
+            return Err(e);
         }
-    }
-    let mode = (job.mode & 0o777) | 0o600;
-    let (file, kept) = open_partial(&dir, &partial, mode, offset > 0, &shown)?;
-    // A partial that could not be kept starts from nothing.
-    let (offset, mut digest) = if kept {
-        (offset, digest)
-    } else {
-        (0, Sha256::new())
     };
-    let guard = file
-        .try_clone()
-        .map_err(|e| local_err("opening", &shown, e))?;
-    let mut dst = tokio::fs::File::from_std(file);
-    let result: Result<u64, SshError> = async {
-        if offset > 0 {
-            dst.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| local_err("seeking in", &shown, e))?;
-            src.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| remote_io_err("seeking in", remote, e))?;
+    let mut out = Vec::with_capacity(got.len());
+    for ((w, slot), (got, want)) in waiting
+        .into_iter()
+        .zip(slots)
+        .zip(got.into_iter().zip(&wants))
+    {
+        let fetched = async {
+            let n = got?;
+            let mut sha256 = hex(&slot.digest.finalize());
+            if n < want.count {
+                // It shrank since the listing (or stopped being a regular
+                // file): the zeros after its bytes go, the hash is of the rest.
+                let len = w.offset + n;
+                w.lock
+                    .set_len(len)
+                    .map_err(|e| local_err("truncating", &w.shown, e))?;
+                let clone = w
+                    .lock
+                    .try_clone()
+                    .map_err(|e| local_err("opening", &w.shown, e))?;
+                sha256 = hex_of(&hash_prefix(clone, &w.shown, len).await?);
+            }
+            Ok::<_, SshError>((n, sha256))
         }
-        // At most the size listed (and checked against the cap): a file
-        // that grew since is kept as listed and shows as `changing`.
-        let total = pump(
-            &mut (&mut src).take(job.size.saturating_sub(offset)),
-            &mut dst,
-            &mut digest,
-            |e| remote_io_err("reading", remote, e),
-            |e| local_err("writing", &shown, e),
-        )
-        .await?;
-        dst.flush()
-            .await
-            .map_err(|e| local_err("writing", &shown, e))?;
-        Ok(total)
+        .await;
+        out.push(match fetched {
+            Ok((bytes, sha256)) => Ok(Fetched {
+                dir: w.dir,
+                name: w.name,
+                partial: w.partial,
+                shown: w.shown,
+                bytes,
+                resumed: w.offset,
+                sha256,
+                _lock: w.lock,
+            }),
+            Err(e) => {
+                // Nothing of a refused file is kept (its partial holds zeros).
+                let _ = w.dir.remove_file(&w.partial);
+                Err(e)
+            }
+        });
     }
-    .await;
-    let _ = src.shutdown().await;
-    // Also when the fetch broke off: tokio finishes a write in the
-    // background after it returns, and the partial file must hold every byte
-    // received before anyone (the next download, resuming) looks at it.
-    let _ = dst.flush().await;
-    drop(dst);
-    // An interrupted fetch keeps its partial file: the next download resumes it.
-    Ok(Fetched {
-        dir,
-        name,
-        partial,
-        shown,
-        bytes: result?,
-        resumed: offset,
-        sha256: hex(&digest.finalize()),
-        _lock: guard,
-    })
+    Ok(out)
 }
 
 #[cfg(test)]

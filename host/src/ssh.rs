@@ -997,12 +997,58 @@ impl Connection {
         timeout: Duration,
         output_cap: usize,
     ) -> Result<ExecResult, SshError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        self.run(
+            command,
+            stdin,
+            Stdout::Keep(output_cap),
+            output_cap,
+            Wait::Total(timeout),
+        )
+        .await
+    }
+
+    /// Run `command` with no input, handing its stdout to `sink` as it
+    /// arrives (nothing of it is kept in the result) and keeping up to
+    /// `stderr_cap` bytes of stderr. For output of any length (a
+    /// download's bytes): there is no deadline for the whole command, but
+    /// starting it is bounded by `idle`, and so is every wait for the next
+    /// message. An error from `sink` stops the command (as a timeout does)
+    /// and is returned.
+    pub async fn exec_to(
+        &self,
+        command: &str,
+        idle: Duration,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<(), SshError> + Send),
+        stderr_cap: usize,
+    ) -> Result<ExecResult, SshError> {
+        self.run(
+            command,
+            None,
+            Stdout::Sink(sink),
+            stderr_cap,
+            Wait::Idle(idle),
+        )
+        .await
+    }
+
+    async fn run(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        mut stdout: Stdout<'_>,
+        stderr_cap: usize,
+        wait: Wait,
+    ) -> Result<ExecResult, SshError> {
+        let (limit, idle) = match wait {
+            Wait::Total(t) => (t, None),
+            Wait::Idle(t) => (t, Some(t)),
+        };
+        let deadline = tokio::time::Instant::now() + limit;
         let timed_out = |what: &str| {
             SshError::Timeout(format!(
                 "command on {} {what} within {}s: {}",
                 self.inner.target,
-                timeout.as_secs_f64(),
+                limit.as_secs_f64(),
                 abbreviate(command, 200)
             ))
         };
@@ -1028,8 +1074,28 @@ impl Connection {
             Err(_) => return Err(timed_out("could not start")),
         };
         let (mut read, write) = channel.split();
-        let run = run_exec(&mut read, &write, command, stdin, output_cap);
-        match tokio::time::timeout_at(deadline, run).await {
+        let run = run_exec(
+            &mut read,
+            &write,
+            command,
+            stdin,
+            &mut stdout,
+            stderr_cap,
+            idle,
+        );
+        let outcome = match idle {
+            // Bounded message by message instead (inside `run_exec`).
+            Some(_) => Ok(run.await),
+            None => tokio::time::timeout_at(deadline, run).await,
+        };
+        let stop = || async {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.close().await;
+            })
+            .await;
+        };
+        match outcome {
             Ok(Ok(res)) => {
                 if res.exit_code.is_none() && res.exit_signal.is_none() && self.is_closed() {
                     return Err(SshError::Connection(format!(
@@ -1039,19 +1105,22 @@ impl Connection {
                 }
                 Ok(res)
             }
-            Ok(Err(e)) => Err(match e {
-                SshError::Connection(m) if self.is_closed() => SshError::Connection(format!(
-                    "connection to {} was lost: {m}",
-                    self.inner.target
-                )),
-                other => other,
-            }),
-            Err(_) => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    let _ = write.signal(Sig::KILL).await;
-                    let _ = write.close().await;
+            Ok(Err(e)) => {
+                if !self.is_closed() {
+                    // A sink that gave up, or no message for `idle`.
+                    stop().await;
+                }
+                Err(match e {
+                    SshError::Connection(m) if self.is_closed() => SshError::Connection(format!(
+                        "connection to {} was lost: {m}",
+                        self.inner.target
+                    )),
+                    SshError::Timeout(_) => timed_out("went silent (no output)"),
+                    other => other,
                 })
-                .await;
+            }
+            Err(_) => {
+                stop().await;
                 Err(timed_out("did not finish"))
             }
         }
@@ -1144,12 +1213,44 @@ fn push_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool)
     buf.extend(data.iter().take(room));
 }
 
+/// Where a command's stdout goes.
+enum Stdout<'a> {
+    /// Into the result, up to this many bytes.
+    Keep(usize),
+    /// To this function, as it arrives.
+    Sink(&'a mut (dyn FnMut(&[u8]) -> Result<(), SshError> + Send)),
+}
+
+/// How long a command may take.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// In all.
+    Total(Duration),
+    /// Between two messages (and to start).
+    Idle(Duration),
+}
+
+/// The channel's next message, waiting at most `idle` when given.
+async fn next_message(
+    read: &mut ChannelReadHalf,
+    idle: Option<Duration>,
+) -> Result<Option<ChannelMsg>, SshError> {
+    match idle {
+        Some(idle) => tokio::time::timeout(idle, read.wait())
+            .await
+            .map_err(|_| SshError::Timeout(format!("no output for {}s", idle.as_secs()))),
+        None => Ok(read.wait().await),
+    }
+}
+
 async fn run_exec(
     read: &mut ChannelReadHalf,
     write: &ChannelWriteHalf<client::Msg>,
     command: &str,
     stdin: Option<&[u8]>,
-    cap: usize,
+    stdout: &mut Stdout<'_>,
+    stderr_cap: usize,
+    idle: Option<Duration>,
 ) -> Result<ExecResult, SshError> {
     write.exec(true, command).await?;
     // stdin is written concurrently with reading so that a command which produces a
@@ -1175,15 +1276,18 @@ async fn run_exec(
                 let _ = r;
                 writer_done = true;
             }
-            msg = read.wait() => {
-                match msg {
+            msg = next_message(read, idle) => {
+                match msg? {
                     None => break,
-                    Some(ChannelMsg::Data { data }) => {
-                        push_capped(&mut res.stdout, &data, cap, &mut res.stdout_truncated);
-                    }
+                    Some(ChannelMsg::Data { data }) => match stdout {
+                        Stdout::Keep(cap) => {
+                            push_capped(&mut res.stdout, &data, *cap, &mut res.stdout_truncated);
+                        }
+                        Stdout::Sink(sink) => sink(&data)?,
+                    },
                     Some(ChannelMsg::ExtendedData { data, ext }) => {
                         if ext == 1 {
-                            push_capped(&mut res.stderr, &data, cap, &mut res.stderr_truncated);
+                            push_capped(&mut res.stderr, &data, stderr_cap, &mut res.stderr_truncated);
                         }
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {

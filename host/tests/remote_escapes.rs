@@ -427,35 +427,43 @@ fn swap_before_remote_open(
     fired
 }
 
-/// A listed file swapped for a link to root's `/etc/passwd` in the instant
-/// between the listing and the open (driven by the `BeforeRemoteOpen`
-/// hook, no timing) is refused: SFTP opens by name and follows the link,
-/// but the opened handle's owner is not the listed one. Nothing lands in
-/// the workspace. Negative control (done): with `owner_matches` always
-/// true, the download "succeeded" and the local file held the testbed's
-/// passwd (`root:x:0:0`; the hash check passed, since the cluster hashed
-/// the same link).
+/// A listed file swapped for a link between the listing and the read
+/// (driven by the `BeforeRemoteOpen` hook, no timing) is refused, whoever
+/// owns what the link leads to: root's `/etc/passwd`, or the cluster user's
+/// own file outside the root (which an owner check of an SFTP handle could
+/// not tell from the listed file). The command that reads decides it in the
+/// read: `dd iflag=nofollow` of `./NAME` in the directory it entered with
+/// `cd -P`. Nothing lands in the workspace. Negative control (run): with
+/// `[ ! -L "./$2" ]` and `nofollow` taken out of `fetch::FETCH_FN`, the
+/// first download "succeeded" (as a file that changed while read) and the
+/// local file held the passwd (`root:x:0:0:root:/root:/bin/bash`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_swapped_for_a_link_mid_download_is_refused() {
     let p = Planted::new("dswap").await;
-    // Longer than the passwd file, so all of it would fit the listed size.
-    p.sh(&format!("head -c 8192 /dev/urandom > {}/data.bin", p.run))
-        .await;
     let t = transport();
     let ws = tempfile::tempdir().unwrap();
-    let local = ws.path().join("data.bin");
-    let (got, took) = with_swap(
-        "/data.bin",
-        format!("ln -sfn /etc/passwd {}/data.bin", p.run),
-        download(&t, &p.remote("data.bin"), &local),
-    )
-    .await;
-    let copied = local_contents(ws.path());
-    assert!(
-        !copied.contains("root:x:0:0"),
-        "passwd downloaded: {copied}"
-    );
-    assert_denied("download-swap", got, took, "another owner");
+    for (case, target, secret) in [
+        ("root-owned", "/etc/passwd".to_string(), "root:x:0:0"),
+        ("same-owner", format!("~/{}/victim", p.outside), VICTIM),
+    ] {
+        // Longer than either target, so all of it would fit the listed size.
+        p.sh(&format!(
+            "rm -f {r}/data.bin && head -c 8192 /dev/urandom > {r}/data.bin",
+            r = p.run
+        ))
+        .await;
+        let local = ws.path().join(case);
+        let (got, took) = with_swap(
+            "/data.bin",
+            format!("ln -sfn {target} {}/data.bin", p.run),
+            download(&t, &p.remote("data.bin"), &local),
+        )
+        .await;
+        let copied = local_contents(ws.path());
+        assert!(!copied.contains(secret), "{case}: downloaded: {copied}");
+        assert_denied(case, got, took, "no longer a regular file");
+        assert!(!local.exists(), "{case}: {copied}");
+    }
     p.remove().await;
 }
 
@@ -487,15 +495,14 @@ async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
 }
 
 /// A directory of a downloaded tree swapped for a link to an outside
-/// directory (same owner, so the handle's owner check passes) while the
-/// download runs: swapped while an earlier file is fetched, the next file's
-/// path no longer resolves to itself before its open; swapped right before
-/// a file's own open, it is caught after the read and what was read is
-/// thrown away. Either way nothing from outside lands in the workspace.
-/// Negative control (run): with the `Confine::still_itself` checks
-/// removed from `download_planned`, the first download "succeeded"
-/// (`changing: 1`) and its local `sub/secret` held the outside file's
-/// first bytes (`VICT`, as many as the listed size).
+/// directory (same owner) after the listing, right before the command that
+/// reads the tree's files runs (hooked at the first file, `t1`, or at the
+/// file in that directory, `t2`): the command enters each file's directory
+/// with `cd -P` and finds it outside the root, so nothing of that file is
+/// read, and nothing from outside lands in the workspace. Negative control
+/// (run): with the `case "$p/"` check taken out of `fetch::FETCH_FN`, both
+/// downloads "succeeded" and their local `sub/secret` held the outside
+/// file's first bytes (`VICT`, as many as the listed size).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
     let p = Planted::new("ddir").await;
@@ -684,5 +691,77 @@ async fn a_root_swapped_for_a_link_or_a_resume_into_a_hard_link_is_refused() {
     assert!(outside.starts_with("2097152"), "{outside}");
     let inside = p.sh(&format!("wc -c < {}/hl.bin", p.run)).await;
     assert_eq!(inside.trim(), "2097158");
+    p.remove().await;
+}
+
+/// A job that swaps files and directories of its run directory for links
+/// out of the root in a tight loop, the whole time a tree is downloaded
+/// again and again, never gets a byte from outside into the workspace:
+/// whichever instant a swap lands in, the command that reads is inside the
+/// directory it entered and opens the name itself without following. (A
+/// race, so it shows that no window is left open often enough to find, not
+/// that none exists: the deterministic tests above pin each case.) Each
+/// download either arrives with the tree's own bytes, or fails naming what
+/// it found. Negative control (run): with the `case "$p/"` check and the
+/// `[ ! -L ]` test and `nofollow` taken out of `fetch::FETCH_FN`, the
+/// victim's contents reached the workspace in the fifth round (files of
+/// the swapped directory, placed before the call failed on another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_swapping_links_in_a_loop_never_gets_a_download_out() {
+    let p = Planted::new("loop").await;
+    // Outside: files named like the tree's, holding the victim's text.
+    p.sh(&format!(
+        "mkdir -p {r}/t/d && for i in 1 2 3 4 5 6 7 8; do printf {VICTIM} > {o}/f$i; printf mine-$i > {r}/t/d/f$i; printf top-$i > {r}/t/f$i; done",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    // The job: for about a minute at most, swap a file and the directory
+    // for links out and back, as fast as the shell goes.
+    p.sh(&format!(
+        "cd {r}/t || exit 1; nohup timeout 60 sh -c 'while :; do ln -sfn ~/{o}/f3 l && mv -T l f3; printf top-3 > n && mv -T n f3; mv -T d d.o && ln -sfn ~/{o} d; rm d && mv -T d.o d; done' </dev/null >/dev/null 2>&1 & echo $! > ~/{r}/loop.pid",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let (mut arrived, mut refused) = (0, 0);
+    for round in 0..24 {
+        let local = ws.path().join(format!("r{round}"));
+        let (got, _) = download(&t, &p.remote("t"), &local).await;
+        let copied = local_contents(&local);
+        assert!(
+            !copied.contains(&VICTIM[..4]),
+            "round {round}: outside bytes downloaded ({got:?}): {copied}"
+        );
+        match got {
+            Ok(_) => arrived += 1,
+            Err(e) => {
+                let m = e.to_string().to_lowercase();
+                assert!(
+                    [
+                        "regular file",
+                        "outside remoteroot",
+                        "can no longer be entered",
+                        "sha-256",
+                        "could not hash",
+                        "no such file",
+                        "not a directory",
+                    ]
+                    .iter()
+                    .any(|n| m.contains(n)),
+                    "round {round}: {m}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    p.sh(&format!(
+        "kill $(cat {r}/loop.pid) 2>/dev/null; sleep 0.2; true",
+        r = p.run
+    ))
+    .await;
+    eprintln!("{arrived} downloads arrived, {refused} refused");
     p.remove().await;
 }

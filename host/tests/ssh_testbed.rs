@@ -670,7 +670,7 @@ async fn sftp_tree_round_trip() {
 
     let dst = d.path().join("down/x/y");
     let start = Instant::now();
-    let down = sftp::download(&s, &remote, &dst_of(&dst), &confine)
+    let down = sftp::download(&c, &s, &remote, &dst_of(&dst), &confine)
         .await
         .unwrap();
     eprintln!("download: {down:?} in {:?}", start.elapsed());
@@ -717,6 +717,7 @@ async fn sftp_tree_round_trip() {
     assert_eq!((st.files, st.bytes), (1, 6));
     std::fs::write(d.path().join("existing"), "old contents that are longer").unwrap();
     let st = sftp::download(
+        &c,
         &s,
         &format!("{remote_root}/single/dir/a.txt"),
         &dst_of(&d.path().join("existing")),
@@ -732,6 +733,7 @@ async fn sftp_tree_round_trip() {
 
     // Errors.
     let e = sftp::download(
+        &c,
         &s,
         &format!("{remote_root}/nope.txt"),
         &dst_of(&d.path().join("nope")),
@@ -747,6 +749,7 @@ async fn sftp_tree_round_trip() {
     std::os::unix::fs::symlink(d.path().join("target-of-link"), d.path().join("dest-link"))
         .unwrap();
     let e = sftp::download(
+        &c,
         &s,
         &format!("{remote_root}/single/dir/a.txt"),
         &dst_of(&d.path().join("dest-link")),
@@ -779,6 +782,7 @@ async fn sftp_tree_round_trip() {
     .await
     .unwrap();
     let e = sftp::download(
+        &c,
         &s,
         &format!("{remote_root}/locked"),
         &dst_of(&d.path().join("locked")),
