@@ -58,11 +58,14 @@ const BANNER_MAX: usize = 64 << 10;
 const ROOT_REFUSED: i32 = 97;
 
 /// `g DIR NAME SKIP COUNT`: COUNT bytes on stdout, always (the file's, then
-/// zeros), and on stderr `cs-fetch`, what `dd` said, `cs-status CODE`.
+/// zeros), and on stderr `$m fetch`, what `dd` said, `$m status CODE`
+/// (`$m`: the command's marker, so nothing a login shell prints to stderr
+/// counts as a status; `dd` quotes the names in its messages, and the one
+/// path the function prints has its newlines replaced).
 /// Codes: 0 read (dd's count says how much), 3 the directory cannot be
-/// entered, 4 it resolves outside `$r` (`cs-outside PATH` first), 5 the
+/// entered, 4 it resolves outside `$r` (`$m outside PATH` first), 5 the
 /// name is not a regular file; anything else is `dd`'s.
-const FETCH_FN: &str = r#"g() { printf 'cs-fetch\n' >&2; { ( cd -P -- "$1" 2>/dev/null || exit 3; p=$(pwd -P); case "$p/" in "$r"/*) ;; *) printf 'cs-outside %s\n' "$p" >&2; exit 4;; esac; [ -f "./$2" ] && [ ! -L "./$2" ] || exit 5; exec dd if="./$2" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$3" count="$4" bs=262144 ); printf 'cs-status %s\n' "$?" >&2; head -c "$4" /dev/zero; } | head -c "$4"; };"#;
+const FETCH_FN: &str = r#"g() { printf '%s fetch\n' "$m" >&2; { ( cd -P -- "$1" 2>/dev/null || exit 3; p=$(pwd -P); case "$p/" in "$r"/*) ;; *) printf '%s outside %s\n' "$m" "$(printf '%s' "$p" | tr '\n' '?')" >&2; exit 4;; esac; [ -f "./$2" ] && [ ! -L "./$2" ] || exit 5; exec dd if="./$2" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$3" count="$4" bs=262144 ); printf '%s status %s\n' "$m" "$?" >&2; head -c "$4" /dev/zero; } | head -c "$4"; };"#;
 
 /// Read `wants` into `slots` (one each, in order) in one command. The
 /// outer error is the whole command's (the connection, the root); each
@@ -97,7 +100,7 @@ pub async fn fetch(
             &crate::confine::shown(confine.given_root()),
         )));
     }
-    let said = statuses(&stderr);
+    let said = statuses(&stderr, &nonce);
     if said.len() < wants.len() || !demux.done() {
         return Err(SshError::Remote(format!(
             "reading files on the cluster ended after {} of {} (exit {:?}): {}",
@@ -117,7 +120,7 @@ pub async fn fetch(
 /// The command that reads `wants`.
 fn command(confine: &Confine, nonce: &str, wants: &[Want<'_>]) -> String {
     let mut cmd = format!(
-        "LC_ALL=C; export LC_ALL; unset CDPATH; {} r={}; r=${{r%/}}; {FETCH_FN} printf '%s\\n' {nonce};",
+        "LC_ALL=C; export LC_ALL; unset CDPATH; {} r={}; r=${{r%/}}; m={nonce}; {FETCH_FN} printf '%s\\n' \"$m\";",
         crate::remote_confine::root_check(
             &crate::confine::root_word(confine.given_root()),
             &format!("exit {ROOT_REFUSED}")
@@ -169,20 +172,24 @@ struct Status {
     said: Vec<String>,
 }
 
-/// The per-file statuses in stderr, in order.
-fn statuses(stderr: &str) -> Vec<Status> {
+/// The per-file statuses in stderr, in order: the lines after each
+/// `NONCE fetch`, until the next.
+fn statuses(stderr: &str, nonce: &str) -> Vec<Status> {
     let mut out: Vec<Status> = Vec::new();
     for line in stderr.lines() {
-        if line == "cs-fetch" {
+        let ours = line
+            .strip_prefix(nonce)
+            .and_then(|rest| rest.strip_prefix(' '));
+        if ours == Some("fetch") {
             out.push(Status::default());
             continue;
         }
         let Some(status) = out.last_mut() else {
             continue;
         };
-        if let Some(code) = line.strip_prefix("cs-status ") {
+        if let Some(code) = ours.and_then(|o| o.strip_prefix("status ")) {
             status.code = code.trim().parse().ok();
-        } else if let Some(path) = line.strip_prefix("cs-outside ") {
+        } else if let Some(path) = ours.and_then(|o| o.strip_prefix("outside ")) {
             status.outside = Some(path.to_string());
         } else if let Some(n) = line
             // `1 byte copied`, `0 bytes copied`, `5 bytes (5 B) copied`.
@@ -354,11 +361,12 @@ mod tests {
 
     #[test]
     fn statuses_are_read_per_file_whatever_dd_prints() {
-        let stderr = "banner\ncs-fetch\n0+1 records in\n0+1 records out\n5 bytes copied, 0.0001 s, 31.6 kB/s\ncs-status 0\n\
-cs-fetch\ncs-outside /home/u\ncs-status 4\ncs-fetch\ndd: failed to open './p': Too many levels of symbolic links\ncs-status 1\n\
-cs-fetch\n3 bytes (3 B) copied, 1 s, 3 B/s\ncs-status 0\ncs-fetch\n1 byte copied, 1 s, 1 B/s\ncs-status 0\n";
-        let s = statuses(stderr);
-        assert_eq!(s.len(), 5);
+        let stderr = "banner\ncs-fetch\nN fetch\n0+1 records in\n0+1 records out\n5 bytes copied, 0.0001 s, 31.6 kB/s\ncs-status 9\nN status 0\n\
+N fetch\nN outside /home/u\nN status 4\nN fetch\ndd: failed to open './p': Too many levels of symbolic links\nN status 1\n\
+N fetch\n3 bytes (3 B) copied, 1 s, 3 B/s\nN status 0\nN fetch\n1 byte copied, 1 s, 1 B/s\nN status 0\n";
+        let s = statuses(stderr, "N");
+        assert_eq!(s.len(), 5, "{s:?}");
+        // A status line without the marker (a shell's, a file name's) is not one.
         assert_eq!((s[0].code, s[0].bytes), (Some(0), Some(5)));
         assert_eq!(s[1].outside.as_deref(), Some("/home/u"));
         assert_eq!(s[2].code, Some(1));
