@@ -890,6 +890,17 @@ pub async fn plan_download(
         }
         for entry in entries {
             let name = entry.file_name();
+            if name.contains(char::REPLACEMENT_CHARACTER) {
+                // russh-sftp decodes names lossily: `x\xffy` reads as
+                // `x\u{FFFD}y`, which is another name the cluster may hold
+                // too (a job can make both). Not fetched by a spelling that
+                // is not its own: skipped and named, like a link.
+                plan.skipped += 1;
+                if plan.skipped_names.len() < SKIPPED_NAMES {
+                    plan.skipped_names.push(remote_join(&rdir, &name));
+                }
+                continue;
+            }
             check_remote_name(&rdir, &name)?;
             let rpath = remote_join(&rdir, &name);
             let lpath = ldir.join(&name);

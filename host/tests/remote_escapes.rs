@@ -765,3 +765,48 @@ async fn a_job_swapping_links_in_a_loop_never_gets_a_download_out() {
     eprintln!("{arrived} downloads arrived, {refused} refused");
     p.remove().await;
 }
+
+/// A name that is not UTF-8 (`x\377y`) is listed by SFTP with U+FFFD in
+/// place of the byte, which is another name a job can make beside it
+/// (`x\u{FFFD}y`, the bytes `EF BF BD`): both are skipped and named, never
+/// fetched by a spelling that is not their own, and the rest of the tree
+/// arrives. Negative control (run): without the U+FFFD skip in
+/// `plan_download`, the listing held `x\u{FFFD}y` twice, both were
+/// fetched by that one spelling into one partial file, and the call failed
+/// with "x\u{FFFD}y: another download to this destination is in progress".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_are_not_utf8_are_skipped_and_named() {
+    let p = Planted::new("utf8").await;
+    p.sh(&format!(
+        "mkdir -p {r}/t && printf bytes > {r}/t/x$(printf '\\377')y && printf other > {r}/t/x$(printf '\\357\\277\\275')y && printf plain > {r}/t/ok.txt",
+        r = p.run
+    ))
+    .await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let local = ws.path().join("t");
+    let (got, _) = download(&t, &p.remote("t"), &local).await;
+    let moved = got.unwrap();
+    assert_eq!((moved.files, moved.skipped), (1, 2), "{moved:?}");
+    assert_eq!(
+        std::fs::read_to_string(local.join("ok.txt")).unwrap(),
+        "plain"
+    );
+    assert_eq!(
+        std::fs::read_dir(&local).unwrap().count(),
+        1,
+        "{}",
+        local_contents(&local)
+    );
+    assert_eq!(
+        moved
+            .skipped_names
+            .iter()
+            .filter(|n| n.ends_with("/t/x\u{FFFD}y"))
+            .count(),
+        2,
+        "{:?}",
+        moved.skipped_names
+    );
+    p.remove().await;
+}
