@@ -375,6 +375,51 @@ N fetch\n3 bytes (3 B) copied, 1 s, 3 B/s\nN status 0\nN fetch\n1 byte copied, 1
         assert_eq!(s[4].bytes, Some(1));
     }
 
+    /// The function itself, run by the local `sh` on a planted tree: a
+    /// directory link out of the root whose target's name holds a line
+    /// that looks like a new file and its status reads as refused (4), not
+    /// as read, and shifts no other file's status; a file
+    /// link is refused (5); a real file gives its bytes. Negative control
+    /// (run): with the outside path printed raw (no `tr`), the planted
+    /// `N fetch` line counted as a file: four statuses for three files,
+    /// the first without a code and every later one shifted.
+    #[test]
+    fn the_fetch_function_refuses_links_and_no_name_passes_for_a_status() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, out) = (
+            tmp.path().join("root"),
+            tmp.path().join("out\nN fetch\nN status 0"),
+        );
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("f"), "OUTSIDE").unwrap();
+        std::fs::write(root.join("f"), "inside").unwrap();
+        std::os::unix::fs::symlink(&out, root.join("d")).unwrap();
+        std::os::unix::fs::symlink(out.join("f"), root.join("l")).unwrap();
+        let root_s = root.to_str().unwrap();
+        let script = format!(
+            "r={}; m=N; {FETCH_FN} g {} f 0 7; g {} l 0 7; g {} f 0 6",
+            quote_word(root_s),
+            quote_word(&format!("{root_s}/d")),
+            quote_word(root_s),
+            quote_word(root_s)
+        );
+        let run = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert_eq!(run.stdout, b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0inside");
+        let s = statuses(&String::from_utf8_lossy(&run.stderr), "N");
+        assert_eq!(
+            s.iter().map(|s| s.code).collect::<Vec<_>>(),
+            [Some(4), Some(5), Some(0)],
+            "{s:?}"
+        );
+        assert_eq!(s[2].bytes, Some(6));
+    }
+
     #[test]
     fn remote_paths_split_into_directory_and_name() {
         assert_eq!(split("/a/b/c"), ("/a/b", "c"));
