@@ -351,7 +351,7 @@ async fn send_bundles(
     };
     let chain = dir_chain(dirs.iter().filter_map(|d| below(d, root)));
     let mut make_dirs = format!(
-        "{} {DIR_CHECK} {FILE_CHECK} mkdir -p -- {root} && cd -P -- {root} && r=$(pwd -P)",
+        "{} {DIR_CHECK} {FILE_CHECK} mkdir -p -- {root} && cd -P -- {root} && r=$(pwd -P; printf x) && r=${{r%?x}}",
         crate::remote_confine::root_check(
             &crate::confine::root_word(root),
             &format!(
@@ -450,7 +450,7 @@ const DENIED_MARK: &str = "cluster-slurm-denied: ";
 /// missing; a symlink counts only when it resolves inside `$r`. Exit 97 on
 /// a link out, 98 when it is something else (the files then go over SFTP,
 /// which reports it).
-const DIR_CHECK: &str = r#"d() { if [ -L "$1" ]; then t=$(cd -P -- "$1" 2>/dev/null && pwd -P) || { printf 'cluster-slurm-denied: %s/%s is a symbolic link to no directory\n' "$r" "$1" >&2; exit 97; }; case "$t/" in "${r%/}"/*) ;; *) printf 'cluster-slurm-denied: %s/%s is a symbolic link that resolves to %s, outside %s\n' "$r" "$1" "$t" "$r" >&2; exit 97;; esac; elif [ -d "$1" ]; then :; elif [ -e "$1" ]; then printf '%s exists and is not a directory\n' "$1" >&2; exit 98; else mkdir -- "$1" 2>/dev/null || { [ -d "$1" ] && [ ! -L "$1" ]; } || { printf 'cannot make %s\n' "$1" >&2; exit 98; }; fi; };"#;
+const DIR_CHECK: &str = r#"d() { if [ -L "$1" ]; then t=$(cd -P -- "$1" 2>/dev/null && pwd -P && printf x) || { printf 'cluster-slurm-denied: %s/%s is a symbolic link to no directory\n' "$r" "$1" >&2; exit 97; }; t=${t%?x}; case "$t/" in "${r%/}"/*) ;; *) printf 'cluster-slurm-denied: %s/%s is a symbolic link that resolves to %s, outside %s\n' "$r" "$1" "$t" "$r" >&2; exit 97;; esac; elif [ -d "$1" ]; then :; elif [ -e "$1" ]; then printf '%s exists and is not a directory\n' "$1" >&2; exit 98; else mkdir -- "$1" 2>/dev/null || { [ -d "$1" ] && [ ! -L "$1" ]; } || { printf 'cannot make %s\n' "$1" >&2; exit 98; }; fi; };"#;
 
 /// `f NAME...`: no NAME (relative to the current directory) is a symlink,
 /// a device, a FIFO or a socket.

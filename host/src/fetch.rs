@@ -65,7 +65,7 @@ const ROOT_REFUSED: i32 = 97;
 /// Codes: 0 read (dd's count says how much), 3 the directory cannot be
 /// entered, 4 it resolves outside `$r` (`$m outside PATH` first), 5 the
 /// name is not a regular file; anything else is `dd`'s.
-const FETCH_FN: &str = r#"g() { printf '%s fetch\n' "$m" >&2; { ( cd -P -- "$1" 2>/dev/null || exit 3; p=$(pwd -P); case "$p/" in "$r"/*) ;; *) printf '%s outside %s\n' "$m" "$(printf '%s' "$p" | tr '\n' '?')" >&2; exit 4;; esac; [ -f "./$2" ] && [ ! -L "./$2" ] || exit 5; exec dd if="./$2" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$3" count="$4" bs=262144 ); printf '%s status %s\n' "$m" "$?" >&2; head -c "$4" /dev/zero; } | head -c "$4"; };"#;
+const FETCH_FN: &str = r#"g() { printf '%s fetch\n' "$m" >&2; { ( cd -P -- "$1" 2>/dev/null || exit 3; p=$(pwd -P; printf x); p=${p%?x}; case "$p/" in "$r"/*) ;; *) printf '%s outside %s\n' "$m" "$(printf '%s' "$p" | tr '\n' '?')" >&2; exit 4;; esac; [ -f "./$2" ] && [ ! -L "./$2" ] || exit 5; exec dd if="./$2" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$3" count="$4" bs=262144 ); printf '%s status %s\n' "$m" "$?" >&2; head -c "$4" /dev/zero; } | head -c "$4"; };"#;
 
 /// Read `wants` into `slots` (one each, in order) in one command. The
 /// outer error is the whole command's (the connection, the root); each

@@ -1230,18 +1230,24 @@ enum Wait {
     Idle(Duration),
 }
 
-/// The channel's next message, waiting at most `idle` when given.
+/// The channel's next message, waiting until `quiet_until` when given.
 async fn next_message(
     read: &mut ChannelReadHalf,
-    idle: Option<Duration>,
+    quiet_until: Option<tokio::time::Instant>,
 ) -> Result<Option<ChannelMsg>, SshError> {
-    match idle {
-        Some(idle) => tokio::time::timeout(idle, read.wait())
+    match quiet_until {
+        Some(at) => tokio::time::timeout_at(at, read.wait())
             .await
-            .map_err(|_| SshError::Timeout(format!("no output for {}s", idle.as_secs()))),
+            .map_err(|_| SshError::Timeout("no output".to_string())),
         None => Ok(read.wait().await),
     }
 }
+
+/// How long a streamed command's channel may stay open once the command
+/// reported its exit, with no more stdout: the channel closes when every
+/// holder of its descriptors is gone, and a process of the user's can hold
+/// stderr open (`/proc/PID/fd/2`) as long as it likes.
+const AFTER_EXIT: Duration = Duration::from_secs(5);
 
 async fn run_exec(
     read: &mut ChannelReadHalf,
@@ -1268,6 +1274,10 @@ async fn run_exec(
     tokio::pin!(writer);
     let mut writer_done = false;
     let mut res = ExecResult::default();
+    // With `idle`: only stdout (the bytes asked for) and the exit count as
+    // progress; stderr does not keep a command alive.
+    let mut quiet_until = idle.map(|d| tokio::time::Instant::now() + d);
+    let exited = |res: &ExecResult| res.exit_code.is_some() || res.exit_signal.is_some();
     loop {
         tokio::select! {
             r = &mut writer, if !writer_done => {
@@ -1276,8 +1286,17 @@ async fn run_exec(
                 let _ = r;
                 writer_done = true;
             }
-            msg = next_message(read, idle) => {
-                match msg? {
+            msg = next_message(read, quiet_until) => {
+                let msg = match msg {
+                    // Silent after its exit: done, whoever holds the channel.
+                    Err(_) if exited(&res) => break,
+                    other => other?,
+                };
+                if let (Some(d), Some(ChannelMsg::Data { .. })) = (idle, &msg) {
+                    let wait = if exited(&res) { AFTER_EXIT } else { d };
+                    quiet_until = Some(tokio::time::Instant::now() + wait);
+                }
+                match msg {
                     None => break,
                     Some(ChannelMsg::Data { data }) => match stdout {
                         Stdout::Keep(cap) => {
@@ -1292,9 +1311,11 @@ async fn run_exec(
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         res.exit_code = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+                        quiet_until = quiet_until.map(|_| tokio::time::Instant::now() + AFTER_EXIT);
                     }
                     Some(ChannelMsg::ExitSignal { signal_name: sig, .. }) => {
                         res.exit_signal = Some(signal_name(&sig));
+                        quiet_until = quiet_until.map(|_| tokio::time::Instant::now() + AFTER_EXIT);
                     }
                     Some(ChannelMsg::Failure) => {
                         return Err(SshError::Remote("the server refused to execute the command".into()));

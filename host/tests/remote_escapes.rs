@@ -810,3 +810,111 @@ async fn names_that_are_not_utf8_are_skipped_and_named() {
     );
     p.remove().await;
 }
+
+/// A directory outside the root named like the root plus newlines
+/// (`~/cluster-runs\n`, a sibling the cluster user can make), reached
+/// through a directory of the tree swapped for a link to it, is outside:
+/// `$(pwd -P)` would drop the trailing newlines and make it read as the
+/// root itself, so the fetch command keeps them (`printf x` sentinel).
+/// Negative control (run, by the attack review that found it): with
+/// `p=$(pwd -P)`, the call returned `Ok` and the local `t/sub/secret`
+/// held the victim's contents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sibling_named_like_the_root_plus_a_newline_is_outside_for_downloads() {
+    let p = Planted::new("nlroot").await;
+    let nl = 1 + (std::process::id() % 5) as usize;
+    // The sibling: `cluster-runs` then `nl` newlines, holding `secret`.
+    let sib = format!(
+        "d=\"$(printf 'cluster-runs{}x')\"; d=\"${{d%x}}\"",
+        "\\n".repeat(nl)
+    );
+    p.sh(&format!(
+        "cd && {sib} && mkdir -p \"$d\" && cp {o}/victim \"$d/secret\" && mkdir -p {r}/t/sub && printf first > {r}/t/first && printf mine-mine-mine-mine > {r}/t/sub/secret",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let local = ws.path().join("t");
+    let (got, took) = with_swap(
+        "/t/first",
+        format!(
+            "{sib} && mv {r}/t/sub {r}/t/sub.orig && ln -s ~/\"$d\" {r}/t/sub",
+            r = p.run
+        ),
+        download(&t, &p.remote("t"), &local),
+    )
+    .await;
+    let copied = local_contents(ws.path());
+    p.sh(&format!("cd && {sib} && rm -rf \"$d\"")).await;
+    p.remove().await;
+    eprintln!("got {got:?} in {took:?}; local: {copied}");
+    assert!(
+        !copied.contains(&VICTIM[..4]),
+        "outside file downloaded through ~/cluster-runs<newline>: {copied}"
+    );
+}
+
+/// The same sibling for uploads: a job-made link in the destination to
+/// `~/cluster-runs\n` is outside the root for the bundle command's `d()`
+/// check too, and nothing is written through it. Negative control (run, by
+/// the attack review that found it): with `t=$(cd -P -- "$1" && pwd -P)`,
+/// the bundle wrote `~/cluster-runs\n/pwned.txt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sibling_named_like_the_root_plus_a_newline_is_outside_for_uploads() {
+    let p = Planted::new("nlup").await;
+    let nl = 1 + (std::process::id() % 5) as usize;
+    let sib = format!(
+        "d=\"$(printf 'cluster-runs{}x')\"; d=\"${{d%x}}\"",
+        "\\n".repeat(nl)
+    );
+    p.sh(&format!(
+        "cd && {sib} && mkdir -p \"$d\" && mkdir -p {r}/dst && ln -s ~/\"$d\" {r}/dst/sub",
+        r = p.run
+    ))
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("dst");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/pwned.txt"), b"PWNED").unwrap();
+    let t = transport();
+    let (got, took) = upload(&t, &tree, &p.remote("dst")).await;
+    let outside = p
+        .sh(&format!(
+            "cd && {sib} && cat \"$d/pwned.txt\" 2>/dev/null; rm -rf \"$d\""
+        ))
+        .await;
+    p.remove().await;
+    eprintln!("got {got:?} in {took:?}; outside: {outside:?}");
+    assert!(
+        !outside.contains("PWNED"),
+        "written outside the root: {outside}"
+    );
+}
+
+/// A job process on the login node (same user) that opens the fetch
+/// shell's stderr through `/proc/PID/fd/2` and writes a byte every few
+/// seconds does not hold the download: stderr is no progress, and once the
+/// command has exited the channel gets `AFTER_EXIT` more. Negative control
+/// (run, by the attack review that found it): with the channel's close
+/// awaited and any message counted as activity, the download returned only
+/// after 200 s, when the writer's own `timeout` ended it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_holding_the_fetch_commands_stderr_does_not_hold_the_download() {
+    let p = Planted::new("trickle").await;
+    p.sh(&format!("truncate -s 300M {}/f", p.run)).await;
+    let pid = std::process::id();
+    // The bracket keeps the watcher's own command line from matching.
+    let watcher = format!(
+        "( nohup timeout 200 sh -c 'while :; do q=$(pgrep -n -f \"cs-bytes-[0-9a-f].*[r]x-trickle-{pid}\") && break; sleep 0.05; done; exec 3>/proc/$q/fd/2 || exit 1; while printf . >&3; do sleep 5; done' </dev/null >/dev/null 2>&1 & )"
+    );
+    p.sh(&watcher).await;
+    let t = transport();
+    let ws = tempfile::tempdir().unwrap();
+    let (got, took) = download(&t, &p.remote("f"), &ws.path().join("f")).await;
+    p.remove().await;
+    eprintln!("got {got:?} in {took:?}");
+    assert!(took < Duration::from_secs(60), "download hung {took:?}");
+    assert_eq!(got.unwrap().bytes, 300 << 20);
+}
