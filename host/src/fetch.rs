@@ -215,9 +215,13 @@ fn outcome(confine: &Confine, want: &Want<'_>, status: Status) -> Result<u64, Ss
     match status.code {
         Some(0) => match status.bytes {
             Some(n) if n <= want.count => Ok(n),
-            n => Err(SshError::Remote(format!(
-                "reading {remote} on the cluster: dd reported {n:?} bytes for {} asked",
+            Some(n) => Err(SshError::Remote(format!(
+                "reading {remote} on the cluster: dd reported {n} bytes for {} asked",
                 want.count
+            ))),
+            None => Err(SshError::Remote(format!(
+                "reading {remote} on the cluster: dd said nothing of how much it read ({}); is `dd` GNU coreutils?",
+                status.said.join("; ")
             ))),
         },
         Some(3) => Err(SshError::Remote(format!(
@@ -257,7 +261,9 @@ fn tail(text: &str) -> String {
     lines.get(from..).unwrap_or_default().join("; ")
 }
 
-/// A marker no login shell prints by chance, and no one can guess.
+/// A marker no login shell prints by chance, and no one knows before the
+/// command runs (a process of the user's on the login node can read it in
+/// the command line then: see docs/reliability.md).
 fn nonce() -> String {
     let mut seed = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom")
@@ -330,7 +336,7 @@ impl<'s> Demux<'s> {
                 (self.counts.get_mut(self.at), self.slots.get_mut(self.at))
             else {
                 return Err(SshError::Remote(
-                    "the cluster sent more bytes than the files asked for".to_string(),
+                    "the cluster sent more bytes than the files asked for: something on the login node wrote into the command's output after it began (an rc file's exit trap, or a process of the user's); nothing of the extra was kept".to_string(),
                 ));
             };
             if *left == 0 {
