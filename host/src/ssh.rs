@@ -1011,9 +1011,10 @@ impl Connection {
     /// arrives (nothing of it is kept in the result) and keeping up to
     /// `stderr_cap` bytes of stderr. For output of any length (a
     /// download's bytes): there is no deadline for the whole command, but
-    /// starting it is bounded by `idle`, and so is every wait for the next
-    /// message. An error from `sink` stops the command (as a timeout does)
-    /// and is returned.
+    /// starting it is bounded by `idle`, and so is every wait for more
+    /// stdout (stderr is no progress); once the command reported its exit,
+    /// the channel gets [`AFTER_EXIT`] more. An error from `sink` stops the
+    /// command (as a timeout does) and is returned.
     pub async fn exec_to(
         &self,
         command: &str,

@@ -811,6 +811,17 @@ async fn names_that_are_not_utf8_are_skipped_and_named() {
     p.remove().await;
 }
 
+/// Shell: `d` = `cluster-runs` and one to five newlines, the name of a
+/// sibling of the root (below the home) that `$(pwd -P)` would read as the
+/// root itself.
+fn root_newline_sibling() -> String {
+    let nl = 1 + (std::process::id() % 5) as usize;
+    format!(
+        "d=\"$(printf 'cluster-runs{}x')\"; d=\"${{d%x}}\"",
+        "\\n".repeat(nl)
+    )
+}
+
 /// A directory outside the root named like the root plus newlines
 /// (`~/cluster-runs\n`, a sibling the cluster user can make), reached
 /// through a directory of the tree swapped for a link to it, is outside:
@@ -822,12 +833,8 @@ async fn names_that_are_not_utf8_are_skipped_and_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sibling_named_like_the_root_plus_a_newline_is_outside_for_downloads() {
     let p = Planted::new("nlroot").await;
-    let nl = 1 + (std::process::id() % 5) as usize;
-    // The sibling: `cluster-runs` then `nl` newlines, holding `secret`.
-    let sib = format!(
-        "d=\"$(printf 'cluster-runs{}x')\"; d=\"${{d%x}}\"",
-        "\\n".repeat(nl)
-    );
+    // The sibling, which will hold `secret`.
+    let sib = root_newline_sibling();
     p.sh(&format!(
         "cd && {sib} && mkdir -p \"$d\" && cp {o}/victim \"$d/secret\" && mkdir -p {r}/t/sub && printf first > {r}/t/first && printf mine-mine-mine-mine > {r}/t/sub/secret",
         r = p.run,
@@ -864,11 +871,7 @@ async fn a_sibling_named_like_the_root_plus_a_newline_is_outside_for_downloads()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sibling_named_like_the_root_plus_a_newline_is_outside_for_uploads() {
     let p = Planted::new("nlup").await;
-    let nl = 1 + (std::process::id() % 5) as usize;
-    let sib = format!(
-        "d=\"$(printf 'cluster-runs{}x')\"; d=\"${{d%x}}\"",
-        "\\n".repeat(nl)
-    );
+    let sib = root_newline_sibling();
     p.sh(&format!(
         "cd && {sib} && mkdir -p \"$d\" && mkdir -p {r}/dst && ln -s ~/\"$d\" {r}/dst/sub",
         r = p.run
