@@ -26,7 +26,7 @@ use crate::bundle::Bundle;
 use crate::confine::Confine;
 use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
 use crate::sftp::{self, FileJob, Start, TransferStats, UploadPlan};
-use crate::ssh::{Connection, SshError, quote_word};
+use crate::ssh::{Connection, SshError};
 use crate::verify;
 use russh_sftp::client::SftpSession;
 use sha2::{Digest, Sha256};
@@ -60,7 +60,6 @@ pub async fn upload_all(
     items: &[(Source, String)],
     root: &str,
 ) -> Result<Vec<(TransferStats, u32)>, SshError> {
-    crate::confine::check_root(conn, root).await?;
     let mut plans = Vec::with_capacity(items.len());
     for (local, remote) in items {
         plans.push(sftp::plan_upload(local, remote).await?);
@@ -74,6 +73,14 @@ pub async fn upload_all(
         .collect();
     let mut checked = vec![0u32; plans.len()];
 
+    // Every directory first, in one command (empty ones too, and those of
+    // the larger files).
+    let dirs: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| std::iter::once(p.base_dir.as_str()).chain(p.dirs.iter().map(String::as_str)))
+        .collect();
+    crate::put::make_dirs(conn, root, &dirs).await?;
+
     // Small files: bundled, whatever is on the cluster (asking first would
     // cost more than sending them).
     let small: Vec<(usize, &FileJob<LocalFile>)> = plans
@@ -85,17 +92,14 @@ pub async fn upload_all(
     let leftovers: std::collections::HashSet<(usize, String)> = if small.is_empty() {
         Default::default()
     } else {
-        send_bundles(conn, root, &plans, &small, &mut stats, &mut checked)
+        send_bundles(conn, root, &small, &mut stats, &mut checked)
             .await?
             .into_iter()
             .collect()
     };
-    // The bundles' command made every directory, if one of them arrived.
-    let dirs_made = stats.iter().any(|s| s.bundled > 0);
 
-    // The rest over SFTP: larger files, small ones no bundle could carry,
-    // and (when no bundle went) the directories.
-    let sftp_plans: Vec<UploadPlan> = plans
+    // The rest one by one: larger files, and small ones no bundle carried.
+    let single_plans: Vec<UploadPlan> = plans
         .iter()
         .enumerate()
         .map(|(i, p)| UploadPlan {
@@ -109,32 +113,35 @@ pub async fn upload_all(
             ..p.clone()
         })
         .collect();
-    let needs_sftp = |p: &UploadPlan| !p.files.is_empty() || !dirs_made;
-    if !sftp_plans.iter().any(needs_sftp) {
+    if single_plans.iter().all(|p| p.files.is_empty()) {
         return Ok(stats.into_iter().zip(checked).collect());
     }
+    // What the cluster holds already is listed over SFTP (a plan: the
+    // writes decide for themselves). A root a job swapped for a link is
+    // refused before SFTP would list through it.
+    crate::confine::check_root(conn, root).await?;
     let session = conn.open_sftp().await?;
-    let moved = async {
-        let mut confine = Confine::resolve(&session, root, 0, true).await?;
-        let mut moved = Vec::with_capacity(sftp_plans.len());
-        for plan in &sftp_plans {
-            if !needs_sftp(plan) {
-                moved.push(TransferStats::default());
-                continue;
-            }
-            // Directories checked before the cluster is asked about (or
-            // hashes) any file in them.
-            sftp::prepare_upload(&session, plan, &mut confine).await?;
-            let starts = sftp_starts(conn, &session, plan).await?;
-            moved.push(sftp::upload_planned(&session, plan, starts, &mut confine).await?);
+    let mut starts = Vec::with_capacity(single_plans.len());
+    let listed = async {
+        for plan in &single_plans {
+            starts.push(if plan.files.is_empty() {
+                Vec::new()
+            } else {
+                sftp_starts(conn, &session, plan).await?
+            });
         }
-        Ok::<_, SshError>(moved)
+        Ok::<_, SshError>(())
     }
     .await;
     let _ = session.close().await;
-    let moved = moved?;
-    // One check for every file SFTP sent, whatever item it belongs to: it
-    // fails on the first difference, so when it passes each file was checked.
+    listed?;
+    let mut moved = Vec::with_capacity(single_plans.len());
+    for (plan, starts) in single_plans.iter().zip(starts) {
+        moved.push(sftp::upload_planned(conn, plan, starts, root).await?);
+    }
+    // One check for every file sent on its own, whatever item it belongs
+    // to: it fails on the first difference, so when it passes each file
+    // was checked.
     let sent: Vec<(String, String)> = moved.iter().flat_map(|m| m.sent.iter().cloned()).collect();
     verify::check_upload(conn, &sent).await?;
     let ranged: Vec<_> = moved
@@ -253,127 +260,25 @@ const BUNDLE_FILE_MAX: u64 = 1 << 20;
 const BUNDLE_BYTES: usize = 8 << 20;
 const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The deepest directory that holds every file of `files` and is or holds
-/// every directory of `dirs` (`/`-separated; absolute paths keep their
-/// leading `/`).
-fn common_dir<'a>(
-    files: impl Iterator<Item = &'a str>,
-    dirs: impl Iterator<Item = &'a str>,
-) -> String {
-    let components = |path: &'a str, is_dir: bool| -> Vec<&'a str> {
-        let mut parts: Vec<&str> = path.split('/').collect();
-        // A file's own name, or the empty part after a directory's final `/`.
-        if !is_dir || (parts.len() > 1 && parts.last() == Some(&"")) {
-            parts.pop();
-        }
-        parts
-    };
-    let mut common: Option<Vec<&str>> = None;
-    let all = files
-        .map(|f| components(f, false))
-        .chain(dirs.map(|d| components(d, true)));
-    for dir in all {
-        common = Some(match common {
-            None => dir,
-            Some(c) => c
-                .iter()
-                .zip(&dir)
-                .take_while(|(a, b)| a == b)
-                .map(|(a, _)| *a)
-                .collect(),
-        });
-    }
-    let parts = common.unwrap_or_default();
-    match parts.as_slice() {
-        [] => ".".to_string(),
-        [""] => "/".to_string(),
-        _ => parts.join("/"),
-    }
-}
-
-/// `path` relative to the directory `base` (which holds it).
-fn relative_to<'a>(path: &'a str, base: &str) -> Option<&'a str> {
-    match base {
-        "." => Some(path),
-        "/" => path.strip_prefix('/'),
-        _ => path
-            .strip_prefix(base)
-            .and_then(|rest| rest.strip_prefix('/')),
-    }
-}
-
-/// Send the `small` files of `plans` as tar streams: each is one command
-/// that checks and makes the directories inside `root`, unpacks the stream
-/// and hashes what it wrote (names relative to the common base); a link
-/// out of the root fails the whole upload with `SshError::Denied`. Four streams are in flight at a
-/// time: the next is read from disk while others unpack, and the cluster
-/// creates files side by side. Files whose hash comes back equal are done
-/// (added to `stats` and `checked`); the others — tar missing or failing, a
-/// name no stream can carry — are returned as `(item, remote path)` for
-/// SFTP.
+/// Send the `small` files of `plans` as tar streams, each one command
+/// ([`crate::put::unpack_command`]): every directory's files are a
+/// separate archive, unpacked in that directory after the command entered
+/// it from the root without leaving it, then hashed there. A link out of
+/// the root, or a link or device at a file's name, fails the whole upload
+/// with `SshError::Denied`. Four streams are in flight at a time: the next
+/// is read from disk while others unpack, and the cluster creates files
+/// side by side. Files whose hash comes back equal are done (added to
+/// `stats` and `checked`); the others (tar missing or failing, a name no
+/// stream can carry) are returned as `(item, remote path)`, to go one by
+/// one.
 async fn send_bundles(
     conn: &Connection,
     root: &str,
-    plans: &[UploadPlan],
     small: &[(usize, &FileJob<LocalFile>)],
     stats: &mut [TransferStats],
     checked: &mut [u32],
 ) -> Result<Vec<(usize, String)>, SshError> {
-    // Every directory the items need, and every small file, under one base.
-    let dirs: Vec<&str> = plans
-        .iter()
-        .flat_map(|p| std::iter::once(p.base_dir.as_str()).chain(p.dirs.iter().map(String::as_str)))
-        .filter(|d| !d.is_empty())
-        .collect();
-    let base = common_dir(
-        small.iter().map(|(_, f)| f.remote.as_str()),
-        dirs.iter().copied(),
-    );
-    // GNU tar (1.34, seen here) resolves a member's path through the file
-    // system: a member `a/f` whose `a` a job made a symlink to somewhere
-    // else is written there (it replaces a symlink at the member's own name,
-    // though). `mkdir -p` follows links too. So the command itself, before
-    // tar reads a byte, walks from the root (`cd -P`, resolved by `pwd -P`)
-    // down every directory the streams use, one component at a time, parents
-    // first ([`DIR_CHECK`]): a real directory is fine (its parent was
-    // checked), a symlink only when `cd -P` into it lands inside the root, a
-    // missing one is made (`mkdir` of one name). The files' own names are
-    // looked at too: a symlink or a device there is refused ([`FILE_CHECK`]).
-    // Done in the same command that unpacks, so only a job racing this very
-    // instant could swap a directory in between (SFTP has the same window).
-    // The stream holds files only, so tar never replaces or re-permissions a
-    // directory. Every stream repeats the checks (several run at once); each
-    // costs a few builtins per directory.
-    let Some(base_rel) = below(&base, root) else {
-        // Not below the root by its text: cannot happen after the grants;
-        // SFTP, which checks every path on its own, then carries them.
-        return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
-    };
-    let chain = dir_chain(dirs.iter().filter_map(|d| below(d, root)));
-    let mut make_dirs = format!(
-        "{} {DIR_CHECK} {FILE_CHECK} mkdir -p -- {root} && cd -P -- {root} && r=$(pwd -P; printf x) && r=${{r%?x}}",
-        crate::remote_confine::root_check(
-            &crate::confine::root_word(root),
-            &format!(
-                "printf '{DENIED_MARK}remoteRoot passes through a symbolic link a job could replace\\n' >&2; exit {DENIED_EXIT}"
-            )
-        ),
-        root = quote_word(root)
-    );
-    for dir in &chain {
-        make_dirs.push_str(" && d ");
-        make_dirs.push_str(&verify::path_word(dir));
-    }
-    make_dirs.push_str(" && cd -- ");
-    make_dirs.push_str(&if base_rel.is_empty() {
-        ".".to_string()
-    } else {
-        verify::path_word(&base_rel)
-    });
-    let Some(room) = verify::COMMAND_BYTES.checked_sub(make_dirs.len() + 400) else {
-        // Too many to name in one command: made over SFTP, one by one.
-        return Ok(small.iter().map(|(i, f)| (*i, f.remote.clone())).collect());
-    };
+    let room = crate::put::unpack_room(root);
     let jobs: std::sync::Arc<Vec<(usize, FileJob<LocalFile>)>> =
         std::sync::Arc::new(small.iter().map(|(i, f)| (*i, (*f).clone())).collect());
     let mut leftovers = Vec::new();
@@ -381,9 +286,9 @@ async fn send_bundles(
     let mut next = 0;
     loop {
         if next < jobs.len() && in_flight.len() < BUNDLES_IN_FLIGHT {
-            let (jobs_now, base_now) = (jobs.clone(), base.clone());
+            let (jobs_now, root_now) = (jobs.clone(), root.to_string());
             let batch =
-                tokio::task::spawn_blocking(move || build_batch(&jobs_now, next, &base_now, room))
+                tokio::task::spawn_blocking(move || build_batch(&jobs_now, next, &root_now, room))
                     .await
                     .map_err(|e| SshError::LocalIo(format!("building a bundle stopped: {e}")))??;
             next = batch.end;
@@ -391,38 +296,25 @@ async fn send_bundles(
             if batch.carried.is_empty() {
                 continue;
             }
-            let plain = batch.carried.iter().all(|c| !c.name.contains(['\n', '\\']));
-            let words: Vec<String> = batch
-                .carried
-                .iter()
-                .map(|c| verify::path_word(&c.name))
-                .collect();
-            let command = verify::at_home(&format!(
-                "{make_dirs} && set -- {} && f \"$@\" && tar -x --no-overwrite-dir -f - && {{ {}; }}",
-                words.join(" "),
-                verify::hash_args(plain),
-            ));
+            let nonce = crate::fetch::nonce();
+            let command = crate::put::unpack_command(root, &nonce, &batch.segments);
             let conn = conn.clone();
             in_flight.spawn(async move {
                 let out = conn
                     .exec(&command, Some(&batch.bytes), BUNDLE_TIMEOUT, 16 << 20)
                     .await;
-                (out, batch.carried)
+                (out, nonce, batch.carried)
             });
             continue;
         }
         let Some(done) = in_flight.join_next().await else {
             break;
         };
-        let (out, carried) =
+        let (out, nonce, carried) =
             done.map_err(|e| SshError::LocalIo(format!("sending a bundle stopped: {e}")))?;
-        let out = out?;
-        if out.exit_code == Some(DENIED_EXIT) {
-            return Err(bundle_denied(root, &out.stderr));
-        }
-        let theirs = verify::parse_sha256sum(&String::from_utf8_lossy(&out.stdout));
+        let theirs = crate::put::unpacked(root, &nonce, &out?)?;
         for c in carried {
-            match theirs.get(&verify::printed_name(&c.name)) {
+            match theirs.get(&(c.segment, verify::printed_name(&c.name))) {
                 Some(hash) if *hash == c.sha256 => {
                     if let (Some(s), Some(n)) = (stats.get_mut(c.item), checked.get_mut(c.item)) {
                         s.files += 1;
@@ -432,83 +324,12 @@ async fn send_bundles(
                         *n += 1;
                     }
                 }
-                // Not there, or not intact: sent again over SFTP (and checked there).
+                // Not there, or not intact: sent again on its own (and checked).
                 _ => leftovers.push((c.item, c.remote)),
             }
         }
     }
     Ok(leftovers)
-}
-
-/// The exit code of a bundle command that found a link leading out.
-const DENIED_EXIT: i32 = 97;
-/// What a bundle command's stderr starts a refusal with.
-const DENIED_MARK: &str = "cluster-slurm-denied: ";
-
-/// `d DIR`: DIR (relative to the resolved root `$r`, the current directory,
-/// its parent already checked) is a directory inside the root, made if
-/// missing; a symlink counts only when it resolves inside `$r`. Exit 97 on
-/// a link out, 98 when it is something else (the files then go over SFTP,
-/// which reports it).
-const DIR_CHECK: &str = r#"d() { if [ -L "$1" ]; then t=$(cd -P -- "$1" 2>/dev/null && pwd -P && printf x) || { printf 'cluster-slurm-denied: %s/%s is a symbolic link to no directory\n' "$r" "$1" >&2; exit 97; }; t=${t%?x}; case "$t/" in "${r%/}"/*) ;; *) printf 'cluster-slurm-denied: %s/%s is a symbolic link that resolves to %s, outside %s\n' "$r" "$1" "$t" "$r" >&2; exit 97;; esac; elif [ -d "$1" ]; then :; elif [ -e "$1" ]; then printf '%s exists and is not a directory\n' "$1" >&2; exit 98; else mkdir -- "$1" 2>/dev/null || { [ -d "$1" ] && [ ! -L "$1" ]; } || { printf 'cannot make %s\n' "$1" >&2; exit 98; }; fi; };"#;
-
-/// `f NAME...`: no NAME (relative to the current directory) is a symlink,
-/// a device, a FIFO or a socket.
-const FILE_CHECK: &str = r#"f() { for n do if [ -L "$n" ]; then printf 'cluster-slurm-denied: %s/%s is a symbolic link; an upload never writes through one\n' "$(pwd -P)" "$n" >&2; exit 97; elif [ -e "$n" ] && [ ! -f "$n" ] && [ ! -d "$n" ]; then printf 'cluster-slurm-denied: %s/%s is not a regular file\n' "$(pwd -P)" "$n" >&2; exit 97; fi; done; };"#;
-
-/// The refusal a bundle command printed, as an error naming the root.
-fn bundle_denied(root: &str, stderr: &[u8]) -> SshError {
-    let said = String::from_utf8_lossy(stderr);
-    let what: Vec<&str> = said
-        .lines()
-        .filter_map(|l| l.strip_prefix(DENIED_MARK))
-        .collect();
-    let what = if what.is_empty() {
-        "a path leads out of it".to_string()
-    } else {
-        what.join("; ")
-    };
-    SshError::Denied(format!(
-        "upload below remoteRoot {}: {what}; nothing was written through it",
-        crate::confine::shown(root)
-    ))
-}
-
-/// `path` relative to the root `root` (both SFTP form): `""` for the root
-/// itself; None when it is not below it.
-fn below(path: &str, root: &str) -> Option<String> {
-    let root = match root.trim_end_matches('/') {
-        "" => "/",
-        r => r,
-    };
-    let path = match path.trim_end_matches('/') {
-        "" if path.starts_with('/') => "/",
-        p => p,
-    };
-    if path == root {
-        return Some(String::new());
-    }
-    relative_to(path, root).map(str::to_string)
-}
-
-/// Every directory of `rels` (relative paths) and each of its ancestors,
-/// once, each after its parent.
-fn dir_chain(rels: impl Iterator<Item = String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for rel in rels {
-        let mut at = String::new();
-        for part in rel.split('/').filter(|p| !p.is_empty()) {
-            if !at.is_empty() {
-                at.push('/');
-            }
-            at.push_str(part);
-            if seen.insert(at.clone()) {
-                out.push(at.clone());
-            }
-        }
-    }
-    out
 }
 
 /// Tar streams unpacking on the cluster at once, each of at most
@@ -524,56 +345,96 @@ const BUNDLE_FILES: usize = 1000;
 struct Carried {
     item: usize,
     remote: String,
-    /// Its name in the stream: the path relative to the base.
+    /// The segment (directory) of the stream it is in, and its plain name.
+    segment: usize,
     name: String,
     sha256: String,
     bytes: u64,
 }
 
-/// One tar stream, built from `jobs[start..end]`.
+/// One tar stream, built from `jobs[start..end]`: an archive per segment,
+/// one after another.
 struct Batch {
     bytes: Vec<u8>,
+    segments: Vec<crate::put::Segment>,
     carried: Vec<Carried>,
-    /// Files no stream can carry (a name tar cannot hold).
+    /// Files no stream can carry (a name tar cannot hold, or too long).
     leftovers: Vec<(usize, String)>,
     end: usize,
 }
 
 /// Read the files of `jobs` from `start` on into one tar stream, until it
-/// holds `BUNDLE_BYTES` or `BUNDLE_FILES` files, or its names would not fit
-/// `room` bytes of command (the cluster hashes each by name). Blocking: run
-/// off the async threads.
+/// holds `BUNDLE_BYTES` or `BUNDLE_FILES` files, or its command would not
+/// fit `room` bytes. Consecutive files of one directory (below `root`)
+/// share a segment. Blocking: run off the async threads.
 fn build_batch(
     jobs: &[(usize, FileJob<LocalFile>)],
     start: usize,
-    base: &str,
+    root: &str,
     room: usize,
 ) -> Result<Batch, SshError> {
-    let mut bundle = Bundle::new();
     let mut batch = Batch {
         bytes: Vec::new(),
+        segments: Vec::new(),
         carried: Vec::new(),
         leftovers: Vec::new(),
         end: start,
     };
-    let mut names_len = 0;
+    // The segment being filled: its directory, names and archive.
+    let mut open: Option<(crate::put::Segment, Bundle)> = None;
+    let mut used = 0;
+    let close = |batch: &mut Batch, open: &mut Option<(crate::put::Segment, Bundle)>| {
+        // A segment none of whose files went in is left out.
+        if let Some((mut segment, bundle)) = open.take().filter(|(s, _)| !s.names.is_empty()) {
+            let bytes = bundle.finish();
+            segment.len = bytes.len();
+            batch.bytes.extend_from_slice(&bytes);
+            batch.segments.push(segment);
+        }
+    };
     for (item, job) in jobs.iter().skip(start) {
-        let word_len = |n: &str| verify::path_word(n).len() + 1;
-        // A name too long for any command goes over SFTP; it ends no stream.
-        let name = relative_to(&job.remote, base).filter(|n| word_len(n) <= room);
-        let names_after = names_len + name.map_or(0, word_len);
+        let Ok((dir, name)) = crate::put::split(root, &job.remote) else {
+            batch.end += 1;
+            batch.leftovers.push((*item, job.remote.clone()));
+            continue;
+        };
+        let same_dir = open.as_ref().is_some_and(|(s, _)| s.dir == dir);
+        let word_len = verify::path_word(name).len() + 1;
+        let cost = if same_dir {
+            word_len
+        } else {
+            let empty = crate::put::Segment {
+                dir: dir.clone(),
+                names: Vec::new(),
+                len: usize::MAX,
+            };
+            crate::put::segment_text(usize::MAX, &empty).len() + word_len
+        };
+        // A name too long for any command goes on its own; it ends no stream.
+        let fits_alone = crate::put::segment_text(
+            usize::MAX,
+            &crate::put::Segment {
+                dir: dir.clone(),
+                names: vec![name.to_string()],
+                len: usize::MAX,
+            },
+        )
+        .len()
+            <= room;
+        let held = batch.bytes.len() + open.as_ref().map_or(0, |(_, b)| b.len());
         if !batch.carried.is_empty()
-            && (bundle.len() + job.size as usize > BUNDLE_BYTES
-                || names_after > room
+            && fits_alone
+            && (held + job.size as usize > BUNDLE_BYTES
+                || used + cost > room
                 || batch.carried.len() >= BUNDLE_FILES)
         {
             break;
         }
         batch.end += 1;
-        let Some(name) = name else {
+        if !fits_alone {
             batch.leftovers.push((*item, job.remote.clone()));
             continue;
-        };
+        }
         let read_err = |e: std::io::Error| {
             SshError::LocalIo(format!("reading {}: {e}", job.local.shown().display()))
         };
@@ -582,20 +443,37 @@ fn build_batch(
             .open()
             .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
             .map_err(read_err)?;
+        if !same_dir {
+            close(&mut batch, &mut open);
+            open = Some((
+                crate::put::Segment {
+                    dir: dir.clone(),
+                    names: Vec::new(),
+                    len: 0,
+                },
+                Bundle::new(),
+            ));
+        }
+        let Some((segment, bundle)) = open.as_mut() else {
+            batch.leftovers.push((*item, job.remote.clone()));
+            continue;
+        };
         if bundle.add(name, job.mode, &data).is_err() {
             batch.leftovers.push((*item, job.remote.clone()));
             continue;
         }
-        names_len = names_after;
+        segment.names.push(name.to_string());
+        used += cost;
         batch.carried.push(Carried {
             item: *item,
             remote: job.remote.clone(),
+            segment: batch.segments.len(),
             name: name.to_string(),
             sha256: format!("{:x}", Sha256::digest(&data)),
             bytes: data.len() as u64,
         });
     }
-    batch.bytes = bundle.finish();
+    close(&mut batch, &mut open);
     Ok(batch)
 }
 
@@ -743,99 +621,98 @@ mod tests {
     }
 
     #[test]
-    fn a_bundle_is_based_in_the_deepest_directory_holding_everything() {
-        let base =
-            |files: &[&str], dirs: &[&str]| common_dir(files.iter().copied(), dirs.iter().copied());
-        // The upload's own directory, not its parent: names stay short.
-        assert_eq!(
-            base(
-                &["/r/up/d0/f0", "/r/up/d1/f1"],
-                &["/r/up", "/r/up/d0", "/r/up/d1"]
-            ),
-            "/r/up"
-        );
-        assert_eq!(base(&["/r/up/f"], &["/r/up/"]), "/r/up");
-        // A run: inputs and the script beside them.
-        assert_eq!(
-            base(
-                &["/r/run/inputs/a", "/r/run/job.sh"],
-                &["/r/run/inputs", "/r/run"]
-            ),
-            "/r/run"
-        );
-        assert_eq!(base(&["/a/f", "/b/g"], &[]), "/");
-        assert_eq!(base(&["runs/x/f", "runs/y/g"], &["runs/x"]), "runs");
-        assert_eq!(base(&["f"], &[]), ".");
-        for (path, base, rel) in [
-            ("/r/up/d0/f0", "/r/up", Some("d0/f0")),
-            ("/a/f", "/", Some("a/f")),
-            ("f", ".", Some("f")),
-            ("/r/upx/f", "/r/up", None),
-        ] {
-            assert_eq!(relative_to(path, base), rel, "{path} in {base}");
-        }
-    }
-
-    #[test]
-    fn bundles_end_where_their_names_would_not_fit_one_command() {
+    fn bundles_end_where_their_command_would_not_fit_and_split_by_directory() {
         let d = tempfile::tempdir().unwrap();
+        let job = |i: usize, remote: String| {
+            let local = d.path().join(format!("f{i}"));
+            std::fs::write(&local, format!("file {i}")).unwrap();
+            FileJob {
+                local: held(&local),
+                remote,
+                size: 6,
+                mode: 0o644,
+                mtime: None,
+            }
+        };
         let jobs: Vec<(usize, FileJob<LocalFile>)> = (0..5)
             .map(|i| {
-                let local = d.path().join(format!("f{i}"));
-                std::fs::write(&local, format!("file {i}")).unwrap();
                 let name = if i == 3 {
                     "x".repeat(60)
                 } else {
                     format!("f{i}")
                 };
-                let job = FileJob {
-                    local: held(&local),
-                    remote: format!("/r/base/{name}"),
-                    size: 6,
-                    mode: 0o644,
-                    mtime: None,
-                };
-                (i % 2, job)
+                (i % 2, job(i, format!("/r/base/{name}")))
             })
             .collect();
-        // Room for two short names ("f0 f1 " is 6 bytes), not for the long one.
-        let first = build_batch(&jobs, 0, "/r/base", 6).unwrap();
+        // Room for one segment with two short names ("f0 f1 " is 6 bytes),
+        // not for the long one.
+        let segment = |dir: &str, names: &[&str]| crate::put::Segment {
+            dir: dir.to_string(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            len: usize::MAX,
+        };
+        let room = crate::put::segment_text(usize::MAX, &segment("base", &[])).len() + 6;
+        let first = build_batch(&jobs, 0, "/r", room).unwrap();
         let names: Vec<&str> = first.carried.iter().map(|c| c.name.as_str()).collect();
         assert_eq!((names, first.end), (vec!["f0", "f1"], 2));
         assert_eq!(
             first
                 .carried
                 .first()
-                .map(|c| (c.item, c.remote.as_str(), c.bytes)),
-            Some((0, "/r/base/f0", 6))
+                .map(|c| (c.item, c.remote.as_str(), c.segment, c.bytes)),
+            Some((0, "/r/base/f0", 0, 6))
         );
         let sha = format!("{:x}", Sha256::digest(b"file 1"));
         assert_eq!(first.carried.get(1).map(|c| &c.sha256), Some(&sha));
-        // The stream holds exactly those files: two headers, two padded
-        // contents and the two zero blocks of the end.
-        assert_eq!(first.bytes.len() % 512, 0);
+        // One segment, in `base`, holding exactly those files: two
+        // headers, two padded contents and the two zero blocks of the end.
+        assert_eq!(first.segments.len(), 1);
+        let only = first.segments.first().unwrap();
+        assert_eq!(
+            (only.dir.as_str(), only.names.clone()),
+            ("base", vec!["f0".to_string(), "f1".to_string()])
+        );
+        assert_eq!(
+            (only.len, first.bytes.len()),
+            (4 * 512 + 1024, 4 * 512 + 1024)
+        );
         assert!(first.bytes.windows(6).any(|w| w == b"file 1"));
         assert!(!first.bytes.windows(6).any(|w| w == b"file 2"));
         // The next stream starts at f2; the long name can never fit, so it
-        // is left for SFTP instead of ending every stream.
-        let second = build_batch(&jobs, first.end, "/r/base", 6).unwrap();
+        // is left to go on its own instead of ending every stream.
+        let second = build_batch(&jobs, first.end, "/r", room).unwrap();
         let names: Vec<&str> = second.carried.iter().map(|c| c.name.as_str()).collect();
         assert_eq!((names, second.end), (vec!["f2", "f4"], 5));
         assert_eq!(
             second.leftovers,
             vec![(1, format!("/r/base/{}", "x".repeat(60)))]
         );
-        // A file outside the base cannot go either.
-        let outside = vec![(
-            0,
-            FileJob {
-                remote: "/elsewhere/f".into(),
-                ..jobs[0].1.clone()
-            },
-        )];
-        let third = build_batch(&outside, 0, "/r/base", 100).unwrap();
+        // A file outside the root cannot go either.
+        let outside = vec![(0, job(9, "/elsewhere/f".into()))];
+        let third = build_batch(&outside, 0, "/r", 100_000).unwrap();
         assert!(third.carried.is_empty());
         assert_eq!(third.leftovers, vec![(0, "/elsewhere/f".to_string())]);
+        // Files of two directories: a segment (and an archive) each, in
+        // order; tar only ever sees plain names.
+        let two = vec![
+            (0, job(5, "/r/a/f5".into())),
+            (0, job(6, "/r/a/b/f6".into())),
+            (0, job(7, "/r/f7".into())),
+        ];
+        let fourth = build_batch(&two, 0, "/r", 100_000).unwrap();
+        let dirs: Vec<(&str, usize)> = fourth
+            .segments
+            .iter()
+            .map(|s| (s.dir.as_str(), s.names.len()))
+            .collect();
+        assert_eq!(dirs, vec![("a", 1), ("a/b", 1), ("", 1)]);
+        let segs: Vec<usize> = fourth.carried.iter().map(|c| c.segment).collect();
+        assert_eq!(segs, vec![0, 1, 2]);
+        assert_eq!(
+            fourth.segments.iter().map(|s| s.len).sum::<usize>(),
+            fourth.bytes.len()
+        );
+        assert!(!fourth.bytes.windows(5).any(|w| w == b"b/f6\0"));
     }
 
     #[tokio::test]

@@ -264,7 +264,7 @@ fn tail(text: &str) -> String {
 /// A marker no login shell prints by chance, and no one knows before the
 /// command runs (a process of the user's on the login node can read it in
 /// the command line then: see docs/reliability.md).
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     let mut seed = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))

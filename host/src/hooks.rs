@@ -13,6 +13,11 @@
 //! ```ignore
 //! hooks::install(|point| if let Point::BeforeOpen(path) = point { swap(path) });
 //! ```
+//!
+//! Commands that decide on the cluster have points of their own, inside
+//! the shell text: a `: NAME;` no-op there ([`shell`]) becomes a test's
+//! shell commands (`hooks::install_shell("after-create", "ln -s ...")`), so
+//! a swap lands exactly between two steps of the command.
 
 use std::path::Path;
 
@@ -47,6 +52,27 @@ mod installed {
         if let Ok(mut slot) = HOOK.write() {
             *slot = None;
         }
+        if let Ok(mut shells) = SHELL.write() {
+            shells.clear();
+        }
+    }
+
+    static SHELL: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
+
+    pub fn install_shell(point: &str, commands: &str) {
+        if let Ok(mut shells) = SHELL.write() {
+            shells.push((point.to_string(), commands.to_string()));
+        }
+    }
+
+    pub fn shell(text: &str) -> String {
+        let mut text = text.to_string();
+        if let Ok(shells) = SHELL.read() {
+            for (point, commands) in shells.iter() {
+                text = text.replace(&format!(": {point};"), &format!("{{ {commands}; }};"));
+            }
+        }
+        text
     }
 
     pub fn at(point: Point<'_>) {
@@ -58,7 +84,7 @@ mod installed {
 }
 
 #[cfg(feature = "test-hooks")]
-pub use installed::{clear, install};
+pub use installed::{clear, install, install_shell};
 
 /// Run the installed hook, if this is a test build and a test installed one.
 #[inline]
@@ -67,4 +93,13 @@ pub fn at(point: Point<'_>) {
     installed::at(point);
     #[cfg(not(feature = "test-hooks"))]
     let _ = point;
+}
+
+/// Shell text with its `: NAME;` points: as it is (no-ops), or, in a test
+/// build, with the commands a test installed for a point in their place.
+pub fn shell(text: &str) -> std::borrow::Cow<'_, str> {
+    #[cfg(feature = "test-hooks")]
+    return std::borrow::Cow::Owned(installed::shell(text));
+    #[cfg(not(feature = "test-hooks"))]
+    std::borrow::Cow::Borrowed(text)
 }

@@ -37,6 +37,7 @@ pub mod mcp;
 pub mod mcp_request;
 pub mod mcp_stdio;
 pub mod operator;
+pub mod put;
 pub mod remote_confine;
 pub mod run_store;
 pub mod runtime;

@@ -46,10 +46,10 @@ use std::path::{Path, PathBuf};
 
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
+use russh_sftp::protocol::{FileAttributes, FileType, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::confine::{Confine, FileAt};
+use crate::confine::Confine;
 use crate::local_fs::{self, Base, Create, LocalFile, Source, Target};
 use crate::ssh::{Connection, SshError};
 use cap_fs_ext::DirExt;
@@ -242,24 +242,6 @@ pub(crate) fn remote_err(op: &str, path: &str, e: SftpError) -> SshError {
     }
 }
 
-fn remote_io_err(op: &str, path: &str, e: std::io::Error) -> SshError {
-    use std::io::ErrorKind;
-    if e.kind() == ErrorKind::TimedOut {
-        SshError::Timeout(format!("sftp {op} {path}: the server did not reply"))
-    } else if connection_lost(&e.to_string())
-        || matches!(
-            e.kind(),
-            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-        )
-    {
-        SshError::Connection(format!(
-            "sftp {op} {path}: the connection was lost ({e}); the next transfer resumes where this one stopped"
-        ))
-    } else {
-        SshError::Remote(format!("{op} {path}: {e}"))
-    }
-}
-
 /// russh-sftp reports a channel that went away as "session closed", or, for
 /// a request in flight when it went, "sender dropped".
 fn connection_lost(message: &str) -> bool {
@@ -297,7 +279,7 @@ pub(crate) fn remote_parent(path: &str) -> String {
 /// `mkdir -p` over SFTP (follows existing symlinked directories, like
 /// mkdir -p): only for the operator's own `remoteRoot`
 /// ([`crate::confine::Confine::resolve`]); below it, directories are made
-/// by [`crate::confine::Confine::write_dir`], which follows no link out.
+/// by [`crate::put::make_dirs`], which follows no link out.
 pub(crate) async fn remote_mkdir_p(sftp: &SftpSession, path: &str) -> Result<(), SshError> {
     let mut missing = Vec::new();
     let mut cur = path.trim_end_matches('/').to_string();
@@ -537,44 +519,45 @@ pub async fn remote_sizes(
 }
 
 /// Upload `local` (a file or a directory tree) to the remote path `remote`
-/// (the destination path itself, not its parent) in `confine`'s root,
-/// sending every file whole.
+/// (the destination path itself, not its parent) in `root` (the profile's
+/// `remoteRoot`, SFTP form), sending every file whole.
 pub async fn upload(
-    sftp: &SftpSession,
+    conn: &Connection,
     local: &Source,
     remote: &str,
-    confine: &mut Confine,
+    root: &str,
 ) -> Result<TransferStats, SshError> {
     let plan = plan_upload(local, remote).await?;
+    prepare_upload(conn, &plan, root).await?;
     let starts = plan.files.iter().map(|_| Start::Fresh).collect();
-    upload_planned(sftp, &plan, starts, confine).await
+    upload_planned(conn, &plan, starts, root).await
 }
 
-/// Check, and make where missing, every directory of `plan` inside
-/// `confine`'s root (see [`Confine::write_dir`]), before anything is asked
-/// about or written to the files in them.
+/// Make every directory of `plan` inside `root`, reached on the
+/// cluster without leaving it ([`crate::put::make_dirs`]), before anything
+/// is asked about or written to the files in them.
 pub async fn prepare_upload(
-    sftp: &SftpSession,
+    conn: &Connection,
     plan: &UploadPlan,
-    confine: &mut Confine,
+    root: &str,
 ) -> Result<(), SshError> {
-    confine.write_dir(sftp, &plan.base_dir, true).await?;
-    for dir in &plan.dirs {
-        confine.write_dir(sftp, dir, true).await?;
-    }
-    Ok(())
+    let dirs: Vec<&str> = std::iter::once(&plan.base_dir)
+        .chain(plan.dirs.iter())
+        .map(String::as_str)
+        .collect();
+    crate::put::make_dirs(conn, root, &dirs).await
 }
 
-/// Carry out `plan`; `starts` holds one decision per file of the plan.
+/// Carry out `plan` (its directories made by [`prepare_upload`]); `starts`
+/// holds one decision per file of the plan. Each file is written by one
+/// command on the cluster that decides where it writes in the write
+/// ([`crate::put`]).
 pub async fn upload_planned(
-    sftp: &SftpSession,
+    conn: &Connection,
     plan: &UploadPlan,
     starts: Vec<Start>,
-    confine: &mut Confine,
+    root: &str,
 ) -> Result<TransferStats, SshError> {
-    // Already done by a caller that asked about the files first: then every
-    // directory is in `confine`'s checked set and this costs nothing.
-    prepare_upload(sftp, plan, confine).await?;
     let mut stats = TransferStats {
         skipped: plan.skipped,
         ..TransferStats::default()
@@ -584,10 +567,7 @@ pub async fn upload_planned(
             stats.unchanged += 1;
             continue;
         };
-        confine.parent_inside(sftp, &job.remote, false).await?;
-        let at = confine.write_file(sftp, &job.remote).await?;
-        let (sent, hash) = upload_file(sftp, job, start, at).await?;
-        confine.parent_inside(sftp, &job.remote, true).await?;
+        let (sent, hash) = upload_file(conn, root, job, start).await?;
         stats.bytes += sent;
         stats.resumed_bytes += resumed;
         stats.files += 1;
@@ -651,123 +631,43 @@ pub fn hex_of(digest: &Sha256) -> String {
 }
 
 /// Send one file; returns the bytes sent and their hash: of the whole file,
-/// or by ranges for a large file sent whole.
+/// or by ranges for a large file sent whole. A file sent whole is always a
+/// new file; a resumed one must still be the file the hash of its kept
+/// part was taken of (one link, that size): [`crate::put`] checks both on
+/// the cluster in the command that writes.
 async fn upload_file(
-    sftp: &SftpSession,
+    conn: &Connection,
+    root: &str,
     job: &FileJob<LocalFile>,
     start: Start,
-    at: FileAt,
 ) -> Result<(u64, SentHash), SshError> {
-    let (local, remote, mode) = (job.local.shown(), job.remote.as_str(), job.mode);
+    let local = job.local.shown();
     let opened = job
         .local
         .open()
         .map_err(|e| local_err("opening", local, e))?;
     let mut src = tokio::fs::File::from_std(opened);
-    let attrs = FileAttributes {
-        permissions: Some(mode & 0o777),
-        ..FileAttributes::empty()
+    let (offset, mut digest) = match start {
+        Start::Resume { offset, prefix } => (offset, Hasher::Whole(prefix)),
+        _ if job.size >= RANGED_MIN => (0, Hasher::Ranges(RangeDigests::new(job.size))),
+        _ => (0, Hasher::Whole(Sha256::new())),
     };
-    // A file sent whole is always a new file, made with an exclusive
-    // create: an existing one is unlinked first (by name: that never
-    // follows a link, and never writes into a hard link's other names), and
-    // a link (or anything) planted at the name in between makes the create
-    // fail. Only a resumed file is opened as it is (SFTP has no
-    // O_NOFOLLOW), and written only when the handle shows the very file
-    // looked at ([`same_file`]): a link swapped in meanwhile leads to
-    // another file, whose size, time or owner differ.
-    let (flags, offset, mut digest) = match start {
-        Start::Resume { offset, prefix } => (OpenFlags::WRITE, offset, Hasher::Whole(prefix)),
-        _ => (
-            {
-                if let FileAt::Regular(_) = at {
-                    sftp.remove_file(remote.to_string())
-                        .await
-                        .map_err(|e| remote_err("replacing", remote, e))?;
-                }
-                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE
-            },
-            0,
-            if job.size >= RANGED_MIN {
-                Hasher::Ranges(RangeDigests::new(job.size))
-            } else {
-                Hasher::Whole(Sha256::new())
-            },
-        ),
-    };
-    crate::hooks::at(crate::hooks::Point::BeforeRemoteOpen(remote));
-    let opened = sftp
-        .open_with_flags_and_attributes(remote.to_string(), flags, attrs)
-        .await;
-    let mut dst = match opened {
-        Ok(dst) => dst,
-        // OpenSSH answers an exclusive create on a taken name with a bare
-        // "Failure": say what happened when something is there now.
-        Err(e) if offset == 0 && sftp.symlink_metadata(remote.to_string()).await.is_ok() => {
-            return Err(SshError::Denied(format!(
-                "{remote}: something appeared at this name on the cluster while the upload was writing it (a link or file a job planted?); nothing was written through it ({})",
-                remote_err("creating", remote, e)
-            )));
-        }
-        Err(e) => return Err(remote_err("creating", remote, e)),
-    };
-    if let (FileAt::Regular(seen), true) = (&at, offset > 0) {
-        let opened = dst
-            .metadata()
-            .await
-            .map_err(|e| remote_err("stat", remote, e))?;
-        if !same_file(seen, &opened) {
-            let _ = dst.shutdown().await;
-            return Err(SshError::Denied(format!(
-                "{remote} changed on the cluster between the look and the open (a link swapped in?); nothing was written to it"
-            )));
-        }
-    }
     if offset > 0 {
         src.seek(std::io::SeekFrom::Start(offset))
             .await
             .map_err(|e| local_err("reading", local, e))?;
-        dst.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|e| remote_io_err("seeking in", remote, e))?;
     }
-    let total = pump(
+    let sent = crate::put::put(
+        conn,
+        root,
+        &job.remote,
+        offset,
+        job.mode,
         &mut src,
-        &mut dst,
-        &mut digest,
-        |e| local_err("reading", local, e),
-        |e| remote_io_err("writing", remote, e),
+        &mut |piece| digest.absorb(piece),
     )
     .await?;
-    if mode & 0o111 != 0 {
-        // On the open handle (fsetstat), not by name: a name can be swapped.
-        let attrs = FileAttributes {
-            permissions: Some(mode & 0o777),
-            ..FileAttributes::empty()
-        };
-        dst.set_metadata(attrs)
-            .await
-            .map_err(|e| remote_err("chmod", remote, e))?;
-    }
-    // Waits for all outstanding write acks, then CLOSE and its reply.
-    dst.shutdown()
-        .await
-        .map_err(|e| remote_io_err("closing", remote, e))?;
-    Ok((total, digest.finish()))
-}
-
-/// True when an opened file is exactly the one looked at by name: same
-/// type, size, modification time, owner, group and permissions.
-fn same_file(seen: &FileAttributes, opened: &FileAttributes) -> bool {
-    opened.file_type() == FileType::File
-        && (seen.size, seen.mtime, seen.uid, seen.gid, seen.permissions)
-            == (
-                opened.size,
-                opened.mtime,
-                opened.uid,
-                opened.gid,
-                opened.permissions,
-            )
+    Ok((sent, digest.finish()))
 }
 
 /// The hash an upload takes as it sends: of the whole file (small files, and

@@ -999,10 +999,36 @@ impl Connection {
     ) -> Result<ExecResult, SshError> {
         self.run(
             command,
-            stdin,
+            stdin.map(Stdin::Bytes),
             Stdout::Keep(output_cap),
             output_cap,
             Wait::Total(timeout),
+        )
+        .await
+    }
+
+    /// Run `command` with everything `source` gives as its stdin, then EOF;
+    /// each piece goes to `seen` before it is sent (to hash exactly what
+    /// the command got). stdout and stderr are kept up to `output_cap`
+    /// bytes each. For input of any length (an upload's bytes): there is no
+    /// deadline for the whole command, but starting it is bounded by
+    /// `idle`, and so is every wait in which the channel took no more input
+    /// and gave no stdout. A read error of `source` stops the command (as a
+    /// timeout does) and is returned.
+    pub async fn exec_from(
+        &self,
+        command: &str,
+        source: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+        seen: &mut (dyn FnMut(&[u8]) + Send),
+        idle: Duration,
+        output_cap: usize,
+    ) -> Result<ExecResult, SshError> {
+        self.run(
+            command,
+            Some(Stdin::Stream { source, seen }),
+            Stdout::Keep(output_cap),
+            output_cap,
+            Wait::Idle(idle),
         )
         .await
     }
@@ -1035,7 +1061,7 @@ impl Connection {
     async fn run(
         &self,
         command: &str,
-        stdin: Option<&[u8]>,
+        stdin: Option<Stdin<'_>>,
         mut stdout: Stdout<'_>,
         stderr_cap: usize,
         wait: Wait,
@@ -1214,6 +1240,27 @@ fn push_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool)
     buf.extend(data.iter().take(room));
 }
 
+/// Where a command's stdin comes from (EOF follows it).
+enum Stdin<'a> {
+    Bytes(&'a [u8]),
+    /// Read to its end, each piece handed to `seen` before it is sent.
+    Stream {
+        source: &'a mut (dyn tokio::io::AsyncRead + Unpin + Send),
+        seen: &'a mut (dyn FnMut(&[u8]) + Send),
+    },
+}
+
+/// How much of a streamed stdin is read and sent at a time.
+const STREAM_PIECE: usize = 256 << 10;
+
+/// Why feeding a command's stdin stopped.
+enum Fed {
+    /// Reading the source failed.
+    Source(std::io::Error),
+    /// The channel refused more (the command is gone, usually).
+    Channel,
+}
+
 /// Where a command's stdout goes.
 enum Stdout<'a> {
     /// Into the result, up to this many bytes.
@@ -1254,26 +1301,51 @@ async fn run_exec(
     read: &mut ChannelReadHalf,
     write: &ChannelWriteHalf<client::Msg>,
     command: &str,
-    stdin: Option<&[u8]>,
+    stdin: Option<Stdin<'_>>,
     stdout: &mut Stdout<'_>,
     stderr_cap: usize,
     idle: Option<Duration>,
 ) -> Result<ExecResult, SshError> {
+    use tokio::io::AsyncReadExt as _;
     write.exec(true, command).await?;
     // stdin is written concurrently with reading so that a command which produces a
     // lot of output before consuming its input cannot deadlock us.
+    // Input the channel took so far: progress, for a command with `idle`.
+    let taken = AtomicU64::new(0);
     let writer = async {
-        if let Some(data) = stdin
-            && !data.is_empty()
-        {
-            // Whole packets: `data` (an AsyncRead) would go through an 8 KiB
-            // copy buffer, several times slower for large inputs (tar bundles).
-            write.data_bytes(data.to_vec()).await?;
+        match stdin {
+            Some(Stdin::Bytes(data)) if !data.is_empty() => {
+                // Whole packets: `data` (an AsyncRead) would go through an
+                // 8 KiB copy buffer, several times slower for large inputs
+                // (tar bundles).
+                write
+                    .data_bytes(data.to_vec())
+                    .await
+                    .map_err(|_| Fed::Channel)?;
+            }
+            Some(Stdin::Stream { source, seen }) => {
+                let mut buf = vec![0u8; STREAM_PIECE];
+                loop {
+                    let n = source.read(&mut buf).await.map_err(Fed::Source)?;
+                    if n == 0 {
+                        break;
+                    }
+                    let piece = buf.get(..n).unwrap_or_default();
+                    seen(piece);
+                    write
+                        .data_bytes(piece.to_vec())
+                        .await
+                        .map_err(|_| Fed::Channel)?;
+                    taken.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            _ => {}
         }
-        write.eof().await
+        write.eof().await.map_err(|_| Fed::Channel)
     };
     tokio::pin!(writer);
     let mut writer_done = false;
+    let mut taken_seen = 0;
     let mut res = ExecResult::default();
     // With `idle`: only stdout (the bytes asked for) and the exit count as
     // progress; stderr does not keep a command alive.
@@ -1282,15 +1354,29 @@ async fn run_exec(
     loop {
         tokio::select! {
             r = &mut writer, if !writer_done => {
-                // A write error usually means the command exited without reading its
-                // input; the outcome is reported by the messages below.
-                let _ = r;
                 writer_done = true;
+                match r {
+                    // The input could not be read here: the command must not
+                    // take what it got for all of it.
+                    Err(Fed::Source(e)) => {
+                        return Err(SshError::LocalIo(format!("reading the input of a command: {e}")));
+                    }
+                    // A channel write error usually means the command exited
+                    // without reading its input; the outcome is reported by
+                    // the messages below.
+                    Err(Fed::Channel) | Ok(()) => {}
+                }
             }
             msg = next_message(read, quiet_until) => {
                 let msg = match msg {
                     // Silent after its exit: done, whoever holds the channel.
                     Err(_) if exited(&res) => break,
+                    // Silent, but still taking input: progress.
+                    Err(_) if taken.load(Ordering::Relaxed) != taken_seen => {
+                        taken_seen = taken.load(Ordering::Relaxed);
+                        quiet_until = idle.map(|d| tokio::time::Instant::now() + d);
+                        continue;
+                    }
                     other => other?,
                 };
                 if let (Some(d), Some(ChannelMsg::Data { .. })) = (idle, &msg) {

@@ -318,14 +318,16 @@ async fn a_download_over_the_operators_cap_is_refused_before_it_starts() {
 /// nothing outside: small files (which travel in tar bundles, checked by
 /// the bundle command itself), a large one (over SFTP) and a single file.
 /// A link that stays inside the root is written through as a directory
-/// would be. Negative controls (done): with the bundle command's `d`
-/// check made `d() { mkdir -p -- "$1"; }`, the small tree landed in the
-/// outside directory (`./tree/a.txt:a` in `outside_state`, "tree-via-dir"
-/// failed with "not denied: Ok(..)"); with `Confine::write_dir` taking a
-/// symlinked component as a directory unresolved, `big.bin` was written
-/// outside ("big-via-dir" failed the same way); without the
-/// `FileType::Symlink` arm of `Confine::write_file`, "big-onto-link"
-/// overwrote the victim through the link.
+/// would be. Every directory is reached by the command that writes in it,
+/// from the root with `cd -P`, `pwd -P` checked at each step
+/// ([`put`](cluster_slurm_host::put)); a link at a file's name is refused
+/// by the command that would write it. Negative control (run): with the
+/// `case "$q/"` check taken out of `put::WALK_FN`, the first case
+/// ("tree-via-dir") failed with "not denied: Ok(..)", the tree written into
+/// the outside directory. (Without the link checks at the names, the link
+/// would be replaced by the new file, never written through: the refusal is
+/// the friendly answer, the unlink and exclusive create the guarantee; see
+/// `an_upload_never_writes_into_a_planted_hard_link`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_never_write_through_a_job_made_link() {
     let p = Planted::new("up").await;
@@ -468,18 +470,15 @@ async fn a_file_swapped_for_a_link_mid_download_is_refused() {
 }
 
 /// An existing destination file swapped for a link to a file outside the
-/// root between the upload's look (`lstat`) and its open is never written:
-/// a file sent whole is a new file made by an exclusive create, which a
-/// link at the name makes fail. Negative control (run, before the
-/// exclusive create): with the existing name opened for writing and the
-/// handle check (`same_file`) always true, the outside victim was
-/// overwritten with the upload's 3 MiB (`assert_outside_untouched` failed).
+/// root after the plan, right before the command that writes it runs
+/// (`BeforeRemoteOpen`): the command looks at the name itself and refuses
+/// the link; it never writes through one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
     let p = Planted::new("uswap").await;
     p.sh(&format!("printf old > {}/target.bin", p.run)).await;
     let ws = tempfile::tempdir().unwrap();
-    // Large enough to go over SFTP (small files travel in tar bundles).
+    // Large enough to go on its own (small files travel in tar bundles).
     let big = ws.path().join("big.bin");
     std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
     let t = transport();
@@ -490,7 +489,106 @@ async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
     )
     .await;
     p.assert_outside_untouched("upload-swap").await;
-    assert_denied("upload-swap", got, took, "appeared at this name");
+    assert_denied("upload-swap", got, took, "symbolic link");
+    p.remove().await;
+}
+
+/// Swaps inside the very command that writes, between two of its steps
+/// (the `: after-create;`, `: after-check;` and `: before-tar;` points of
+/// `put`, run as shell hooks in this test build, no timing): whatever is
+/// swapped, nothing outside the root is written.
+///
+/// * `after-create`: the new file is replaced by a link to an empty
+///   outside file before the command opens it: the opened file is not the
+///   one at the name (`stat` of both), so nothing is written (denied).
+///   Negative control (run): with the `[ "$s" = "$t" ]` comparison taken
+///   out of `put::PUT_FN`, the outside file held the upload's 3 MiB.
+/// * `after-check`: the checked file is moved away and a link to the
+///   victim put at its name: the bytes go through the descriptor to the
+///   moved file; the call then fails on the cluster's hash of the name.
+///   Negative control (run): with `dd of="./$2"` instead of
+///   `of=/proc/self/fd/4`, the victim held the 3 MiB.
+/// * `before-tar`: in a bundle, a directory is swapped for a link to the
+///   outside directory after the command entered it, and a link to the
+///   victim is planted at a member's name: `tar` works in the directory the
+///   command is in (the real one, moved away) and replaces the planted link
+///   by the member. Negative control (run): with the segment unpacked by
+///   `tar -C DIR` from the root instead of in the directory `w` entered,
+///   `c.txt` landed in the outside directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_between_the_steps_of_the_writing_command_write_nothing_outside() {
+    use cluster_slurm_host::hooks;
+    let p = Planted::new("ustep").await;
+    let ws = tempfile::tempdir().unwrap();
+    let big = ws.path().join("big.bin");
+    std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
+    let victim = format!("\"$HOME\"/{}/victim", p.outside);
+    let t = transport();
+
+    // An empty outside file: as long as the new file, so only the
+    // comparison of the two tells them apart.
+    p.sh(&format!(": > {}/empty", p.outside)).await;
+    hooks::install_shell(
+        "after-create",
+        &format!(
+            "rm -f \"./$2\" && ln -s \"$HOME\"/{}/empty \"./$2\"",
+            p.outside
+        ),
+    );
+    let (got, took) = upload(&t, &big, &p.remote("created.bin")).await;
+    hooks::clear();
+    assert_eq!(
+        p.outside_state().await,
+        format!("./empty:\n./victim:{VICTIM}\n"),
+        "after-create: something was written outside the root"
+    );
+    assert_denied("after-create", got, took, "changed on the cluster");
+    p.sh(&format!("rm {}/empty", p.outside)).await;
+
+    hooks::install_shell(
+        "after-check",
+        &format!("mv \"./$2\" ./moved.bin && ln -s {victim} \"./$2\""),
+    );
+    let (got, _) = upload(&t, &big, &p.remote("checked.bin")).await;
+    hooks::clear();
+    p.assert_outside_untouched("after-check").await;
+    assert!(got.is_err(), "after-check: the name is a link now: {got:?}");
+    let moved = p.sh(&format!("wc -c < {}/moved.bin", p.run)).await;
+    assert_eq!(
+        moved.trim(),
+        "3145728",
+        "after-check: the bytes went to the checked file"
+    );
+
+    let tree = ws.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), "a").unwrap();
+    std::fs::write(tree.join("sub/c.txt"), "c").unwrap();
+    p.sh(&format!("cp {o}/victim {o}/c.txt", o = p.outside))
+        .await;
+    hooks::install_shell(
+        "before-tar",
+        &format!(
+            "if [ \"$1\" = c.txt ]; then d=$(pwd -P); mv \"$d\" \"$d.orig\" && ln -s \"$HOME\"/{o} \"$d\"; else ln -s {victim} ./a.txt; fi",
+            o = p.outside
+        ),
+    );
+    let (got, _) = upload(&t, &tree, &p.remote("t")).await;
+    hooks::clear();
+    eprintln!("before-tar: {got:?}");
+    let outside = p.outside_state().await;
+    assert_eq!(
+        outside,
+        format!("./c.txt:{VICTIM}\n./victim:{VICTIM}\n"),
+        "before-tar: something was written outside the root"
+    );
+    let inside = p
+        .sh(&format!(
+            "cd {}/t && cat a.txt sub.orig/c.txt && [ ! -L a.txt ] && echo regular",
+            p.run
+        ))
+        .await;
+    assert_eq!(inside.trim(), "acregular", "before-tar");
     p.remove().await;
 }
 
@@ -539,13 +637,13 @@ async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
 }
 
 /// A directory of an uploaded tree swapped for a link to an outside
-/// directory while an earlier file is sent: the next file's directory no
-/// longer resolves inside the root, and nothing is written there. (Swapped
-/// in the very instant between that check and the file's open, the write
-/// lands outside and the call says so: SFTP has no `openat`; that is the
-/// second case, which checks the report.) Negative control (run): without
-/// the check before the open (`parent_inside(.., false)`), the first case
-/// wrote `second.bin` into the outside directory.
+/// directory after the plan: while an earlier file is sent (`u1`), or
+/// right before the command that writes the file in it runs (`u2`). That
+/// command walks from the root to the file's directory with `cd -P`,
+/// checking `pwd -P` at each step, finds it outside the root and writes
+/// nothing there. Negative control (run): with the `case "$q/"` check
+/// taken out of `put::WALK_FN`, both uploads wrote `second.bin` into the
+/// outside directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_swapped_for_a_link_mid_upload_is_refused() {
     let p = Planted::new("udir").await;
@@ -577,29 +675,43 @@ async fn a_directory_swapped_for_a_link_mid_upload_is_refused() {
         upload(&t, &tree, &p.remote("u2")),
     )
     .await;
-    assert_denied("u2", got, took, "may have been written at");
+    p.assert_outside_untouched("u2").await;
+    assert_denied("u2", got, took, "nothing was written there");
     p.remove().await;
 }
 
 /// An upload onto a name the job hard-linked to an outside file replaces
-/// the name and never writes into the outside file: a file sent whole is
-/// always a new file (the old name unlinked, then an exclusive create).
-/// Negative control (run): with the existing name opened for writing
-/// (`WRITE|TRUNCATE`, no unlink), the outside victim held the 3 MiB.
+/// the name and never writes into the outside file: a file sent on its own
+/// is always a new file (the old name unlinked, then an exclusive create),
+/// and `tar` unlinks a member's name before it writes it. Negative control
+/// (run): with the unlink and the exclusive create taken out of
+/// `put::PUT_FN` (the name opened as it is), the outside victim was
+/// truncated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_never_writes_into_a_planted_hard_link() {
     let p = Planted::new("hard").await;
-    p.sh(&format!("ln {o}/victim {r}/hl", r = p.run, o = p.outside))
-        .await;
+    p.sh(&format!(
+        "ln {o}/victim {r}/hl && ln {o}/victim {r}/hl-small",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
     let ws = tempfile::tempdir().unwrap();
     let big = ws.path().join("big.bin");
     std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
+    let small = ws.path().join("small.txt");
+    std::fs::write(&small, "mine").unwrap();
     let t = transport();
-    let (got, _) = upload(&t, &big, &p.remote("hl")).await;
-    assert_eq!(got.unwrap().files, 1);
-    p.assert_outside_untouched("hard link").await;
-    let there = p.sh(&format!("wc -c < {}/hl", p.run)).await;
-    assert_eq!(there.trim(), "3145728");
+    for (case, local, name, size) in [
+        ("on its own", &big, "hl", "3145728"),
+        ("bundled", &small, "hl-small", "4"),
+    ] {
+        let (got, _) = upload(&t, local, &p.remote(name)).await;
+        p.assert_outside_untouched(case).await;
+        assert_eq!(got.unwrap().files, 1, "{case}");
+        let there = p.sh(&format!("wc -c < {}/{name}", p.run)).await;
+        assert_eq!(there.trim(), size, "{case}");
+    }
     p.remove().await;
 }
 
@@ -609,11 +721,14 @@ async fn an_upload_never_writes_into_a_planted_hard_link() {
 /// for the root; every transfer refuses first, before SFTP resolves it.
 /// Also a resumed upload never appends through a hard link a job planted
 /// at its name (the cluster's hash of a multi-link file is not used for
-/// resuming). Negative controls (run): without `confine::check_root` in
-/// both `copy::download` and `copy::upload_all`, and the bundle's own
-/// check, the download of `ROOT/etc/passwd` brought the testbed's passwd
-/// (1502 bytes); with `remote_hashes_for_reuse` hashing multi-link files,
-/// the outside victim grew by the appended `PWNED`.
+/// resuming, and the command that writes refuses a file with more than one
+/// link). Negative controls (run): without `confine::check_root` in
+/// `copy::download`, the download of `ROOT/etc/passwd` brought the
+/// testbed's passwd (1502 bytes); without the root check in every upload
+/// command (`put::prelude`), the uploads through the swapped root were not
+/// denied; with `remote_hashes_for_reuse` hashing multi-link files (before
+/// the command's own link count), the outside victim grew by the appended
+/// `PWNED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_swapped_for_a_link_or_a_resume_into_a_hard_link_is_refused() {
     let p = Planted::new("root").await;
@@ -763,6 +878,69 @@ async fn a_job_swapping_links_in_a_loop_never_gets_a_download_out() {
     ))
     .await;
     eprintln!("{arrived} downloads arrived, {refused} refused");
+    p.remove().await;
+}
+
+/// The same job loop against uploads: while a tree (small files in
+/// bundles, a 2 MiB file on its own, in the root and in a directory) is
+/// uploaded again and again, the job swaps a file of the destination and
+/// its directory for links out of the root and back. Whichever instant a
+/// swap lands in, every write is decided in the command that makes it,
+/// in the directory that command entered: nothing outside changes (its
+/// names and contents are compared with a snapshot after every round).
+/// Each upload either arrives or fails; the test only asks that none
+/// wrote outside. (A race: the deterministic tests above pin each step.)
+/// Negative control (run): with the `case "$q/"` check taken out of
+/// `put::WALK_FN`, the sixth round wrote `big.bin` into the outside
+/// directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_swapping_links_in_a_loop_never_gets_an_upload_out() {
+    let p = Planted::new("uloop").await;
+    p.sh(&format!(
+        "mkdir -p {r}/t/d && for i in 1 2 3 4; do printf {VICTIM} > {o}/f$i; done",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    let snapshot = format!(
+        "cd {o} && find . | sort | tr '\\n' ' ' && cat victim f1 f2 f3 f4",
+        o = p.outside
+    );
+    let before = p.sh(&snapshot).await;
+    p.sh(&format!(
+        "cd {r}/t || exit 1; nohup timeout 60 sh -c 'while :; do ln -sfn ~/{o}/f3 l && mv -T l f3; printf x > n && mv -T n f3; mv -T d d.o && ln -sfn ~/{o} d; rm d && mv -T d.o d; done' </dev/null >/dev/null 2>&1 & echo $! > ~/{r}/loop.pid",
+        r = p.run,
+        o = p.outside
+    ))
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("t");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    for i in 1..=4 {
+        std::fs::write(tree.join(format!("f{i}")), format!("top-{i}")).unwrap();
+        std::fs::write(tree.join(format!("d/f{i}")), format!("mine-{i}")).unwrap();
+    }
+    std::fs::write(tree.join("d/big.bin"), vec![b'B'; 2 << 20]).unwrap();
+    let t = transport();
+    let (mut arrived, mut failed) = (0, 0);
+    for round in 0..12 {
+        let (got, _) = upload(&t, &tree, &p.remote("t")).await;
+        let after = p.sh(&snapshot).await;
+        assert_eq!(after, before, "round {round}: written outside ({got:?})");
+        match got {
+            Ok(_) => arrived += 1,
+            Err(e) => {
+                eprintln!("round {round}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    p.sh(&format!(
+        "kill $(cat {r}/loop.pid) 2>/dev/null; sleep 0.2; true",
+        r = p.run
+    ))
+    .await;
+    eprintln!("{arrived} uploads arrived, {failed} failed");
     p.remove().await;
 }
 

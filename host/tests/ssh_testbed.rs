@@ -628,11 +628,11 @@ async fn sftp_tree_round_trip() {
     let remote = format!("{remote_root}/up/nested/tree");
     let s = c.open_sftp().await.unwrap();
     // The test's own remote root, resolved on the cluster (made if missing).
-    let mut confine = Confine::resolve(&s, &remote_root, DEFAULT_MAX_DOWNLOAD_BYTES, true)
+    let confine = Confine::resolve(&s, &remote_root, DEFAULT_MAX_DOWNLOAD_BYTES, true)
         .await
         .unwrap();
     let start = Instant::now();
-    let up = sftp::upload(&s, &src_of(&src), &remote, &mut confine)
+    let up = sftp::upload(&c, &src_of(&src), &remote, &remote_root)
         .await
         .unwrap();
     eprintln!("upload: {up:?} in {:?}", start.elapsed());
@@ -707,10 +707,10 @@ async fn sftp_tree_round_trip() {
 
     // Single files: upload to a new nested path, download over an existing file.
     let st = sftp::upload(
-        &s,
+        &c,
         &src_of(&src.join("a.txt")),
         &format!("{remote_root}/single/dir/a.txt"),
-        &mut confine,
+        &remote_root,
     )
     .await
     .unwrap();
@@ -763,10 +763,10 @@ async fn sftp_tree_round_trip() {
     assert!(Source::ambient(&d.path().join("missing-local")).is_err());
     // Uploading below a remote *file* fails cleanly.
     let e = sftp::upload(
-        &s,
+        &c,
         &src_of(&src.join("a.txt")),
         &format!("{remote_root}/single/dir/a.txt/below"),
-        &mut confine,
+        &remote_root,
     )
     .await
     .unwrap_err();
