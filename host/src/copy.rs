@@ -1,18 +1,21 @@
 //! Transfers that resume, skip what is already there, and are checked end to
-//! end: the decisions around [`crate::sftp`]'s byte moving.
+//! end: the decisions around the commands that move the bytes
+//! ([`crate::put`] up, [`crate::fetch`] down; planned in [`crate::sftp`]).
 //!
 //! Upload (`upload_all`, several items at once): the local trees are walked
 //! once. Files of up to 1 MiB travel in tar streams ([`crate::bundle`]) of
-//! at most 1,000 files, each one command that makes every directory
-//! (`mkdir -p`), unpacks the stream (files only) and hashes what it wrote
-//! (by names relative to the stream's base); four streams are in flight at
-//! a time. A file that does not come back intact goes again over SFTP.
-//! Larger files go over one SFTP session: when the destination exists, its
-//! sizes are listed and the cluster hashes the files that could be reused;
-//! a file with the same size and hash is skipped, a shorter one whose hash
-//! equals the hash of the local file's first bytes (an interrupted upload)
-//! is resumed at its end, anything else is sent whole; then each is
-//! compared with the cluster's hash ([`crate::verify::check_upload`]).
+//! at most 1,000 files, each one command that, directory by directory,
+//! enters the directory from the root, unpacks that directory's archive
+//! there and hashes what it wrote ([`crate::put::unpack_command`]); four
+//! streams are in flight at a time. A file that does not come back intact
+//! goes again on its own. Larger files go one command each
+//! ([`crate::put::put`]): when the destination exists, its sizes are listed
+//! over SFTP and the cluster hashes the files that could be reused; a file
+//! with the same size and hash is skipped, a shorter one whose hash equals
+//! the hash of the local file's first bytes (an interrupted upload) is
+//! resumed at its end, anything else is sent whole; then each is compared
+//! with the cluster's hash ([`crate::verify::check_upload`]). Every write is
+//! decided on the cluster in the command that makes it: see [`crate::put`].
 //!
 //! Download: the remote tree is listed. Files that a local file of the same
 //! size may already be are hashed on the cluster first, and skipped when the
@@ -48,13 +51,13 @@ pub async fn upload(
 }
 
 /// Upload each `(local, remote)` item over `conn`, checked on the cluster.
-/// Small files of every item travel together: one command makes the
-/// directories, unpacks them and hashes them. Larger files go over one SFTP
-/// session, skipped when unchanged and resumed when cut off, then checked.
+/// Small files of every item travel together: one command makes their
+/// directories, unpacks them and hashes them. Larger files go one command
+/// each, skipped when unchanged and resumed when cut off, then checked.
 /// Returns, per item, its figures and how many of its files were checked.
 /// Every item is written only inside `root` (the profile's `remoteRoot`,
-/// SFTP form) as the cluster resolves it: see [`crate::confine`], and
-/// [`send_bundles`] for the bundles' own check.
+/// SFTP form) as the cluster resolves it, decided by the command that
+/// writes: see [`crate::put`].
 pub async fn upload_all(
     conn: &Connection,
     items: &[(Source, String)],
@@ -73,14 +76,6 @@ pub async fn upload_all(
         .collect();
     let mut checked = vec![0u32; plans.len()];
 
-    // Every directory first, in one command (empty ones too, and those of
-    // the larger files).
-    let dirs: Vec<&str> = plans
-        .iter()
-        .flat_map(|p| std::iter::once(p.base_dir.as_str()).chain(p.dirs.iter().map(String::as_str)))
-        .collect();
-    crate::put::make_dirs(conn, root, &dirs).await?;
-
     // Small files: bundled, whatever is on the cluster (asking first would
     // cost more than sending them).
     let small: Vec<(usize, &FileJob<LocalFile>)> = plans
@@ -97,6 +92,27 @@ pub async fn upload_all(
             .into_iter()
             .collect()
     };
+
+    // The directories no bundle made (each bundle makes its own): empty
+    // ones, and those of the files that go one by one. One command for all,
+    // only when there are such.
+    let dirs: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| std::iter::once(p.base_dir.as_str()).chain(p.dirs.iter().map(String::as_str)))
+        .collect();
+    let bundled = small
+        .iter()
+        .filter(|(i, f)| !leftovers.contains(&(*i, f.remote.clone())))
+        .map(|(_, f)| f.remote.as_str());
+    let singles = leftovers.len()
+        + plans
+            .iter()
+            .flat_map(|p| p.files.iter())
+            .filter(|f| f.size > BUNDLE_FILE_MAX)
+            .count();
+    if singles > 0 || !made_by_bundles(root, bundled, &dirs) {
+        crate::put::make_dirs(conn, root, &dirs).await?;
+    }
 
     // The rest one by one: larger files, and small ones no bundle carried.
     let single_plans: Vec<UploadPlan> = plans
@@ -162,6 +178,33 @@ pub async fn upload_all(
         }
     }
     Ok(stats.into_iter().zip(checked).collect())
+}
+
+/// True when every directory of `dirs` (below `root`) is the directory of
+/// a `bundled` file or one of its ancestors: the bundles' commands made
+/// them.
+fn made_by_bundles<'a>(root: &str, bundled: impl Iterator<Item = &'a str>, dirs: &[&str]) -> bool {
+    let mut made = std::collections::HashSet::new();
+    for file in bundled {
+        let Ok((dir, _)) = crate::put::split(root, file) else {
+            continue;
+        };
+        let mut at = dir.as_str();
+        loop {
+            made.insert(at.to_string());
+            match at.rsplit_once('/') {
+                Some((parent, _)) => at = parent,
+                None if !at.is_empty() => at = "",
+                None => break,
+            }
+        }
+    }
+    dirs.iter().all(|d| {
+        crate::put::below(d, root).is_some_and(|rel| {
+            let rel: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+            made.contains(&rel.join("/"))
+        })
+    })
 }
 
 /// How to send each file of `plan`: skip what the cluster already holds,
@@ -618,6 +661,18 @@ mod tests {
             reuse(&held(&empty), 0, 0, &hash(b"")).await.unwrap(),
             Start::Unchanged
         ));
+    }
+
+    #[test]
+    fn directories_are_made_apart_only_where_no_bundle_made_them() {
+        let files = ["r/up/a", "r/up/sub/deeper/b"];
+        let made = |dirs: &[&str]| made_by_bundles("r", files.iter().copied(), dirs);
+        assert!(made(&["r/up", "r/up/sub", "r/up/sub/deeper", "r/up/sub/"]));
+        assert!(made(&["r"]));
+        // An empty directory, or one outside the root's text.
+        assert!(!made(&["r/up", "r/up/empty"]));
+        assert!(!made(&["elsewhere"]));
+        assert!(!made_by_bundles("r", std::iter::empty(), &["r/up"]));
     }
 
     #[test]

@@ -246,7 +246,7 @@ pub fn segment_text(index: usize, segment: &Segment) -> String {
         .collect();
     let plain = segment.names.iter().all(|n| !n.contains(['\n', '\\']));
     format!(
-        " ( w {} && set -- {} && f \"$@\" && {} head -c {} | tar -x --no-overwrite-dir -f - && printf '%s dir %s\\n' \"$m\" {index} && {{ {}; }} ) || exit $?;",
+        " ( w {} && set -- {} && f \"$@\" && {{ {} }} && head -c {} | tar -x --no-overwrite-dir -f - && printf '%s dir %s\\n' \"$m\" {index} && {{ {}; }} ) || exit $?;",
         quote_word(&segment.dir),
         words.join(" "),
         crate::hooks::shell(": before-tar;"),
@@ -455,7 +455,7 @@ mod tests {
     fn sh(root: &std::path::Path, call: &str, stdin: &[u8]) -> (i32, String) {
         use std::io::Write as _;
         let script = format!(
-            "r={}; r=${{r%/}}; m=M; {WALK_FN} {PUT_FN} {call}",
+            "r={}; r=${{r%/}}; m=M; {WALK_FN} {PUT_FN} {NAMES_FN} {call}",
             quote_word(&root.display().to_string())
         );
         let mut child = std::process::Command::new("/bin/sh")
@@ -553,6 +553,44 @@ mod tests {
         assert_eq!(split("runs", "runs/f").unwrap(), (String::new(), "f"));
         assert!(matches!(split("runs", "runs"), Err(SshError::Denied(_))));
         assert!(matches!(split("runs", "other/f"), Err(SshError::Denied(_))));
+    }
+
+    /// A bundle's segments under the local `sh` and GNU tar: each archive
+    /// unpacked in its own directory, hashed there; a segment whose
+    /// directory leads out of the root ends the command before its `tar`
+    /// reads a byte, and nothing after it runs. Negative control (run):
+    /// with the hook point written `&& : before-tar; head -c` (a `;` that
+    /// ends the `&&` chain), `tar` ran in the outside directory the failed
+    /// walk had entered and `x` landed there.
+    #[test]
+    fn a_bundle_segment_whose_directory_leads_out_writes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+        let archive = |name: &str, data: &[u8]| {
+            let mut b = crate::bundle::Bundle::new();
+            b.add(name, 0o644, data).unwrap();
+            b.finish()
+        };
+        let (a, x) = (archive("a", b"A"), archive("x", b"X"));
+        let segment = |dir: &str, name: &str, len: usize| Segment {
+            dir: dir.to_string(),
+            names: vec![name.to_string()],
+            len,
+        };
+        let call = format!(
+            "{}{}",
+            segment_text(0, &segment("in", "a", a.len())),
+            segment_text(1, &segment("out", "x", x.len()))
+        );
+        let (code, said) = sh(&root, &call, &[a, x].concat());
+        assert!(!outside.join("x").exists(), "written outside");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(code, 4, "{said}");
+        assert_eq!(std::fs::read(root.join("in/a")).unwrap(), b"A");
     }
 
     #[test]
