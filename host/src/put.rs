@@ -35,28 +35,21 @@ const ROOT_REFUSED: i32 = 97;
 /// The exit code of a command that could not make or enter remoteRoot.
 const ROOT_MISSING: i32 = 96;
 
-/// `w DIR`: enter `$r`, then each `/`-separated component of DIR, making a
-/// missing one; after each step the real working directory must be inside
-/// `$r` (`$m outside PATH` on stderr, newlines replaced, and status 4).
-/// Status 3: a component cannot be entered; 6: one is not a directory and
-/// cannot be made one.
-const WALK_FN: &str = r#"w() { cd -P -- "$r/" 2>/dev/null || return 3; [ -n "$1" ] || return 0; o=$IFS; IFS=/; set -f; set -- $1; IFS=$o; set +f; for c do [ -n "$c" ] || continue; if [ ! -e "./$c" ] && [ ! -L "./$c" ]; then mkdir -- "./$c" 2>/dev/null; fi; [ -d "./$c" ] || return 6; cd -P -- "./$c" 2>/dev/null || return 3; q=$(pwd -P; printf x); q=${q%?x}; case "$q/" in "$r"/*) ;; *) printf '%s outside %s\n' "$m" "$(printf '%s' "$q" | tr '\n' '?')" >&2; return 4;; esac; done; };"#;
+/// The shell functions `w` (walk to a directory), `p` (put a file) and `f`
+/// (check names), with their statuses: one file for both hosts
+/// (`openclaw/lib/remote-write.sh`, which documents them; its `#` lines are
+/// left out, see [`functions`]).
+const FUNCTIONS_FILE: &str = include_str!("../../openclaw/lib/remote-write.sh");
 
-/// `f NAME...`: no NAME in the working directory is a link (status 5), a
-/// directory (10) or another kind of file but a regular one (11); the
-/// name goes first to stderr (`$m name NAME`, newlines replaced).
-const NAMES_FN: &str = r#"f() { for n do if [ -L "./$n" ]; then s=5; elif [ -d "./$n" ]; then s=10; elif [ -e "./$n" ] && [ ! -f "./$n" ]; then s=11; else continue; fi; printf '%s name %s\n' "$m" "$(printf '%s' "$n" | tr '\n' '?')" >&2; exit $s; done; };"#;
-
-/// `p DIR NAME OFFSET MODE`: write stdin to `DIR/NAME` (DIR relative to
-/// `$r`, entered by `w`) from byte OFFSET on (0: a new file), then set MODE
-/// (octal; `u` first: less the umask) on the descriptor, and print
-/// `$m wrote SIZE`. Status 5: the name is a symbolic link; 10: a
-/// directory; 11: another kind of file; 12: the new file could not be
-/// made (something appeared at the name, or no permission: `dd` says
-/// which); 13: the opened file is not the one at the name, has other
-/// links, or is not OFFSET bytes long; 14: writing failed; 15: the mode
-/// could not be set. Anything else is `w`'s.
-const PUT_FN: &str = r#"p() { ( w "$1" || exit $?; : after-walk; [ ! -L "./$2" ] || exit 5; if [ -e "./$2" ] && [ ! -f "./$2" ]; then [ ! -d "./$2" ] || exit 10; exit 11; fi; if [ "$3" = 0 ]; then rm -f -- "./$2" 2>/dev/null; dd of="./$2" conv=excl oflag=nofollow count=0 status=none </dev/null || exit 12; fi; : after-create; { s=$(stat -c %d:%i:%h:%s -- "./$2") && t=$(stat -L -c %d:%i:%h:%s /proc/self/fd/4) && [ "$s" = "$t" ] && [ -f /proc/self/fd/4 ] || exit 13; case $t in *:*:1:"$3") ;; *) exit 13;; esac; : after-check; dd of=/proc/self/fd/4 conv=notrunc oflag=seek_bytes seek="$3" bs=262144 status=none || exit 14; case $4 in u*) k=$(printf %o $(( 0${4#u} & ~0$(umask) )));; *) k=$4;; esac; chmod -- "$k" /proc/self/fd/4 || exit 15; printf '%s wrote %s\n' "$m" "$(stat -L -c %s /proc/self/fd/4)" >&2; exit 0; } 4<"./$2" || exit 13; ); };"#;
+/// [`FUNCTIONS_FILE`] without its comments, on one line (with a test's
+/// shell hooks in place of its `: NAME;` points, in a test build).
+fn functions() -> String {
+    let text: Vec<&str> = FUNCTIONS_FILE
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    crate::hooks::shell(&text.join(" ")).into_owned()
+}
 
 /// Write everything `source` gives to `remote` (a path below `root`, the
 /// profile's `remoteRoot`, both SFTP form), from byte `offset` on: 0 makes a new file (replacing a
@@ -101,7 +94,7 @@ pub async fn put(
     let shown = crate::confine::shown(remote);
     let denied = |what: &str| {
         SshError::Denied(format!(
-            "remote path {shown}: {what}; nothing was written through it"
+            "remote path {shown} {what}; nothing was written through it"
         ))
     };
     match out.exit_code {
@@ -136,7 +129,7 @@ pub async fn put(
             "is not a regular file on the cluster (a device, FIFO or socket); an upload only replaces regular files",
         )),
         Some(12) if said.rest().contains("File exists") => Err(denied(
-            "something appeared at this name on the cluster while the upload was writing it (a link or file a job planted?)",
+            "had something appear at its name on the cluster while the upload was writing it (a link or file a job planted?)",
         )),
         Some(12) => Err(SshError::Remote(format!(
             "uploading {shown}: the cluster could not create it ({})",
@@ -335,12 +328,25 @@ fn root_missing(root: &str, said: &Said) -> SshError {
     ))
 }
 
-/// `what` resolves outside the root (where `said` says).
+/// `what` resolves outside the root (where `said` says; named by the part
+/// of its path that leads out, when the command said it).
 pub(crate) fn outside(root: &str, what: &str, said: &Said) -> SshError {
+    let what = match &said.via {
+        Some(via) => {
+            let path = match root.trim_end_matches('/') {
+                "" => format!("/{via}"),
+                "." => via.clone(),
+                r => format!("{r}/{via}"),
+            };
+            format!("remote path {}", crate::confine::shown(&path))
+        }
+        None => what.to_string(),
+    };
     SshError::Denied(format!(
-        "{what} resolves to {} on the cluster, outside remoteRoot {}: a symbolic link leads out of it; nothing was written there",
+        "{what} resolves to {} on the cluster, outside remoteRoot {} ({}): a symbolic link leads out of it; nothing was written there",
         said.outside.as_deref().unwrap_or("another place"),
         crate::confine::shown(root),
+        said.root.as_deref().unwrap_or("?"),
     ))
 }
 
@@ -351,9 +357,9 @@ pub(crate) fn outside(root: &str, what: &str, said: &Said) -> SshError {
 pub(crate) fn prelude(root: &str, nonce: &str) -> String {
     let word = crate::confine::root_word(root);
     format!(
-        "LC_ALL=C; export LC_ALL; unset CDPATH; {} mkdir -p -- {word} 2>/dev/null; r=$(cd -P -- {word} && pwd -P && printf x) || exit {ROOT_MISSING}; r=${{r%?x}}; r=${{r%/}}; m={nonce}; {WALK_FN} {} {NAMES_FN}",
+        "LC_ALL=C; export LC_ALL; unset CDPATH; {} mkdir -p -- {word} 2>/dev/null; r=$(cd -P -- {word} && pwd -P && printf x) || exit {ROOT_MISSING}; r=${{r%?x}}; r=${{r%/}}; m={nonce}; {}",
         crate::remote_confine::root_check(&word, &format!("exit {ROOT_REFUSED}")),
-        crate::hooks::shell(PUT_FN),
+        functions(),
     )
 }
 
@@ -415,6 +421,8 @@ pub(crate) fn below<'a>(path: &'a str, root: &str) -> Option<&'a str> {
 pub(crate) struct Said {
     wrote: Option<u64>,
     outside: Option<String>,
+    via: Option<String>,
+    root: Option<String>,
     name: Option<String>,
     other: Vec<String>,
 }
@@ -430,6 +438,10 @@ impl Said {
                 said.wrote = size.trim().parse().ok();
             } else if let Some(path) = ours.and_then(|o| o.strip_prefix("outside ")) {
                 said.outside = Some(path.to_string());
+            } else if let Some(via) = ours.and_then(|o| o.strip_prefix("via ")) {
+                said.via = Some(via.to_string());
+            } else if let Some(root) = ours.and_then(|o| o.strip_prefix("root ")) {
+                said.root = Some(root.to_string());
             } else if let Some(name) = ours.and_then(|o| o.strip_prefix("name ")) {
                 said.name = Some(name.to_string());
             } else if !line.trim().is_empty() {
@@ -455,8 +467,9 @@ mod tests {
     fn sh(root: &std::path::Path, call: &str, stdin: &[u8]) -> (i32, String) {
         use std::io::Write as _;
         let script = format!(
-            "r={}; r=${{r%/}}; m=M; {WALK_FN} {PUT_FN} {NAMES_FN} {call}",
-            quote_word(&root.display().to_string())
+            "r={}; r=${{r%/}}; m=M; {} {call}",
+            quote_word(&root.display().to_string()),
+            functions()
         );
         let mut child = std::process::Command::new("/bin/sh")
             .arg("-c")
@@ -478,7 +491,7 @@ mod tests {
     /// directories, a resume, a replaced file whose old name had a hard
     /// link outside, a link at the name, a directory link out of the root,
     /// one inside it, and the mode by the descriptor. Negative control
-    /// (run): with the `case "$q/"` check taken out of `WALK_FN`, "out/x"
+    /// (run): with the `case "$q/"` check taken out of `w`, "out/x"
     /// was written into the outside directory (status 0, not 4).
     #[test]
     fn the_shell_functions_write_only_inside_the_root() {

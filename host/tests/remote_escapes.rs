@@ -322,7 +322,7 @@ async fn a_download_over_the_operators_cap_is_refused_before_it_starts() {
 /// from the root with `cd -P`, `pwd -P` checked at each step
 /// ([`put`](cluster_slurm_host::put)); a link at a file's name is refused
 /// by the command that would write it. Negative control (run): with the
-/// `case "$q/"` check taken out of `put::WALK_FN`, the first case
+/// `case "$q/"` check taken out of `w` (`openclaw/lib/remote-write.sh`), the first case
 /// ("tree-via-dir") failed with "not denied: Ok(..)", the tree written into
 /// the outside directory. (Without the link checks at the names, the link
 /// would be replaced by the new file, never written through: the refusal is
@@ -502,7 +502,7 @@ async fn a_file_swapped_for_a_link_mid_upload_is_never_written() {
 ///   outside file before the command opens it: the opened file is not the
 ///   one at the name (`stat` of both), so nothing is written (denied).
 ///   Negative control (run): with the `[ "$s" = "$t" ]` comparison taken
-///   out of `put::PUT_FN`, the outside file held the upload's 3 MiB.
+///   out of `p` (`openclaw/lib/remote-write.sh`), the outside file held the upload's 3 MiB.
 /// * `after-check`: the checked file is moved away and a link to the
 ///   victim put at its name: the bytes go through the descriptor to the
 ///   moved file; the call then fails on the cluster's hash of the name.
@@ -642,7 +642,7 @@ async fn a_directory_swapped_for_a_link_mid_download_is_refused() {
 /// command walks from the root to the file's directory with `cd -P`,
 /// checking `pwd -P` at each step, finds it outside the root and writes
 /// nothing there. Negative control (run): with the `case "$q/"` check
-/// taken out of `put::WALK_FN`, both uploads wrote `second.bin` into the
+/// taken out of `w` (`openclaw/lib/remote-write.sh`), both uploads wrote `second.bin` into the
 /// outside directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_swapped_for_a_link_mid_upload_is_refused() {
@@ -685,7 +685,7 @@ async fn a_directory_swapped_for_a_link_mid_upload_is_refused() {
 /// is always a new file (the old name unlinked, then an exclusive create),
 /// and `tar` unlinks a member's name before it writes it. Negative control
 /// (run): with the unlink and the exclusive create taken out of
-/// `put::PUT_FN` (the name opened as it is), the outside victim was
+/// `p` (the name opened as it is), the outside victim was
 /// truncated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_never_writes_into_a_planted_hard_link() {
@@ -891,7 +891,7 @@ async fn a_job_swapping_links_in_a_loop_never_gets_a_download_out() {
 /// Each upload either arrives or fails; the test only asks that none
 /// wrote outside. (A race: the deterministic tests above pin each step.)
 /// Negative control (run): with the `case "$q/"` check taken out of
-/// `put::WALK_FN`, the sixth round wrote `big.bin` into the outside
+/// `w` (`openclaw/lib/remote-write.sh`), the sixth round wrote `big.bin` into the outside
 /// directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_swapping_links_in_a_loop_never_gets_an_upload_out() {

@@ -36,9 +36,11 @@
 // (the cap still holds). Jobs that plant links beforehand, which is what an
 // agent can arrange, are all caught.
 
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import * as err from "./host-error.js";
 import { quoteWord } from "./grants.js";
-import { ROOT_CHECK, rootLinkRefusal } from "./remote-confine.js";
+import { ROOT_CHECK, rootCheck, rootLinkRefusal } from "./remote-confine.js";
 
 /** The default of `host.maxDownloadBytes`: 20 GiB per download call. */
 export const DEFAULT_MAX_DOWNLOAD_BYTES = 20 * 2 ** 30;
@@ -73,37 +75,6 @@ else no notregular
 fi
 printf '%s\\n' "$k"
 { find -P "$@" -type f -printf '%s\\n' || echo failed; } | awk '/^[0-9]+$/ { t += $1; n++; next } { bad = 1 } END { if (bad) exit 3; printf "%.0f %d\\n", t, n }'`;
-
-// Stdin: the root, then "d REL" (a directory, parents before children) and
-// "f REL" (a file to be written) lines, REL relative to the root.
-export const UPLOAD_CHECK = `# cluster-slurm upload check
-${ROOT_CHECK}
-IFS= read -r r || exit 1
-case $r in /*) ;; .) r=$HOME;; *) r=$HOME/$r;; esac
-no() { printf 'cluster-slurm-xfer: %s\\n' "$1" >&2; printf '%s\\0' "$r" "$2" "$3"; exit 90; }
-cs_root_ok "$r" || no rootlink
-{ cd -P -- "$r" 2>/dev/null || { mkdir -p -- "$r" && cd -P -- "$r"; }; } || exit 1
-r=$PWD
-while IFS= read -r l; do
-n=\${l#??}
-case $l in
-"d "*)
-if [ -L "./$n" ]; then
-t=$(cd -P -- "./$n" 2>/dev/null && pwd -P && echo .) || no nodir "$n"
-t=\${t%?.}
-case $t in "$r"|"$r"/*) ;; *) no outside "$n" "$t";; esac
-elif [ -d "./$n" ]; then :
-elif [ -e "./$n" ]; then printf '%s/%s exists and is not a directory\\n' "$r" "$n" >&2; exit 1
-else mkdir -- "./$n" 2>/dev/null || { [ -d "./$n" ] && [ ! -L "./$n" ]; } || { printf 'cannot make %s/%s\\n' "$r" "$n" >&2; exit 1; }
-fi;;
-"f "*)
-if [ -L "./$n" ]; then no symlink "$n"
-elif [ -d "./$n" ]; then printf '%s/%s exists and is a directory\\n' "$r" "$n" >&2; exit 1
-elif [ -e "./$n" ] && [ ! -f "./$n" ]; then no notregular "$n"
-elif [ -f "./$n" ]; then rm -f -- "./$n" || exit 1
-fi;;
-esac
-done`;
 
 /** The command line that runs `script` under /bin/sh, bounded in time. */
 export function checkCommand(script) {
@@ -211,64 +182,148 @@ export function overCap(remote, bytes, files, maxBytes) {
   );
 }
 
-/** Every directory of `rels` (component lists) and its ancestors, once, parents first. */
-export function dirChain(rels) {
-  const seen = new Set();
-  const out = [];
-  for (const parts of rels) {
-    for (let i = 1; i <= parts.length; i++) {
-      const at = parts.slice(0, i).join("/");
-      if (!seen.has(at)) {
-        seen.add(at);
-        out.push(at);
-      }
-    }
-  }
-  return out;
+/**
+ * The shell functions `w` (walk to a directory), `p` (put a file) and `f`
+ * (check names) of an upload's writes: one file for both hosts
+ * (remote-write.sh, which documents them and their statuses; host/src/put.rs
+ * compiles it in), its `#` lines left out, on one line.
+ */
+export const WRITE_FUNCTIONS = readFileSync(new URL("./remote-write.sh", import.meta.url), "utf8")
+  .split("\n")
+  .filter((l) => l.trim() !== "" && !l.startsWith("#"))
+  .join(" ");
+
+/** Exit codes of a writing command that found remoteRoot through a replaceable link, or could not make or enter it. */
+const ROOT_REFUSED = 97;
+const ROOT_MISSING = 96;
+
+/** `root` (sftp form) as an absolute shell word: `"$HOME"/...` below the home (confine.rs `root_word`). */
+export function rootWord(root) {
+  if (root.startsWith("/")) return quoteWord(root);
+  if (root === "." || root === "") return '"$HOME"';
+  return `"$HOME"/${quoteWord(root)}`;
+}
+
+/** A marker no login shell prints by chance, and no one knows before the command runs. */
+export function marker() {
+  return `cs-bytes-${randomBytes(16).toString("hex")}`;
 }
 
 /**
- * Check, on the cluster, that an upload writes only inside the resolved
- * `root`: the directories `dirs` and the parents of `files` (sftp-form
- * paths below the root) are reached inside it (made when missing), and no
- * name in `files` is a symlink or anything but a regular file. Refused
- * (denied) before sftp runs; nothing was written through a link then.
+ * What every writing command starts with (put.rs `prelude`): the root's
+ * check, the root made if missing, `$r` (the resolved root), `$m` (the
+ * marker) and the functions (`functions`: WRITE_FUNCTIONS, or a test's
+ * copy with shell hooks at its `: NAME;` points).
  */
-export async function checkUpload(client, target, root, dirs, files, opts = {}) {
-  const rel = (p) => {
-    const parts = belowRoot(root, p);
-    if (parts === null) throw err.denied(`remote path ${shown(p)} is not below remoteRoot ${shown(root)}`);
-    return parts;
-  };
-  const fileParts = files.map(rel);
-  for (const [i, parts] of fileParts.entries()) {
-    if (parts.length === 0) throw err.remote(`${shown(files[i])} is remoteRoot itself, a directory`);
+export function writePrelude(root, m, functions = WRITE_FUNCTIONS) {
+  const word = rootWord(root);
+  return `LC_ALL=C; export LC_ALL; unset CDPATH; ${rootCheck(word, `exit ${ROOT_REFUSED}`)} mkdir -p -- ${word} 2>/dev/null; r=$(cd -P -- ${word} && pwd -P && printf x) || exit ${ROOT_MISSING}; r=\${r%?x}; r=\${r%/}; m=${m}; ${functions}`;
+}
+
+/** What a writing command said on stderr: its own lines (after the marker) and the tools' messages. */
+function saidBy(stderr, m) {
+  const said = { wrote: undefined, outside: undefined, via: undefined, root: undefined, name: undefined, other: [] };
+  for (const line of Buffer.from(stderr ?? []).toString("utf8").split("\n")) {
+    const ours = line.startsWith(`${m} `) ? line.slice(m.length + 1) : null;
+    if (ours?.startsWith("wrote ")) said.wrote = /^[0-9]+$/.test(ours.slice(6).trim()) ? Number(ours.slice(6).trim()) : undefined;
+    else if (ours?.startsWith("outside ")) said.outside = ours.slice(8);
+    else if (ours?.startsWith("via ")) said.via = ours.slice(4);
+    else if (ours?.startsWith("root ")) said.root = ours.slice(5);
+    else if (ours?.startsWith("name ")) said.name = ours.slice(5);
+    else if (line.trim() !== "") said.other.push(line);
   }
-  const chain = dirChain([...dirs.map(rel), ...fileParts.map((p) => p.slice(0, -1))]);
-  const lines = [root, ...chain.map((d) => `d ${d}`), ...fileParts.map((p) => `f ${p.join("/")}`)];
-  const out = await run(client, target, UPLOAD_CHECK, `${lines.join("\n")}\n`, opts);
-  if (out.exitCode === 0) return;
-  const { fields: f } = fields(out.stdout);
-  const why = reasonOf(out.stderr);
-  if (out.exitCode === REFUSED_EXIT && why === "rootlink") throw err.denied(rootLinkRefusal(shown(root)));
-  if (out.exitCode === REFUSED_EXIT && why !== null && f.length >= 2) {
-    const [realRoot, name, real] = f;
-    const at = shown(join(root, name));
-    switch (why) {
-      case "outside":
-        throw outside(join(root, name), real ?? "?", root, realRoot);
-      case "nodir":
-        throw err.denied(`remote path ${at} is a symbolic link to no directory on the cluster (resolved root ${realRoot}); nothing was written through it`);
-      case "symlink":
-        throw err.denied(`remote path ${at} is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)`);
-      case "notregular":
-        throw err.denied(`remote path ${at} is not a regular file (a device, FIFO or socket); an upload only replaces regular files`);
-      default:
-        break;
-    }
+  said.rest = () => said.other.slice(-5).join("; ");
+  return said;
+}
+
+const rootRefused = (root) => err.denied(rootLinkRefusal(shown(root)));
+const rootMissing = (root, said) => err.remote(`remoteRoot ${shown(root)} cannot be made or entered on the cluster (${said.rest()})`);
+/** `what` resolves outside the root (put.rs `outside`): named by the part of its path that leads out, when the command said it. */
+function leadsOut(root, what, said) {
+  const r = root.replace(/\/+$/, "");
+  const named = said.via === undefined ? what : `remote path ${shown(r === "" ? `/${said.via}` : r === "." ? said.via : `${r}/${said.via}`)}`;
+  return err.denied(
+    `${named} resolves to ${said.outside ?? "another place"} on the cluster, outside remoteRoot ${shown(root)} (${said.root ?? "?"}): a symbolic link leads out of it; nothing was written there`,
+  );
+}
+
+/** `remote` (sftp form, below `root`) as its directory relative to the root and its name. */
+function splitBelow(root, remote) {
+  const parts = belowRoot(root, remote);
+  if (parts === null || parts.length === 0) {
+    throw err.denied(`remote path ${shown(remote)} is not a file below remoteRoot ${shown(root)}`);
   }
-  if (out.exitCode === 124 || out.exitCode === 137) {
-    throw err.timeout(`checking the upload's directories below ${shown(root)} on the cluster took more than ${CHECK_BOUND_S} s`);
+  const name = parts.pop();
+  return { dir: parts.join("/"), name };
+}
+
+/**
+ * Make every directory of `dirs` (sftp-form paths below `root`, parents
+ * first) inside the root, in one command on the cluster, each reached from
+ * the root with `cd -P` and `pwd -P` checked at every step (put.rs
+ * `make_dirs`): nothing is made through a link that leads out.
+ */
+export async function makeDirs(client, target, root, dirs, opts = {}) {
+  const rels = dirs.map((d) => {
+    const parts = belowRoot(root, d);
+    if (parts === null) throw err.denied(`remote path ${shown(d)} is not below remoteRoot ${shown(root)}`);
+    return parts.join("/");
+  });
+  if (rels.length === 0) return;
+  const m = marker();
+  const command = `${writePrelude(root, m, opts.writeFunctions)}${rels.map((r) => ` ( w ${quoteWord(r)} ) || exit $?;`).join("")}`;
+  const out = await client.exec(target, command, { timeoutMs: (CHECK_BOUND_S + 30) * 1000, signal: opts.signal });
+  const said = saidBy(out.stderr, m);
+  switch (out.exitCode) {
+    case 0: return;
+    case ROOT_REFUSED: throw rootRefused(root);
+    case ROOT_MISSING: throw rootMissing(root, said);
+    case 4: throw leadsOut(root, "an upload's directory", said);
+    case 6: throw err.remote(`an upload's directory below ${shown(root)} exists on the cluster and is not a directory, or could not be made (${said.rest()})`);
+    default: throw err.remote(`making an upload's directories below ${shown(root)} failed on the cluster (exit ${out.exitCode}): ${said.rest()}`);
   }
-  throw err.remote(`upload below remoteRoot ${shown(root)}: ${lastLines(out.stderr) || `exit ${out.exitCode}`}`);
+}
+
+/**
+ * Write the open local file `fd` (`size` bytes, mode `mode`) to `remote`
+ * (sftp form, below `root`) as a new file, by one command on the cluster
+ * that decides where it writes in the write (put.rs `put`, the same shell
+ * functions): it walks from the root to the file's directory (`cd -P`,
+ * `pwd -P` checked per step), refuses a link or device at the name, makes
+ * a new file exclusively (`dd conv=excl oflag=nofollow`, after unlinking
+ * the name), checks its descriptor is the file at the name with one link,
+ * and streams stdin to it through the descriptor. ssh reads `fd` itself.
+ */
+export async function putFile(client, target, root, remote, fd, { mode, size }, opts = {}) {
+  const { dir, name } = splitBelow(root, remote);
+  const modeWord = (mode & 0o111) !== 0 ? (mode & 0o777).toString(8) : `u${(mode & 0o777).toString(8)}`;
+  const m = marker();
+  const command = `${writePrelude(root, m, opts.writeFunctions)} p ${quoteWord(dir)} ${quoteWord(name)} 0 ${modeWord}`;
+  const out = await client.exec(target, command, { stdinFd: fd, timeoutMs: opts.timeoutMs, signal: opts.signal });
+  const said = saidBy(out.stderr, m);
+  const at = shown(remote);
+  const refused = (what) => err.denied(`remote path ${at} ${what}; nothing was written through it`);
+  switch (out.exitCode) {
+    case 0:
+      if (said.wrote === size) return;
+      throw err.remote(said.wrote === undefined
+        ? `uploading ${at}: the cluster did not say what it wrote (${said.rest()})`
+        : `uploading ${at}: the cluster holds ${said.wrote} bytes after ${size} were sent`);
+    case ROOT_REFUSED: throw rootRefused(root);
+    case ROOT_MISSING: throw rootMissing(root, said);
+    case 3: throw err.remote(`uploading ${at}: a directory on its way cannot be entered on the cluster (${said.rest()})`);
+    case 4: throw leadsOut(root, `the directory of ${at}`, said);
+    case 6: throw err.remote(`uploading ${at}: a component of its directory exists on the cluster and is not a directory, or could not be made (${said.rest()})`);
+    case 5: throw refused("is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)");
+    case 10: throw err.remote(`${at} exists on the cluster and is a directory`);
+    case 11: throw refused("is not a regular file on the cluster (a device, FIFO or socket); an upload only replaces regular files");
+    case 12:
+      if (said.rest().includes("File exists")) {
+        throw refused("had something appear at its name on the cluster while the upload was writing it (a link or file a job planted?)");
+      }
+      throw err.remote(`uploading ${at}: the cluster could not create it (${said.rest()})`);
+    case 13: throw refused("changed on the cluster between the look and the open (a link or a hard link swapped in, or the file resized?)");
+    default:
+      throw err.remote(`uploading ${at}: the command on the cluster failed (exit ${out.exitCode ?? out.exitSignal}): ${said.rest()}`);
+  }
 }

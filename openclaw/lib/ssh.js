@@ -114,7 +114,7 @@ export class SshClient {
    * Run a program (ssh or sftp) to completion with bounded output.
    * @returns {Promise<{code: number|null, signal: string|null, stdout: Capped, stderr: Capped}>}
    */
-  run(program, args, { input, timeoutMs, cap = OUTPUT_CAP, signal, what, fds = [] }) {
+  run(program, args, { input, inputFd, timeoutMs, cap = OUTPUT_CAP, signal, what, fds = [] }) {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
         reject(err.connection(`${what}: cancelled before it started`));
@@ -123,7 +123,9 @@ export class SshClient {
       // `fds`: open files the child gets as its fd 3, 4, ... (transfer.js
       // names local files by them, /proc/self/fd/N, so sftp reads and
       // writes exactly the files this process checked).
-      const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe", ...fds] });
+      // `inputFd`: an open file the child reads as its stdin, to its end
+      // (an upload's bytes, streamed from the file this process checked).
+      const child = spawn(program, args, { stdio: [inputFd ?? "pipe", "pipe", "pipe", ...fds] });
       const stdout = new Capped(cap);
       const stderr = new Capped(64 << 10);
       let outcome = null;
@@ -138,9 +140,11 @@ export class SshClient {
       signal?.addEventListener("abort", onAbort, { once: true });
       child.stdout.on("data", (c) => stdout.push(c));
       child.stderr.on("data", (c) => stderr.push(c));
-      // A remote side that stops reading early is not our failure.
-      child.stdin.on("error", () => {});
-      child.stdin.end(input ? Buffer.from(input) : undefined);
+      if (child.stdin) {
+        // A remote side that stops reading early is not our failure.
+        child.stdin.on("error", () => {});
+        child.stdin.end(input ? Buffer.from(input) : undefined);
+      }
       child.on("error", (e) => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
@@ -161,9 +165,9 @@ export class SshClient {
    * Exit 255 with an OpenSSH failure message is a host-error; any other exit
    * is the remote command's own and belongs to the guest.
    */
-  async exec(target, command, { stdin, timeoutMs, signal }) {
+  async exec(target, command, { stdin, stdinFd, timeoutMs, signal }) {
     const args = [...this.options(), "-T", "--", target, command];
-    const r = await this.run("ssh", args, { input: stdin, timeoutMs, signal, what: `ssh ${target}` });
+    const r = await this.run("ssh", args, { input: stdin, inputFd: stdinFd, timeoutMs, signal, what: `ssh ${target}` });
     if (r.code === 255) {
       const failure = sshFailure(target, Buffer.concat(r.stderr.chunks));
       if (failure) throw failure;

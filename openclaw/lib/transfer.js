@@ -1,13 +1,13 @@
-// File transfer over the system `sftp`, with the semantics of the native
-// host (host/src/sftp.rs): a file or a directory tree each way; in trees,
+// File transfer over the system `ssh` and `sftp`, with the semantics of the
+// native host (host/src/sftp.rs): a file or a directory tree each way; in trees,
 // only regular files and directories travel (symlinks are skipped, never
 // followed). The local side never goes by a path that could have changed
 // since it was checked (lib/local-fs.js):
 // - uploads: the tree is planned from the opened workspace, one real
 //   directory at a time; right before it is sent, each file is opened the
 //   same way (O_NOFOLLOW) and must still be the inode the plan found (same
-//   device and inode), and sftp reads that open file (its fd 3, 4, ...,
-//   named /proc/self/fd/N), never the path;
+//   device and inode), and ssh reads that open file as its stdin, never
+//   the path;
 // - downloads: sftp writes into a private staging directory outside the
 //   workspace; every file is then moved into the workspace through
 //   directories walked again, per file, from the opened workspace (a
@@ -24,8 +24,12 @@
 // host/src/confine.rs): `opts.root` (the root in sftp form) is required.
 // A download reads only the resolved source (a regular file or directory
 // inside the resolved root), within `opts.maxDownloadBytes`
-// (host.maxDownloadBytes); an upload writes only into directories reached
-// inside the root and never through a symlink at a file's name.
+// (host.maxDownloadBytes). An upload's writes are decided on the cluster in
+// the command that makes each (remote-transfer.js `putFile`, the shell
+// functions host/src/put.rs runs too): the directory reached from the root
+// with `cd -P`, a new file made exclusively, written through a descriptor
+// checked to be the file at its name; `opts.writeFunctions` (tests only)
+// replaces those functions by a copy with shell hooks between their steps.
 //
 // `opts.beforeOpen(shown)` is called right before each local open: a test
 // hook, for swaps driven deterministically between plan and open. Only
@@ -39,7 +43,7 @@ import path from "node:path";
 import { show } from "./grants.js";
 import * as err from "./host-error.js";
 import * as lfs from "./local-fs.js";
-import { DEFAULT_MAX_DOWNLOAD_BYTES, checkDownload, checkUpload, shown as remoteShown } from "./remote-transfer.js";
+import { DEFAULT_MAX_DOWNLOAD_BYTES, checkDownload, makeDirs, putFile, shown as remoteShown } from "./remote-transfer.js";
 
 /**
  * One path as an sftp batch word: every character outside a safe set
@@ -61,7 +65,7 @@ const remoteParent = (p) => {
 /** A local side: `rel`, a clean relative path without symlinks, below the directory `base`. */
 const shownOf = (local, sub = "") => path.join(local.base, local.rel, sub);
 
-/** Files per sftp run of an upload: each is an open fd of the child. */
+/** Files of an upload whose directories are made by one command. */
 const UPLOAD_BATCH = 128;
 
 /**
@@ -111,22 +115,21 @@ function openPlanned(baseFd, local, rel, planned, opts) {
 
 /**
  * Send `files` (each `{rel, planned, remote}`) into the directories `dirs`
- * (remote, sftp form): the cluster checks first (remote-transfer.js) that
- * every directory is reached inside the root (made when missing) and no
- * file's name is a symlink; then each file is opened right before sftp runs.
+ * (remote, sftp form): the directories are made first, inside the root
+ * (remote-transfer.js `makeDirs`); then each file is opened right before
+ * it goes and is written by one command on the cluster that decides where
+ * it writes in the write (`putFile`), ssh reading the open file itself.
  */
 async function sendBatch(client, target, baseFd, local, dirs, files, opts) {
-  // Every word checked before the cluster is asked anything.
-  const lines = files.map((f, i) => `put -p /proc/self/fd/${3 + i} ${sftpWord(f.remote)}`);
-  for (const d of dirs) sftpWord(d);
-  await checkUpload(client, target, opts.root, dirs, files.map((f) => f.remote), opts);
-  if (files.length === 0) return;
-  const fds = [];
-  try {
-    for (const f of files) fds.push(openPlanned(baseFd, local, f.rel, f.planned, opts));
-    await client.sftp(target, `${lines.join("\n")}\n`, { timeoutMs: opts.timeoutMs, signal: opts.signal, fds });
-  } finally {
-    for (const fd of fds) fs.closeSync(fd);
+  await makeDirs(client, target, opts.root, dirs, opts);
+  for (const f of files) {
+    const fd = openPlanned(baseFd, local, f.rel, f.planned, opts);
+    try {
+      const st = fs.fstatSync(fd);
+      await putFile(client, target, opts.root, f.remote, fd, { mode: st.mode, size: st.size }, opts);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 }
 
@@ -160,13 +163,14 @@ export async function upload(client, target, local, remote, opts = {}) {
     } catch (e) {
       throw err.localIo(`stat ${shownOf(local)}: ${e.message}`);
     }
+    // Names with a line break are refused by this host (as for downloads).
+    sftpWord(remote);
     if (st.isFile()) {
       const planned = { dev: st.dev, ino: st.ino };
       await sendBatch(client, target, baseFd, local, [remoteParent(remote)], [{ rel: "", planned, remote }], opts);
       return { files: 1, bytes: BigInt(st.size) };
     }
     if (!st.isDirectory()) throw err.localIo(`${shownOf(local)}: not a regular file or directory`);
-    sftpWord(remote);
     let entries;
     try {
       entries = lfs.inDir(baseFd, [...names, name], false, (dir) => walkTree(dir));

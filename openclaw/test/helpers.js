@@ -10,6 +10,7 @@ import path from "node:path";
 import { Grants } from "../lib/grants.js";
 import { isHostError } from "../lib/host-error.js";
 import { rootCheck } from "../lib/remote-confine.js";
+import { WRITE_FUNCTIONS } from "../lib/remote-transfer.js";
 
 /** The command line of remote-confine.js for a SLURM-like program: run in
  * `dir` (shell words), checked physically to be under `root`. */
@@ -44,9 +45,10 @@ export function grantsFor(workspace, config = RUST_GRANTS) {
  * What a well-behaved cluster answers to the transfer checks of
  * lib/remote-transfer.js: the download source resolves to itself inside
  * the root, a `kind` ("d" or "f") of `bytes` bytes in `files` files; every
- * upload directory and name is fine. Null for any other command.
+ * upload's directories are made and its files written whole. Null for any
+ * other command.
  */
-export function transferCheckAnswer(command, stdin, { kind = "d", bytes = 0, files = 0 } = {}) {
+export function transferCheckAnswer(command, stdin, { kind = "d", bytes = 0, files = 0 } = {}, opts = undefined) {
   const ok = (stdout) => ({
     exitCode: 0, exitSignal: undefined, stdout: new TextEncoder().encode(stdout), stderr: new Uint8Array(),
     stdoutTruncated: false, stderrTruncated: false,
@@ -55,12 +57,34 @@ export function transferCheckAnswer(command, stdin, { kind = "d", bytes = 0, fil
     const [root, src] = Buffer.from(stdin).toString("utf8").split("\n");
     return ok(`${root}\0${src}\0${kind}\n${bytes} ${files}\n`);
   }
-  if (command.includes("# cluster-slurm upload check")) return ok("");
+  // An upload's writing commands (remote-transfer.js makeDirs and putFile):
+  // done, and for a file, as many bytes as its open file holds.
+  const m = /; m=(cs-bytes-[0-9a-f]+); /.exec(command);
+  if (m && / p \S+ \S+ 0 u?[0-7]+$/.test(command)) {
+    const size = opts?.stdinFd === undefined ? 0 : fs.fstatSync(opts.stdinFd).size;
+    return { ...ok(""), stderr: new TextEncoder().encode(`${m[1]} wrote ${size}\n`) };
+  }
+  if (m && command.endsWith(") || exit $?;")) return ok("");
   return null;
 }
 
 /** Only the sftp calls a client recorded (the transfer checks left out). */
 export const sftpCalls = (client) => client.calls.filter((c) => c.kind === "sftp");
+
+/**
+ * A recorded upload command (remote-transfer.js makeDirs or putFile) as
+ * `[root word, what it does after the shell functions]`, e.g.
+ * `["/scratch/u/runs", "p r1 input.txt 0 u644"]`; null for another command.
+ */
+export function writeCall(command) {
+  const at = command.indexOf(WRITE_FUNCTIONS);
+  const root = /; mkdir -p -- (.*?) 2>\/dev\/null; r=/.exec(command);
+  if (at < 0 || root === null) return null;
+  return [root[1], command.slice(at + WRITE_FUNCTIONS.length).trim()];
+}
+
+/** The upload commands a client recorded, as writeCall gives them. */
+export const writeCalls = (client) => client.calls.map((c) => (c.command ? writeCall(c.command) : null)).filter((w) => w !== null);
 
 /**
  * A stand-in for lib/ssh.js's SshClient that records every call and never
@@ -74,7 +98,7 @@ export function recordingClient({ onSftp, remote } = {}) {
     calls,
     async exec(target, command, opts) {
       calls.push({ kind: "exec", target, command, opts });
-      const answer = transferCheckAnswer(command, opts?.stdin ?? "", remote);
+      const answer = transferCheckAnswer(command, opts?.stdin ?? "", remote, opts);
       if (answer) return answer;
       return {
         exitCode: 0, exitSignal: undefined, stdout: new TextEncoder().encode("ok"), stderr: new Uint8Array(),
@@ -125,8 +149,10 @@ export const HAVE_SFTP = SFTP_SERVER !== undefined && spawnSync("sftp", ["-h"]).
  */
 export const localSftp = HAVE_SFTP ? {
   // The transfer checks run for real, by a local shell, on local paths.
-  async exec(_target, command, { stdin } = {}) {
-    const r = spawnSync("bash", ["-c", command], { input: stdin ?? "", timeout: 60_000 });
+  async exec(_target, command, { stdin, stdinFd } = {}) {
+    const r = stdinFd === undefined
+      ? spawnSync("bash", ["-c", command], { input: stdin ?? "", timeout: 60_000 })
+      : spawnSync("bash", ["-c", command], { stdio: [stdinFd, "pipe", "pipe"], timeout: 60_000 });
     return {
       exitCode: r.status ?? undefined, exitSignal: r.signal ?? undefined, stdout: new Uint8Array(r.stdout), stderr: new Uint8Array(r.stderr),
       stdoutTruncated: false, stderrTruncated: false,

@@ -10,7 +10,7 @@ import path from "node:path";
 import { callHost } from "../lib/host.js";
 import { MAX_FILE } from "../lib/run-store.js";
 import { DEFAULT_TIMEOUT_MS, MAX_STDIN, MAX_TIMEOUT_MS } from "../lib/ssh.js";
-import { assertRefusal, grantsFor, recordingClient, sftpCalls, tempDir, atRoot, inDir } from "./helpers.js";
+import { assertRefusal, grantsFor, recordingClient, sftpCalls, tempDir, atRoot, inDir, writeCalls } from "./helpers.js";
 import { command as confined } from "../lib/remote-confine.js";
 
 /** capability_tests.rs `setup`: a workspace with input.txt and profile c. */
@@ -31,19 +31,15 @@ async function refused(promise, tag, message) {
 }
 
 /**
- * The sftp batch that uploads one file to `remote`: sftp reads the file the
- * host opened and checked, its fd 3. The directories were checked (and
- * made) on the cluster just before (uploadCheck).
+ * The two commands that upload `input.txt` (mode 644) to `rel` below the
+ * root word `root` (lib/remote-transfer.js, as writeCall shows them): its
+ * directory made inside the root, then the file written by the command
+ * that checks where it writes.
  */
-function uploadBatch(remote) {
-  return `put -p /proc/self/fd/3 ${remote}\n`;
-}
-
-/** The stdin of the cluster-side check before that upload (lib/remote-transfer.js). */
-function uploadCheck(root, rel) {
+function uploadCalls(root, rel) {
   const parts = rel.split("/");
-  const dirs = parts.slice(0, -1).map((_, i) => `d ${parts.slice(0, i + 1).join("/")}\n`);
-  return `${root}\n${dirs.join("")}f ${rel}\n`;
+  const name = parts.pop();
+  return [[root, `( w ${parts.join("/") || "''"} ) || exit $?;`], [root, `p ${parts.join("/") || "''"} ${name} 0 u644`]];
 }
 
 test("rs refused_execs_never_reach_the_transport", async (t) => {
@@ -98,18 +94,14 @@ test("rs refused_transfers_never_reach_the_transport", async (t) => {
 
   const all = await host.uploadAll("c", [{ localPath: "input.txt", remotePath: "r1/copy.txt" }]);
   assert.equal(all.length, 1);
-  assert.equal(sftpCalls(client).length, 1);
+  assert.equal(writeCalls(client).filter(([, w]) => w.startsWith("p ")).length, 1);
   client.calls.length = 0;
 
   await host.upload("c", "input.txt", "r1/input.txt");
-  // The checked, canonical local path and the normalised remote one.
-  assert.deepEqual(
-    client.calls.map((c) => [c.kind, c.target, c.batch ?? c.opts.stdin]),
-    [
-      ["exec", "login", uploadCheck("/scratch/u/runs", "r1/input.txt")],
-      ["sftp", "login", uploadBatch("/scratch/u/runs/r1/input.txt")],
-    ],
-  );
+  // The checked local file (ssh reads it as stdin) and the normalised remote path.
+  assert.deepEqual(writeCalls(client), uploadCalls("/scratch/u/runs", "r1/input.txt"));
+  assert.ok(client.calls.every((c) => c.kind === "exec" && c.target === "login"));
+  assert.equal(typeof client.calls[1].opts.stdinFd, "number");
   assert.deepEqual(fs.readdirSync(outside), []);
 });
 
@@ -254,14 +246,15 @@ test("allowed transfers reach the client with checked paths", async (t) => {
   const got = await host.download("c", "r1/result.json", "downloads/r1/result.json");
   assert.deepEqual(got, { files: 1, bytes: BigInt("remote /scratch/u/runs/r1/result.json".length) });
   assert.equal(fs.readFileSync(path.join(ws, "downloads/r1/result.json"), "utf8"), "remote /scratch/u/runs/r1/result.json");
-  // Each transfer is checked on the cluster first (lib/remote-transfer.js).
-  assert.deepEqual(client.calls.map((c) => c.kind), ["exec", "sftp", "exec", "sftp"]);
+  // The upload's two commands decide on the cluster (lib/remote-transfer.js);
+  // the download is checked there first, then sftp reads.
+  assert.deepEqual(client.calls.map((c) => c.kind), ["exec", "exec", "exec", "sftp"]);
+  assert.deepEqual(writeCalls(client), uploadCalls("/scratch/u/runs", "r1/input.txt"));
   assert.equal(client.calls[2].opts.stdin, "/scratch/u/runs\n/scratch/u/runs/r1/result.json\n");
   const sftp = sftpCalls(client);
-  assert.equal(sftp[0].batch, uploadBatch("/scratch/u/runs/r1/input.txt"));
   // Staged outside the workspace (the host's state directory), then moved in.
-  assert.match(sftp[1].batch, /^get -R -p \/scratch\/u\/runs\/r1\/result\.json \S+\/cluster-slurm-download-\w+\/x\n$/);
-  assert.ok(!sftp[1].batch.includes(ws), "staged inside the workspace");
+  assert.match(sftp[0].batch, /^get -R -p \/scratch\/u\/runs\/r1\/result\.json \S+\/cluster-slurm-download-\w+\/x\n$/);
+  assert.ok(!sftp[0].batch.includes(ws), "staged inside the workspace");
   assert.ok(client.calls.every((c) => c.target === "login"));
   // The staging directory is gone.
   assert.deepEqual(fs.readdirSync(path.join(ws, "downloads/r1")), ["result.json"]);
@@ -276,9 +269,7 @@ test("home roots: sftp paths are relative to the login home", async (t) => {
   await host.upload("h", "input.txt", "r1/input.txt");
   await host.exec(request("h", "squeue", [], "~/runs/r1"));
   await refused(host.upload("h", "input.txt", "~/other/x"), "denied");
-  assert.deepEqual(client.calls.map((c) => c.batch ?? (c.opts.stdin || c.command)), [
-    uploadCheck("runs", "r1/input.txt"),
-    "put -p /proc/self/fd/3 runs/r1/input.txt\n",
-    inDir('"$HOME"/runs', '"$HOME"/runs/r1', "exec squeue"),
-  ]);
+  assert.deepEqual(writeCalls(client), uploadCalls('"$HOME"/runs', "r1/input.txt"));
+  assert.deepEqual(client.calls.slice(2).map((c) => c.command), [inDir('"$HOME"/runs', '"$HOME"/runs/r1', "exec squeue")]);
+  assert.equal(client.calls.length, 3);
 });

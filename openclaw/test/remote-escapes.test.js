@@ -172,11 +172,10 @@ test("inside a tree, job-made links, devices and FIFOs are skipped, never follow
   assert.deepEqual(fs.readdirSync(path.join(p.ws, "got/sub")), ["good"]);
 });
 
-// Negative control (seen): with `case $t in "$r"|"$r"/*) ... no outside`
-// of UPLOAD_CHECK made a no-op, the test failed ("expected a refusal" at
-// out/x); by hand, the same uploads then wrote through the links: the
-// outside directory held ./x:MINE, ./new/x:MINE and ./a:MINE (from
-// up/sub/a) next to the victim.
+// The command that writes walks from the root with `cd -P`, `pwd -P`
+// checked at every step (`w` of lib/remote-write.sh, the native host's
+// too). Negative control (run): with that `case "$q/"` check made a no-op,
+// the test failed ("expected a refusal" at out/x).
 test("an upload through a job-made directory link to an outside directory is refused, the outside unchanged", { skip }, async (t) => {
   const p = planted(t);
   await p.setup(`ln -s ../../${p.outsideDir} out && mkdir -p up && ln -s ../../../${p.outsideDir} up/sub && ln -s ~/.ssh ssh`);
@@ -192,7 +191,7 @@ test("an upload through a job-made directory link to an outside directory is ref
   for (const [, local, rel, at] of cases) {
     const { e, ms } = await refusedIn(p.host.upload("tb", local, p.remote(rel)));
     assertRefusal(e, "denied");
-    assert.match(e.val, new RegExp(`^remote path ~/cluster-runs/${p.run}/${at} resolves to /\\S+ on the cluster, outside remoteRoot ~/cluster-runs \\(/\\S+\\): a symbolic link leads out of it; nothing was read or written there$`), rel);
+    assert.match(e.val, new RegExp(`^remote path ~/cluster-runs/${p.run}/${at} resolves to /\\S+ on the cluster, outside remoteRoot ~/cluster-runs \\(/\\S+\\): a symbolic link leads out of it; nothing was written there$`), rel);
     assert.ok(ms < PROMPT_MS, `${rel}: ${ms} ms`);
   }
   // uploadAll, the call run_workload makes: refused the same way.
@@ -202,12 +201,10 @@ test("an upload through a job-made directory link to an outside directory is ref
   assert.doesNotMatch(await p.sh("cat .ssh/authorized_keys"), /MINE/);
 });
 
-// Negative control (seen): with `if [ -L "./$n" ]; then no symlink "$n"`
-// of UPLOAD_CHECK's file case made `if false`, the test failed ("expected a
-// refusal" at v); by hand, sftp's put wrote through the link: the outside
-// victim read "MINE". With the FIFO case (`no notregular`) made `false`,
-// sftp's put opened the FIFO and blocked: no answer in 30 s (stopped by
-// hand; the cluster's internal-sftp stayed blocked until killed).
+// The refusals are the friendly answer: without them (`[ ! -L "./$2" ]`
+// and the non-regular case of `p`, lib/remote-write.sh), the link or FIFO
+// at the name would be unlinked and replaced by the new file, never
+// written through or opened; the next test shows that guarantee.
 test("an upload onto a job-made symlink at the file's name is refused, its target unchanged", { skip }, async (t) => {
   const p = planted(t);
   await p.setup(`ln -s ../../${p.outsideDir}/victim v && mkdir up && ln -s ../../../${p.outsideDir}/victim up/a && mkfifo ff`);
@@ -215,24 +212,30 @@ test("an upload onto a job-made symlink at the file's name is refused, its targe
   fs.writeFileSync(path.join(p.ws, "src/a"), "MINE");
   for (const [local, rel, at] of [["input.txt", "v", "v"], ["src", "up", "up/a"]]) {
     const { e, ms } = await refusedIn(p.host.upload("tb", local, p.remote(rel)));
-    assertRefusal(e, "denied", `remote path ~/cluster-runs/${p.run}/${at} is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)`);
+    assertRefusal(e, "denied", `remote path ~/cluster-runs/${p.run}/${at} is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere); nothing was written through it`);
     assert.ok(ms < PROMPT_MS, `${rel}: ${ms} ms`);
   }
   // A FIFO at the name is not opened (sftp's put would block on it).
   const { e, ms } = await refusedIn(p.host.upload("tb", "input.txt", p.remote("ff")));
-  assertRefusal(e, "denied", `remote path ~/cluster-runs/${p.run}/ff is not a regular file (a device, FIFO or socket); an upload only replaces regular files`);
+  assertRefusal(e, "denied", `remote path ~/cluster-runs/${p.run}/ff is not a regular file on the cluster (a device, FIFO or socket); an upload only replaces regular files; nothing was written through it`);
   assert.ok(ms < PROMPT_MS, `ff: ${ms} ms`);
   assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
 });
 
-// Control (run): without the `rm -f` of an existing regular file in
-// UPLOAD_CHECK, sftp's put opened the hard link with O_TRUNC and the outside
-// victim held "MINE".
+// A file is always written as a new file: the name unlinked, then an
+// exclusive create (`p` of lib/remote-write.sh). Control (run): without the
+// unlink and the exclusive create, the outside victim was truncated.
 test("an upload onto a name a job hard-linked to an outside file replaces the name, the outside unchanged", { skip }, async (t) => {
   const p = planted(t);
   await p.setup(`ln ../../${p.outsideDir}/victim hl`);
-  await p.host.upload("tb", "input.txt", p.remote("hl"));
+  let e;
+  try {
+    await p.host.upload("tb", "input.txt", p.remote("hl"));
+  } catch (x) {
+    e = x;
+  }
   assert.equal(await p.outsideState(), `./victim:${VICTIM}\n`);
+  assert.equal(e, undefined, JSON.stringify(e));
   assert.equal(await p.sh(`cat cluster-runs/${p.run}/hl`), "MINE");
 });
 
@@ -248,10 +251,9 @@ test("a source resolving to a name that is not UTF-8 is refused, never read by a
   assert.ok(!localContents(p.ws).includes(VICTIM));
 });
 
-// The well-behaved side. Controls (seen): with UPLOAD_CHECK refusing every
-// directory link, even one resolving inside the root, it failed at
-// `alias/x` ("... alias resolves to .../jx-.../real on the cluster, outside
-// remoteRoot ..."): links inside the root stay usable, as in the native host.
+// The well-behaved side: links inside the root stay usable for uploads, as
+// in the native host (`w` of lib/remote-write.sh follows a link with
+// `cd -P` and checks where it landed).
 // With `realpath -e` replaced by the unresolved path in DOWNLOAD_CHECK, the
 // download of `alias` failed ("... alias changed on the cluster while it was
 // being checked"): sftp is given the resolved path, never the link.
@@ -276,8 +278,10 @@ test("well-behaved transfers still work, through links that stay inside the root
 // The cluster user owns their home, the root's parent: a job can rename the
 // root and leave `ln -s / ROOT` (or a link to an outside directory) in its
 // place. Every transfer and command line refuses before it resolves the
-// root. Control (run): without `cs_root_ok` in DOWNLOAD_CHECK and
-// UPLOAD_CHECK, the download of `etc/passwd` through `ROOT -> /` was not refused.
+// root. Control (run): without `cs_root_ok` in DOWNLOAD_CHECK, the
+// download of `etc/passwd` through `ROOT -> /` was not refused; the uploads'
+// commands check it in their prelude (remote-transfer.js `writePrelude`,
+// as host/src/put.rs does).
 // (The command lines' own check is remote-confine.js `rootCheck`, the
 // native host's `a_root_swapped_for_a_link_is_refused_before_anything_runs`.)
 test("a root swapped for a link is refused by transfers and commands alike", { skip }, async (t) => {

@@ -7,8 +7,9 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
+import { WRITE_FUNCTIONS } from "../lib/remote-transfer.js";
 import { download, sftpWord, upload } from "../lib/transfer.js";
-import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, sftpCalls, tempDir, thrown, transferCheckAnswer } from "./helpers.js";
+import { HAVE_SFTP, assertRefusal, localSftp, recordingClient, sftpCalls, tempDir, thrown, transferCheckAnswer, writeCalls } from "./helpers.js";
 
 /** Names that sftp's batch parser would split, unquote or glob if bare. */
 const AWKWARD = [
@@ -80,15 +81,16 @@ test("directory uploads send only regular files and directories", async (t) => {
   const client = recordingClient();
   const stats = await upload(client, "login", { base: ws, rel: "src dir" }, "/r/up", { root: "/r" });
   assert.deepEqual(stats, { files: 2, bytes: 5n });
-  // The cluster checks the directories and names first (lib/remote-transfer.js),
-  // then sftp reads the files the host opened and checked: its fds 3 and 4.
-  assert.deepEqual(client.calls.map((c) => c.kind), ["exec", "sftp"]);
-  assert.equal(client.calls[0].opts.stdin, "/r\nd up\nd up/sub\nf up/a.txt\nf up/sub/b*.txt\n");
-  assert.deepEqual(sftpCalls(client).map((c) => c.batch), [
-    "put -p /proc/self/fd/3 /r/up/a.txt\n"
-    + "put -p /proc/self/fd/4 /r/up/sub/b\\*.txt\n",
+  // The directories are made inside the root first, then each file is
+  // written by a command that checks where it writes (lib/remote-transfer.js);
+  // ssh reads the file the host opened and checked as its stdin.
+  assert.deepEqual(writeCalls(client), [
+    ["/r", "( w up ) || exit $?; ( w up/sub ) || exit $?;"],
+    ["/r", "p up a.txt 0 u644"],
+    ["/r", "p up/sub 'b*.txt' 0 u644"],
   ]);
-  assert.equal(client.calls[1].opts.fds.length, 2);
+  assert.ok(client.calls.every((c) => c.kind === "exec"));
+  assert.ok(client.calls.slice(1).every((c) => typeof c.opts.stdinFd === "number"));
 });
 
 test("downloads never write through a symlink in the workspace", async (t) => {
@@ -216,4 +218,15 @@ test("transfers refuse to run without the remote root to hold them to", async (t
   await assert.rejects(upload(client, "login", { base: ws, rel: "f" }, "/r/f", {}), /opts\.root/);
   await assert.rejects(download(client, "login", "/r/f", { base: ws, rel: "g" }, {}), /opts\.root/);
   assert.deepEqual(client.calls, []);
+});
+
+test("an upload's shell functions are the file the Rust host compiles in", () => {
+  const here = path.dirname(new URL(import.meta.url).pathname);
+  const rs = fs.readFileSync(path.join(here, "../../host/src/put.rs"), "utf8");
+  assert.ok(rs.includes('include_str!("../../openclaw/lib/remote-write.sh")'));
+  const file = fs.readFileSync(path.join(here, "../lib/remote-write.sh"), "utf8");
+  // Its code lines, on one line; the comments left out, as put.rs does.
+  assert.equal(WRITE_FUNCTIONS, file.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#")).join(" "));
+  for (const fn of ["w() {", "p() {", "f() {"]) assert.ok(WRITE_FUNCTIONS.includes(fn), fn);
+  assert.ok(!WRITE_FUNCTIONS.includes("\n") && !WRITE_FUNCTIONS.includes("# "));
 });
