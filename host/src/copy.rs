@@ -481,11 +481,27 @@ fn build_batch(
         let read_err = |e: std::io::Error| {
             SshError::LocalIo(format!("reading {}: {e}", job.local.shown().display()))
         };
+        // At most the planned size and one byte more: a file the agent
+        // extends after the plan (to any size, sparse) is never read whole.
         let mut data = Vec::new();
         job.local
             .open()
-            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+            .and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, job.size + 1), &mut data)
+            })
             .map_err(read_err)?;
+        if data.len() as u64 != job.size {
+            return Err(SshError::LocalIo(format!(
+                "{} changed while it was being uploaded ({} bytes when planned, {} now); nothing of it was sent",
+                job.local.shown().display(),
+                job.size,
+                if data.len() as u64 > job.size {
+                    "more".to_string()
+                } else {
+                    data.len().to_string()
+                }
+            )));
+        }
         if !same_dir {
             close(&mut batch, &mut open);
             open = Some((

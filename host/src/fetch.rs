@@ -55,7 +55,7 @@ const BANNER_MAX: usize = 64 << 10;
 
 /// The exit code of a command that found remoteRoot passing through a
 /// replaceable link.
-const ROOT_REFUSED: i32 = 97;
+const ROOT_REFUSED: i32 = crate::put::ROOT_REFUSED;
 
 /// `g DIR NAME SKIP COUNT`: COUNT bytes on stdout, always (the file's, then
 /// zeros), and on stderr `$m fetch`, what `dd` said, `$m status CODE`
@@ -100,6 +100,13 @@ pub async fn fetch(
             &crate::confine::shown(confine.given_root()),
         )));
     }
+    if out.exit_code == Some(crate::put::ROOT_MISSING) && !demux.started() {
+        return Err(SshError::Remote(format!(
+            "remoteRoot {} cannot be entered on the cluster: {}",
+            crate::confine::shown(confine.given_root()),
+            tail(&stderr)
+        )));
+    }
     let said = statuses(&stderr, &nonce);
     if said.len() < wants.len() || !demux.done() {
         return Err(SshError::Remote(format!(
@@ -119,13 +126,12 @@ pub async fn fetch(
 
 /// The command that reads `wants`.
 fn command(confine: &Confine, nonce: &str, wants: &[Want<'_>]) -> String {
+    // The root resolved in this command, not taken from SFTP's `realpath`:
+    // a job could have swapped it for a link since (every listed path then
+    // resolves outside this `$r`, and nothing is read).
     let mut cmd = format!(
-        "LC_ALL=C; export LC_ALL; unset CDPATH; {} r={}; r=${{r%/}}; m={nonce}; {FETCH_FN} printf '%s\\n' \"$m\";",
-        crate::remote_confine::root_check(
-            &crate::confine::root_word(confine.given_root()),
-            &format!("exit {ROOT_REFUSED}")
-        ),
-        quote_word(confine.real_root()),
+        "LC_ALL=C; export LC_ALL; unset CDPATH; {} m={nonce}; {FETCH_FN} printf '%s\\n' \"$m\";",
+        crate::put::resolve_root(confine.given_root()),
     );
     for want in wants {
         let (dir, name) = split(want.remote);
@@ -303,6 +309,11 @@ impl<'s> Demux<'s> {
     }
 
     /// Every file got all its bytes.
+    /// The marker came: the command got past its root.
+    fn started(&self) -> bool {
+        self.before.is_none()
+    }
+
     fn done(&self) -> bool {
         self.before.is_none() && self.counts.iter().skip(self.at).all(|&c| c == 0)
     }

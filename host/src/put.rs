@@ -31,9 +31,9 @@ const IDLE: Duration = Duration::from_secs(120);
 
 /// The exit code of a command that found remoteRoot passing through a
 /// replaceable link.
-const ROOT_REFUSED: i32 = 97;
+pub(crate) const ROOT_REFUSED: i32 = 97;
 /// The exit code of a command that could not make or enter remoteRoot.
-const ROOT_MISSING: i32 = 96;
+pub(crate) const ROOT_MISSING: i32 = 96;
 
 /// The shell functions `w` (walk to a directory), `p` (put a file) and `f`
 /// (check names), with their statuses: one file for both hosts
@@ -52,9 +52,9 @@ fn functions() -> String {
 }
 
 /// Write everything `source` gives to `remote` (a path below `root`, the
-/// profile's `remoteRoot`, both SFTP form), from byte `offset` on: 0 makes a new file (replacing a
-/// regular file at the name), more resumes the file there, which must be
-/// exactly `offset` bytes long. `mode` (its permission bits) is set on the
+/// profile's `remoteRoot`, both SFTP form), from byte `offset` on: 0 makes
+/// a new file (replacing a regular file at the name), more resumes the
+/// file there, which must be exactly `offset` bytes long. `mode` (its permission bits) is set on the
 /// file; without execute bits the cluster's umask applies, as for a file
 /// SFTP makes. Each piece read goes to `seen` before it is sent. Returns
 /// the bytes sent.
@@ -138,6 +138,14 @@ pub async fn put(
         Some(13) => Err(denied(
             "changed on the cluster between the look and the open (a link or a hard link swapped in, or the file resized?)",
         )),
+        Some(14) => Err(SshError::Remote(format!(
+            "uploading {shown}: writing it on the cluster failed (a full disk or quota?): {}",
+            said.rest()
+        ))),
+        Some(15) => Err(SshError::Remote(format!(
+            "uploading {shown}: its mode could not be set on the cluster: {}",
+            said.rest()
+        ))),
         Some(code) => Err(SshError::Remote(format!(
             "uploading {shown}: the command on the cluster failed (exit {code}): {}",
             said.rest()
@@ -350,16 +358,36 @@ pub(crate) fn outside(root: &str, what: &str, said: &Said) -> SshError {
     ))
 }
 
-/// What every command starts with: the root's check, the root made if
-/// missing (`mkdir -p` of the operator's own path, which the check showed
-/// no job can redirect), `$r` (the resolved root), `$m` (the marker) and
-/// the functions.
+/// What every command starts with: a line break on stdout and stderr (so
+/// that the command's own lines start a line whatever a login shell printed
+/// first), the root's check, `$r` (the root resolved, and made where
+/// missing, by [`resolve_root`]), `$m` (the marker) and the functions.
 pub(crate) fn prelude(root: &str, nonce: &str) -> String {
-    let word = crate::confine::root_word(root);
     format!(
-        "LC_ALL=C; export LC_ALL; unset CDPATH; {} mkdir -p -- {word} 2>/dev/null; r=$(cd -P -- {word} && pwd -P && printf x) || exit {ROOT_MISSING}; r=${{r%?x}}; r=${{r%/}}; m={nonce}; {}",
-        crate::remote_confine::root_check(&word, &format!("exit {ROOT_REFUSED}")),
+        "printf '\\n'; printf '\\n' >&2; LC_ALL=C; export LC_ALL; unset CDPATH; {} m={nonce}; {}",
+        resolve_root(root),
         functions(),
+    )
+}
+
+/// Shell text that checks the root (SFTP form) and sets `$r` to what it
+/// resolves to, walked from `/` one component at a time in this very
+/// command (`rr` of `openclaw/lib/remote-write.sh`): in a directory the
+/// cluster user can write, each component must be a real directory (a job
+/// could swap it for a link at any time), missing ones are made. Exits
+/// [`ROOT_REFUSED`] when the root passes through a link a job could
+/// replace, [`ROOT_MISSING`] when it cannot be made or entered. A root
+/// resolved once by another command (SFTP `realpath`) could be a job's
+/// link by the time this command runs.
+pub(crate) fn resolve_root(root: &str) -> String {
+    let word = crate::confine::root_word(root);
+    let rr = FUNCTIONS_FILE
+        .lines()
+        .find(|l| l.starts_with("rr() {"))
+        .unwrap_or("rr() { return 1; };");
+    format!(
+        "{} {rr} r=$(rr {word}); case $? in 0) ;; 2) exit {ROOT_REFUSED};; *) exit {ROOT_MISSING};; esac; r=${{r%?x}}; r=${{r%/}};",
+        crate::remote_confine::root_check(&word, &format!("exit {ROOT_REFUSED}")),
     )
 }
 

@@ -657,6 +657,9 @@ async fn upload_file(
             .await
             .map_err(|e| local_err("reading", local, e))?;
     }
+    // The planned size, no more: a file the agent keeps extending cannot
+    // keep the upload going (what was sent is what the hash covers).
+    let mut src = src.take(job.size.saturating_sub(offset));
     let sent = crate::put::put(
         conn,
         root,
@@ -667,6 +670,14 @@ async fn upload_file(
         &mut |piece| digest.absorb(piece),
     )
     .await?;
+    if offset + sent != job.size {
+        return Err(SshError::LocalIo(format!(
+            "{} shrank while it was being uploaded ({} bytes planned, {} sent); run the upload again",
+            local.display(),
+            job.size,
+            offset + sent
+        )));
+    }
     Ok((sent, digest.finish()))
 }
 

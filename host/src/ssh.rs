@@ -1297,6 +1297,11 @@ async fn next_message(
 /// stderr open (`/proc/PID/fd/2`) as long as it likes.
 const AFTER_EXIT: Duration = Duration::from_secs(5);
 
+/// The most a streamed command's channel may stay open after the command
+/// reported its exit, however much stdout still comes: such a process can
+/// hold stdout open as well, and write into it.
+const AFTER_EXIT_MAX: Duration = Duration::from_secs(30);
+
 async fn run_exec(
     read: &mut ChannelReadHalf,
     write: &ChannelWriteHalf<client::Msg>,
@@ -1310,8 +1315,13 @@ async fn run_exec(
     write.exec(true, command).await?;
     // stdin is written concurrently with reading so that a command which produces a
     // lot of output before consuming its input cannot deadlock us.
-    // Input the channel took so far: progress, for a command with `idle`.
-    let taken = AtomicU64::new(0);
+    let started = tokio::time::Instant::now();
+    // When the channel last took input (milliseconds after `started`):
+    // progress, for a command with `idle`.
+    let last_taken = AtomicU64::new(0);
+    // stdout is progress, unless the input is what the command is for (an
+    // upload): a process of the user's can write into its stdout.
+    let stdout_is_progress = !matches!(stdin, Some(Stdin::Stream { .. }));
     let writer = async {
         match stdin {
             Some(Stdin::Bytes(data)) if !data.is_empty() => {
@@ -1336,7 +1346,8 @@ async fn run_exec(
                         .data_bytes(piece.to_vec())
                         .await
                         .map_err(|_| Fed::Channel)?;
-                    taken.fetch_add(n as u64, Ordering::Relaxed);
+                    let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    last_taken.store(now, Ordering::Relaxed);
                 }
             }
             _ => {}
@@ -1345,11 +1356,13 @@ async fn run_exec(
     };
     tokio::pin!(writer);
     let mut writer_done = false;
-    let mut taken_seen = 0;
     let mut res = ExecResult::default();
-    // With `idle`: only stdout (the bytes asked for) and the exit count as
-    // progress; stderr does not keep a command alive.
+    // With `idle`: only stdout (the bytes asked for), input taken and the
+    // exit count as progress; stderr does not keep a command alive. After
+    // the exit, stdout still coming (what the channel held) extends the
+    // wait, never beyond AFTER_EXIT_MAX.
     let mut quiet_until = idle.map(|d| tokio::time::Instant::now() + d);
+    let mut exited_at: Option<tokio::time::Instant> = None;
     let exited = |res: &ExecResult| res.exit_code.is_some() || res.exit_signal.is_some();
     loop {
         tokio::select! {
@@ -1371,17 +1384,27 @@ async fn run_exec(
                 let msg = match msg {
                     // Silent after its exit: done, whoever holds the channel.
                     Err(_) if exited(&res) => break,
-                    // Silent, but still taking input: progress.
-                    Err(_) if taken.load(Ordering::Relaxed) != taken_seen => {
-                        taken_seen = taken.load(Ordering::Relaxed);
-                        quiet_until = idle.map(|d| tokio::time::Instant::now() + d);
-                        continue;
+                    Err(e) => {
+                        // Silent, but the channel took input meanwhile: wait
+                        // `idle` from then.
+                        let taken = Duration::from_millis(last_taken.load(Ordering::Relaxed));
+                        match idle.map(|d| started + taken + d) {
+                            Some(until) if until > tokio::time::Instant::now() => {
+                                quiet_until = Some(until);
+                                continue;
+                            }
+                            _ => return Err(e),
+                        }
                     }
-                    other => other?,
+                    Ok(msg) => msg,
                 };
                 if let (Some(d), Some(ChannelMsg::Data { .. })) = (idle, &msg) {
-                    let wait = if exited(&res) { AFTER_EXIT } else { d };
-                    quiet_until = Some(tokio::time::Instant::now() + wait);
+                    let now = tokio::time::Instant::now();
+                    match exited_at {
+                        _ if !stdout_is_progress => {}
+                        Some(at) => quiet_until = Some((now + AFTER_EXIT).min(at + AFTER_EXIT_MAX)),
+                        None => quiet_until = Some(now + d),
+                    }
                 }
                 match msg {
                     None => break,
@@ -1398,10 +1421,12 @@ async fn run_exec(
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         res.exit_code = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+                        exited_at = exited_at.or(Some(tokio::time::Instant::now()));
                         quiet_until = quiet_until.map(|_| tokio::time::Instant::now() + AFTER_EXIT);
                     }
                     Some(ChannelMsg::ExitSignal { signal_name: sig, .. }) => {
                         res.exit_signal = Some(signal_name(&sig));
+                        exited_at = exited_at.or(Some(tokio::time::Instant::now()));
                         quiet_until = quiet_until.map(|_| tokio::time::Instant::now() + AFTER_EXIT);
                     }
                     Some(ChannelMsg::Failure) => {

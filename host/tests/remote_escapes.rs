@@ -1099,3 +1099,447 @@ async fn a_job_holding_the_fetch_commands_stderr_does_not_hold_the_download() {
     assert!(took < Duration::from_secs(60), "download hung {took:?}");
     assert_eq!(got.unwrap().bytes, 300 << 20);
 }
+
+//// A job process that exchanges the root (a real directory) and a link to
+/// an outside directory with `renameat2(RENAME_EXCHANGE)` in a tight loop
+/// (python3 on the login node, same user), while trees are uploaded again
+/// and again through that root: every writing command resolves the root
+/// itself, walked from `/` one component at a time (`rr`, a link in a
+/// directory the user can write refused), and `w` checks it is still `$r`
+/// when it enters it, so no swap between the check and the use sends a
+/// byte outside. Negative control (run by the attack review, before `rr`:
+/// `cs_root_ok`, then `mkdir -p` and `cd -P ROOT && pwd -P`): in round 4,
+/// `t4/small.txt` and `t4/sub/c.txt` landed outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_an_upload_out() {
+    let p = Planted::new("xroot").await;
+    let pid = std::process::id();
+    let root = format!("rx-xroot-{pid}");
+    let prof = ProfileGrant {
+        label: "xroot".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: format!("~/{root}"),
+    };
+    p.sh(&format!(
+        "rm -rf {root} {root}.l && mkdir {root} && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > rx-xroot-{pid}.pid )",
+        o = p.outside
+    ))
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("t");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("small.txt"), "PWNED-small").unwrap();
+    std::fs::write(tree.join("sub/c.txt"), "PWNED-c").unwrap();
+    std::fs::write(tree.join("big.bin"), b"PWNED-big".repeat(200_000)).unwrap();
+    let t = transport();
+    let mut escaped = None;
+    let (mut ok, mut failed) = (0, 0);
+    for round in 0..40 {
+        let got = t
+            .upload(
+                &prof,
+                Source::ambient(&tree).unwrap(),
+                format!("{root}/t{round}"),
+            )
+            .await;
+        match &got {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+        let outside = p
+            .sh(&format!(
+                "cd {o} && find . -mindepth 1 | sort",
+                o = p.outside
+            ))
+            .await;
+        if outside.trim() != "./victim" {
+            escaped = Some((round, outside, format!("{got:?}")));
+            break;
+        }
+    }
+    p.sh(&format!(
+        "kill $(cat rx-xroot-{pid}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l rx-xroot-{pid}.pid"
+    ))
+    .await;
+    eprintln!("{ok} uploads arrived, {failed} failed");
+    let state = p.outside_state().await;
+    p.remove().await;
+    if let Some((round, outside, got)) = escaped {
+        panic!("round {round}: written outside the root: {outside}\nfiles: {state}\ncall: {got}");
+    }
+}
+
+/// A job process (same user, on the login node) that opens the writing
+/// command's stdout (`/proc/PID/fd/1`) and writes a byte every 2 s: an
+/// upload's command is bounded by the input the channel takes, not by its
+/// stdout, and once it has exited its channel gets 5 s. The `after-check`
+/// shell hook (a 3 s sleep) only gives the watcher time to find the
+/// process. Negative control (run by the attack review, with stdout counted
+/// as progress and re-arming the wait after the exit): the upload returned
+/// after 100 s, when the watcher's own timeout ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_holding_the_upload_commands_stdout_does_not_hold_the_upload() {
+    use cluster_slurm_host::hooks;
+    let p = Planted::new("uhold").await;
+    let pid = std::process::id();
+    let watcher = format!(
+        "( nohup timeout 100 sh -c 'while :; do q=$(pgrep -n -f \"[h]old-{pid}.bin\") && break; sleep 0.05; done; exec 3>/proc/$q/fd/1 || exit 1; while printf . >&3; do sleep 2; done' </dev/null >/dev/null 2>&1 & )"
+    );
+    p.sh(&watcher).await;
+    let ws = tempfile::tempdir().unwrap();
+    let big = ws.path().join("big.bin");
+    std::fs::write(&big, vec![b'B'; 3 << 20]).unwrap();
+    hooks::install_shell("after-check", "sleep 3");
+    let t = transport();
+    let (got, took) = upload(&t, &big, &p.remote(&format!("hold-{pid}.bin"))).await;
+    hooks::clear();
+    p.remove().await;
+    eprintln!("got {got:?} in {took:?}");
+    assert!(took < Duration::from_secs(20), "upload held {took:?}");
+    assert_eq!(got.unwrap().files, 1);
+}
+
+/// The agent keeps growing the local file while it is uploaded: the
+/// upload sends the planned size and no more, and the cluster's copy (and
+/// its hash) is those bytes. Negative control (run by the attack review,
+/// with the stream read to its end): 50 MiB were sent for a 2 MiB plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_file_growing_during_its_upload_sends_only_the_planned_bytes() {
+    let p = Planted::new("ugrow").await;
+    let ws = tempfile::tempdir().unwrap();
+    let big = ws.path().join("grow.bin");
+    std::fs::write(&big, vec![b'G'; 2 << 20]).unwrap();
+    // The agent starts growing it after the plan, right before the open.
+    let path = big.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let grower: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>> =
+        Default::default();
+    let slot = grower.clone();
+    cluster_slurm_host::hooks::install(move |point| {
+        let cluster_slurm_host::hooks::Point::BeforeOpen(at) = point else {
+            return;
+        };
+        let mut slot = slot.lock().unwrap();
+        if !at.ends_with("grow.bin") || slot.is_some() {
+            return;
+        }
+        let (path, stop) = (path.clone(), stop2.clone());
+        *slot = Some(std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(40)
+            {
+                f.write_all(&vec![b'G'; 4 << 20]).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }));
+    });
+    let t = transport();
+    let (got, took) = upload(&t, &big, &p.remote("grow.bin")).await;
+    cluster_slurm_host::hooks::clear();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let grower = grower
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the agent never started");
+    grower.join().unwrap();
+    let there = p.sh(&format!("wc -c < {}/grow.bin", p.run)).await;
+    p.remove().await;
+    eprintln!(
+        "got {got:?} in {took:?}; the cluster holds {} bytes (planned 2097152)",
+        there.trim()
+    );
+    assert!(took < Duration::from_secs(30), "upload ran {took:?}");
+    assert_eq!(got.unwrap().bytes, 2 << 20);
+    assert_eq!(there.trim(), "2097152");
+}
+
+/// Awkward names, in bundles and on their own: line breaks, leading
+/// dashes, glob characters, quotes, a command substitution, a backslash,
+/// as file and as directory names: all arrive at their own names, and
+/// nothing else is made (no `PWN`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_names_arrive_at_their_own_names() {
+    let p = Planted::new("unames").await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("t");
+    let names = [
+        "a\nb",
+        "-x",
+        "-",
+        "--",
+        "*",
+        "?",
+        " sp ",
+        "back\\slash",
+        "a'b",
+        "$(touch PWN)",
+        "x\n",
+        "\n",
+        "é",
+        "-n",
+        "-e",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let d = tree.join(format!("d{i}{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(n), format!("s{i}")).unwrap();
+        std::fs::write(tree.join(n), format!("t{i}")).unwrap();
+    }
+    std::fs::write(tree.join("-big\n"), vec![b'B'; 2 << 20]).unwrap();
+    std::fs::create_dir_all(tree.join("-dir\n*")).unwrap();
+    std::fs::write(tree.join("-dir\n*/-big2\\"), vec![b'C'; 2 << 20]).unwrap();
+    let t = transport();
+    let (got, _) = upload(&t, &tree, &p.remote("t")).await;
+    let listing = p
+        .sh(&format!("cd {}/t && find . -type f | LC_ALL=C sort | od -c | tail -3; find . | wc -l; find ~ -maxdepth 3 -name PWN", p.run))
+        .await;
+    eprintln!("{got:?}\n{listing}");
+    let moved = got.unwrap();
+    assert_eq!(moved.files as usize, 2 * names.len() + 2);
+    // Every file at its own name.
+    for (i, n) in names.iter().enumerate() {
+        let (top, deep) = (
+            cluster_slurm_host::ssh::quote_word(&format!("./{n}")),
+            cluster_slurm_host::ssh::quote_word(&format!("./d{i}{n}/{n}")),
+        );
+        let there = p
+            .sh(&format!(
+                "cd {}/t && test -f {top} && test -f {deep} && cat {top} {deep}",
+                p.run
+            ))
+            .await;
+        assert_eq!(there, format!("t{i}s{i}"), "{n:?}");
+    }
+    assert!(!listing.contains("PWN"), "a name ran a command: {listing}");
+    p.remove().await;
+}
+
+/// The same root exchange against downloads: the command that reads
+/// resolves the root itself (`rr`), so a root SFTP resolved to the outside
+/// directory a moment before gives paths outside this command's `$r`, and
+/// nothing is read. Negative control (run by the attack review, with `$r`
+/// taken from SFTP's `realpath`): in round 13 the outside victim was
+/// downloaded into the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_a_download_out() {
+    let p = Planted::new("xdown").await;
+    let pid = std::process::id();
+    let root = format!("rx-xdown-{pid}");
+    let prof = ProfileGrant {
+        label: "xdown".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: format!("~/{root}"),
+    };
+    p.sh(&format!(
+        "rm -rf {root} {root}.l && mkdir {root} && printf mine > {root}/victim && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > rx-xdown-{pid}.pid )",
+        o = p.outside
+    ))
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let t = transport();
+    let mut leaked = None;
+    let (mut ok, mut failed) = (0, 0);
+    for round in 0..60 {
+        let local = ws.path().join(format!("r{round}"));
+        let got = t
+            .download(
+                &prof,
+                format!("{root}/victim"),
+                Target::ambient(&local).unwrap(),
+            )
+            .await;
+        match &got {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+        if std::fs::read(&local).is_ok_and(|b| b == VICTIM.as_bytes()) {
+            leaked = Some(round);
+            break;
+        }
+    }
+    p.sh(&format!(
+        "kill $(cat rx-xdown-{pid}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l rx-xdown-{pid}.pid"
+    ))
+    .await;
+    p.remove().await;
+    eprintln!("{ok} downloads arrived, {failed} failed");
+    assert!(
+        leaked.is_none(),
+        "round {leaked:?}: the outside victim was downloaded"
+    );
+}
+
+/// The agent extends a small (bundled) file, sparse, to 1 GiB between the
+/// plan and the read (`BeforeOpen`): the bundle reads at most the planned
+/// size and one byte more, and the upload fails saying the file changed.
+/// Negative control (run by the attack review, with `read_to_end`): peak
+/// memory 2.1 GB, and the 1 GiB were "bundled".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_extended_after_the_plan_is_never_read_whole() {
+    use cluster_slurm_host::hooks::{self, Point};
+    let p = Planted::new("usparse").await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("t");
+    std::fs::create_dir_all(&tree).unwrap();
+    let small = tree.join("small.txt");
+    std::fs::write(&small, "mine").unwrap();
+    let target = small.clone();
+    let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = fired.clone();
+    hooks::install(move |point| {
+        if let Point::BeforeOpen(path) = point
+            && path.ends_with("small.txt")
+            && !seen.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .unwrap();
+            f.set_len(1 << 30).unwrap();
+        }
+    });
+    let t = transport();
+    let (got, took) = upload(&t, &tree, &p.remote("t")).await;
+    hooks::clear();
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap()
+        .to_string();
+    let there = p
+        .sh(&format!(
+            "wc -c < {}/t/small.txt 2>/dev/null || echo none",
+            p.run
+        ))
+        .await;
+    p.remove().await;
+    eprintln!(
+        "got {got:?} in {took:?}; {hwm}; cluster holds {} bytes",
+        there.trim()
+    );
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
+    let kb: u64 = hwm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        kb < 512 << 10,
+        "peak memory {hwm} for a file planned at 4 bytes"
+    );
+    let e = got.unwrap_err().to_string();
+    assert!(e.contains("changed while it was being uploaded"), "{e}");
+}
+
+/// A root swapped for a link after the command resolved it, before a
+/// segment whose directory is the root itself (two items in one bundle:
+/// `a/c.txt`, then `b.txt`; the `before-tar` hook of the first swaps the
+/// root): `w ''` checks that entering `$r` still lands at `$r`, and
+/// refuses. Negative control (run by the attack review, without that
+/// check): `b.txt` was written outside and the call returned `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_swapped_after_it_was_resolved_is_refused_for_files_in_the_root() {
+    use cluster_slurm_host::hooks;
+    let p = Planted::new("wroot").await;
+    let pid = std::process::id();
+    let root = format!("rx-wroot-{pid}");
+    let prof = ProfileGrant {
+        label: "wroot".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: format!("~/{root}"),
+    };
+    p.sh(&format!("rm -rf {root} {root}.real && mkdir {root}"))
+        .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("a");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("c.txt"), "mine-c").unwrap();
+    std::fs::write(ws.path().join("b.txt"), "PWNED-b").unwrap();
+    hooks::install_shell(
+        "before-tar",
+        &format!(
+            "if [ \"$1\" = c.txt ]; then mv \"$HOME\"/{root} \"$HOME\"/{root}.real && ln -s \"$HOME\"/{o} \"$HOME\"/{root}; fi",
+            o = p.outside
+        ),
+    );
+    let t = transport();
+    let got = t
+        .upload_all(
+            &prof,
+            vec![
+                (Source::ambient(&tree).unwrap(), format!("{root}/a")),
+                (
+                    Source::ambient(&ws.path().join("b.txt")).unwrap(),
+                    format!("{root}/b.txt"),
+                ),
+            ],
+        )
+        .await;
+    hooks::clear();
+    let state = p.outside_state().await;
+    p.sh(&format!("rm -rf {root} {root}.real")).await;
+    p.remove().await;
+    eprintln!("got {got:?}; outside: {state}");
+    assert!(
+        !state.contains("PWNED"),
+        "written outside the root: {state}"
+    );
+}
+
+/// A directory of an existing destination swapped for a link to the
+/// outside directory after the plan, when the host opens the local file to
+/// bundle it (`BeforeOpen`): the segment's walk refuses it, and nothing of
+/// the segment runs after a failed walk. Negative control (run by the
+/// attack review, with the hook point written `&& : before-tar; head`,
+/// whose `;` ended the `&&` chain): `x.txt` was unpacked outside and the
+/// call returned `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_segment_whose_directory_was_swapped_writes_nothing() {
+    use cluster_slurm_host::hooks::{self, Point};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let p = Planted::new("wsemi").await;
+    let ws = tempfile::tempdir().unwrap();
+    let tree = ws.path().join("dst");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/x.txt"), "PWNED-x").unwrap();
+    p.sh(&format!("mkdir -p {}/dst/sub", p.run)).await;
+    let fired = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = fired.clone();
+    let swap = format!(
+        "cd && mv {r}/dst/sub {r}/dst/sub.orig && ln -s ~/{o} {r}/dst/sub",
+        r = p.run,
+        o = p.outside
+    );
+    let cfg = cfg();
+    hooks::install(move |point| {
+        if let Point::BeforeOpen(path) = point
+            && path.ends_with("sub/x.txt")
+            && !seen.swap(true, Ordering::SeqCst)
+        {
+            let out = std::process::Command::new("ssh")
+                .arg("-F")
+                .arg(&cfg)
+                .arg("slurm-testbed")
+                .arg(&swap)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    });
+    let t = transport();
+    let (got, _) = upload(&t, &tree, &p.remote("dst")).await;
+    hooks::clear();
+    assert!(fired.load(Ordering::SeqCst));
+    let state = p.outside_state().await;
+    p.remove().await;
+    eprintln!("got {got:?}; outside: {state}");
+    assert!(
+        !state.contains("PWNED"),
+        "written outside the root: {state}"
+    );
+}

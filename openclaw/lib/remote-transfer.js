@@ -188,7 +188,8 @@ export function overCap(remote, bytes, files, maxBytes) {
  * (remote-write.sh, which documents them and their statuses; host/src/put.rs
  * compiles it in), its `#` lines left out, on one line.
  */
-export const WRITE_FUNCTIONS = readFileSync(new URL("./remote-write.sh", import.meta.url), "utf8")
+const WRITE_FUNCTIONS_FILE = readFileSync(new URL("./remote-write.sh", import.meta.url), "utf8");
+export const WRITE_FUNCTIONS = WRITE_FUNCTIONS_FILE
   .split("\n")
   .filter((l) => l.trim() !== "" && !l.startsWith("#"))
   .join(" ");
@@ -210,15 +211,19 @@ export function marker() {
 }
 
 /**
- * What every writing command starts with (put.rs `prelude`): the root's
- * check, the root made if missing, `$r` (the resolved root), `$m` (the
- * marker) and the functions (`functions`: WRITE_FUNCTIONS, or a test's
+ * What every writing command starts with (put.rs `prelude`): a line break
+ * on stdout and stderr (the command's own lines start a line whatever a
+ * login shell printed), the root's check, `$r` (the root resolved in this
+ * command, made where missing), `$m` (the marker) and the functions (`functions`: WRITE_FUNCTIONS, or a test's
  * copy with shell hooks at its `: NAME;` points).
  */
 export function writePrelude(root, m, functions = WRITE_FUNCTIONS) {
   const word = rootWord(root);
-  return `LC_ALL=C; export LC_ALL; unset CDPATH; ${rootCheck(word, `exit ${ROOT_REFUSED}`)} mkdir -p -- ${word} 2>/dev/null; r=$(cd -P -- ${word} && pwd -P && printf x) || exit ${ROOT_MISSING}; r=\${r%?x}; r=\${r%/}; m=${m}; ${functions}`;
+  return `printf '\\n'; printf '\\n' >&2; LC_ALL=C; export LC_ALL; unset CDPATH; ${rootCheck(word, `exit ${ROOT_REFUSED}`)} ${RESOLVE_ROOT} r=$(rr ${word}); case $? in 0) ;; 2) exit ${ROOT_REFUSED};; *) exit ${ROOT_MISSING};; esac; r=\${r%?x}; r=\${r%/}; m=${m}; ${functions}`;
 }
+
+/** `rr ROOT` of remote-write.sh: the root resolved in the command that uses it, walked from `/` (put.rs `resolve_root`). */
+const RESOLVE_ROOT = WRITE_FUNCTIONS_FILE.split("\n").find((l) => l.startsWith("rr() {")) ?? "rr() { return 1; };";
 
 /** What a writing command said on stderr: its own lines (after the marker) and the tools' messages. */
 function saidBy(stderr, m) {
@@ -323,6 +328,8 @@ export async function putFile(client, target, root, remote, fd, { mode, size }, 
       }
       throw err.remote(`uploading ${at}: the cluster could not create it (${said.rest()})`);
     case 13: throw refused("changed on the cluster between the look and the open (a link or a hard link swapped in, or the file resized?)");
+    case 14: throw err.remote(`uploading ${at}: writing it on the cluster failed (a full disk or quota?): ${said.rest()}`);
+    case 15: throw err.remote(`uploading ${at}: its mode could not be set on the cluster: ${said.rest()}`);
     default:
       throw err.remote(`uploading ${at}: the command on the cluster failed (exit ${out.exitCode ?? out.exitSignal}): ${said.rest()}`);
   }

@@ -78,7 +78,7 @@ export const sftpCalls = (client) => client.calls.filter((c) => c.kind === "sftp
  */
 export function writeCall(command) {
   const at = command.indexOf(WRITE_FUNCTIONS);
-  const root = /; mkdir -p -- (.*?) 2>\/dev\/null; r=/.exec(command);
+  const root = / r=\$\(rr (.*?)\); case \$\? in /.exec(command);
   if (at < 0 || root === null) return null;
   return [root[1], command.slice(at + WRITE_FUNCTIONS.length).trim()];
 }
