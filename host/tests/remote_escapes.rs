@@ -1100,7 +1100,7 @@ async fn a_job_holding_the_fetch_commands_stderr_does_not_hold_the_download() {
     assert_eq!(got.unwrap().bytes, 300 << 20);
 }
 
-//// A job process that exchanges the root (a real directory) and a link to
+/// A job process that exchanges the root (a real directory) and a link to
 /// an outside directory with `renameat2(RENAME_EXCHANGE)` in a tight loop
 /// (python3 on the login node, same user), while trees are uploaded again
 /// and again through that root: every writing command resolves the root
