@@ -191,7 +191,8 @@ async fn refused_execs_never_reach_the_transport() {
             "exec c {}",
             crate::remote_confine::with_root_check(
                 "/scratch/u/runs",
-                "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+                &(crate::remote_confine::enter_root("/scratch/u/runs")
+                    + " cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
             )
         )]
     );

@@ -406,7 +406,8 @@ mod tests {
         assert!(
             cmd.starts_with(&crate::remote_confine::with_root_check(
                 "\"$HOME\"/runs",
-                "cd -P -- \"$HOME\"/runs && cs_r=$PWD && cd -P -- \"$HOME\"/runs/r1 && "
+                &(crate::remote_confine::enter_root("\"$HOME\"/runs")
+                    + " cd -P -- \"$HOME\"/runs/r1 && ")
             )),
             "{cmd}"
         );
@@ -415,7 +416,7 @@ mod tests {
         assert!(
             cmd.starts_with(&crate::remote_confine::with_root_check(
                 "\"$HOME\"/runs",
-                "{ cd -P -- \"$HOME\"/runs 2>/dev/null || { mkdir -p -- \"$HOME\"/runs"
+                &(crate::remote_confine::enter_root("\"$HOME\"/runs") + " cd -P -- \"$cs_r/\" && ")
             )),
             "{cmd}"
         );
@@ -439,13 +440,14 @@ mod tests {
             cmd,
             crate::remote_confine::with_root_check(
                 "/scratch/u/runs",
-                "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+                &(crate::remote_confine::enter_root("/scratch/u/runs")
+                    + " cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
             )
         );
         let cmd = g
             .exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None)
             .unwrap();
-        assert!(cmd.ends_with("exec squeue -o '%i|%T'"), "{cmd}");
+        assert!(cmd.contains(" cd -P -- \"$cs_r/\" && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec squeue -o '%i|%T';; "), "{cmd}");
         for (prog, a) in [
             ("bash", vec!["-c", "id"]),
             ("tail", vec!["/etc/passwd"]),

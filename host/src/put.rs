@@ -372,7 +372,7 @@ pub(crate) fn prelude(root: &str, nonce: &str) -> String {
 
 /// Shell text that checks the root (SFTP form) and sets `$r` to what it
 /// resolves to, walked from `/` one component at a time in this very
-/// command (`rr` of `openclaw/lib/remote-write.sh`): in a directory the
+/// command (`cs_root_real` of `openclaw/lib/remote-root.sh`): in a directory the
 /// cluster user can write, each component must be a real directory (a job
 /// could swap it for a link at any time), missing ones are made. Exits
 /// [`ROOT_REFUSED`] when the root passes through a link a job could
@@ -381,12 +381,8 @@ pub(crate) fn prelude(root: &str, nonce: &str) -> String {
 /// link by the time this command runs.
 pub(crate) fn resolve_root(root: &str) -> String {
     let word = crate::confine::root_word(root);
-    let rr = FUNCTIONS_FILE
-        .lines()
-        .find(|l| l.starts_with("rr() {"))
-        .unwrap_or("rr() { return 1; };");
     format!(
-        "{} {rr} r=$(rr {word}); case $? in 0) ;; 2) exit {ROOT_REFUSED};; *) exit {ROOT_MISSING};; esac; r=${{r%?x}}; r=${{r%/}};",
+        "{} r=$(cs_root_real {word}); case $? in 0) ;; 2) exit {ROOT_REFUSED};; *) exit {ROOT_MISSING};; esac; r=${{r%?x}}; r=${{r%/}};",
         crate::remote_confine::root_check(&word, &format!("exit {ROOT_REFUSED}")),
     )
 }

@@ -98,8 +98,12 @@ const SCRIPT: &str = include_str!("../../openclaw/lib/remote-confine.sh");
 /// root and put `ln -s / cluster-runs` in its place: every check that
 /// resolves the root (`cd -P`, SFTP realpath) would then take `/` for it.
 /// A site's own links (`/scratch -> /gpfs/scratch`, in directories only
-/// root can write) pass. One line of POSIX sh, shared by both hosts and by
-/// every command that resolves the root.
+/// root can write) pass. The same line defines `cs_root_real PATH`, which
+/// prints the root as it resolves, walked from `/` one component at a time
+/// under the same rule (status 2 on a link a job could replace), so that a
+/// command uses the root it checked, not one a job exchanged for a link
+/// after the check ([`enter_root`]). One line of POSIX sh, shared by both
+/// hosts and by every command that resolves the root.
 pub const ROOT_CHECK: &str = include_str!("../../openclaw/lib/remote-root.sh");
 
 /// `ROOT_CHECK`, then the check of the shell word `root`, failing with
@@ -250,16 +254,26 @@ pub fn command(
         Some(plan) => confined_run(program, &plan),
     };
     let root = shell_path(&profile.remote_root);
-    let check = exec_root_check(&root);
-    Ok(match cwd {
-        Some(dir) => format!(
-            "{check} cd -P -- {root} && cs_r=$PWD && cd -P -- {} && case $PWD in \"$cs_r\"|\"$cs_r\"/*) {run};; *) printf '%s\\n' '{MARKER}cwd' >&2; exit {REFUSED_EXIT};; esac",
-            shell_path(dir)
-        ),
-        None => format!(
-            "{check} {{ cd -P -- {root} 2>/dev/null || {{ mkdir -p -- {root} && cd -P -- {root}; }}; }} && cs_r=$PWD && {run}"
-        ),
-    })
+    let dir = match cwd {
+        Some(dir) => shell_path(dir),
+        None => "\"$cs_r/\"".to_string(),
+    };
+    Ok(format!(
+        "{} {} cd -P -- {dir} && case $PWD in \"$cs_r\"|\"$cs_r\"/*) {run};; *) printf '%s\\n' '{MARKER}cwd' >&2; exit {REFUSED_EXIT};; esac",
+        exec_root_check(&root),
+        enter_root(&root)
+    ))
+}
+
+/// `$cs_r`: the root (its shell word `root`) as it resolves, walked from
+/// `/` in this very command (`cs_root_real`, made where missing): a root
+/// resolved with `cd -P` after its check could be a link a job exchanged
+/// for it in between. A link in a directory the user can write is this
+/// module's refusal; a root that cannot be made or entered exits 1.
+pub fn enter_root(root: &str) -> String {
+    format!(
+        "cs_r=$(cs_root_real {root}) || {{ [ $? = 2 ] && {{ printf '%s\\n' '{MARKER}rootlink' >&2; exit {REFUSED_EXIT}; }}; printf '%s\\n' 'remoteRoot cannot be made or entered on the cluster' >&2; exit 1; }}; cs_r=${{cs_r%?x}}; cs_r=${{cs_r%/}};"
+    )
 }
 
 /// The root check every exec command line starts with (`root`: the root's

@@ -1543,3 +1543,65 @@ async fn a_bundle_segment_whose_directory_was_swapped_writes_nothing() {
         "written outside the root: {state}"
     );
 }
+
+/// The same root exchange against the exec commands (`tail`/`head` of job
+/// logs, the SLURM programs' working directory): each command line
+/// resolves the root itself, walked from `/` (`remote_confine::enter_root`),
+/// and then checks its working directory is below that, so a root a job
+/// exchanged for a link at any instant never lets `head` read the outside
+/// file. Negative control (run): with the root entered by `cd -P -- ROOT &&
+/// cs_r=$PWD` after its check (the shape before), `head` returned the
+/// outside victim in the third round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_exchanged_for_a_link_in_a_loop_never_lets_a_command_read_outside() {
+    let p = Planted::new("xexec").await;
+    let pid = std::process::id();
+    let root = format!("rx-xexec-{pid}");
+    let prof = ProfileGrant {
+        label: "xexec".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: format!("~/{root}"),
+    };
+    p.sh(&format!(
+        "rm -rf {root} {root}.l && mkdir {root} && printf mine > {root}/victim && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > rx-xexec-{pid}.pid )",
+        o = p.outside
+    ))
+    .await;
+    let args: Vec<String> = ["-c", "64", "--", "victim"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut leaked = None;
+    let (mut read, mut refused) = (0, 0);
+    for round in 0..150 {
+        for cwd in [None, Some(format!("~/{root}"))] {
+            let command =
+                cluster_slurm_host::remote_confine::command(&prof, "head", &args, cwd.as_deref())
+                    .unwrap();
+            let out = p
+                .conn
+                .exec(&command, None, Duration::from_secs(30), 1 << 16)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains(VICTIM) {
+                leaked = Some((round, cwd.clone()));
+            }
+            if text == "mine" {
+                read += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        if leaked.is_some() {
+            break;
+        }
+    }
+    p.sh(&format!(
+        "kill $(cat rx-xexec-{pid}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l rx-xexec-{pid}.pid"
+    ))
+    .await;
+    p.remove().await;
+    eprintln!("{read} reads of the root's file, {refused} refused or failed");
+    assert!(leaked.is_none(), "{leaked:?}: the outside victim was read");
+}

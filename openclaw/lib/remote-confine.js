@@ -118,10 +118,18 @@ export function command(profile, program, args, cwd) {
   }
   const root = shellPath(profile.remoteRoot);
   const check = rootCheck(root, `printf '%s\\n' '${MARKER}rootlink' >&2; exit ${REFUSED_EXIT}`);
-  if (cwd !== null && cwd !== undefined) {
-    return `${check} cd -P -- ${root} && cs_r=$PWD && cd -P -- ${shellPath(cwd)} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' '${MARKER}cwd' >&2; exit ${REFUSED_EXIT};; esac`;
-  }
-  return `${check} { cd -P -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -P -- ${root}; }; } && cs_r=$PWD && ${run}`;
+  const dir = cwd !== null && cwd !== undefined ? shellPath(cwd) : '"$cs_r/"';
+  return `${check} ${enterRoot(root)} cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' '${MARKER}cwd' >&2; exit ${REFUSED_EXIT};; esac`;
+}
+
+/**
+ * `$cs_r`: the root (its shell word) as it resolves, walked from `/` in this
+ * very command (`cs_root_real` of remote-root.sh, made where missing;
+ * remote_confine.rs `enter_root`): a root resolved with `cd -P` after its
+ * check could be a link a job exchanged for it in between.
+ */
+export function enterRoot(root) {
+  return `cs_r=$(cs_root_real ${root}) || { [ $? = 2 ] && { printf '%s\\n' '${MARKER}rootlink' >&2; exit ${REFUSED_EXIT}; }; printf '%s\\n' 'remoteRoot cannot be made or entered on the cluster' >&2; exit 1; }; cs_r=\${cs_r%?x}; cs_r=\${cs_r%/};`;
 }
 
 /** The denial text when the cluster refused (exit REFUSED_EXIT and a MARKER line), else null. */

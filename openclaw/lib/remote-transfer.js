@@ -219,11 +219,9 @@ export function marker() {
  */
 export function writePrelude(root, m, functions = WRITE_FUNCTIONS) {
   const word = rootWord(root);
-  return `printf '\\n'; printf '\\n' >&2; LC_ALL=C; export LC_ALL; unset CDPATH; ${rootCheck(word, `exit ${ROOT_REFUSED}`)} ${RESOLVE_ROOT} r=$(rr ${word}); case $? in 0) ;; 2) exit ${ROOT_REFUSED};; *) exit ${ROOT_MISSING};; esac; r=\${r%?x}; r=\${r%/}; m=${m}; ${functions}`;
+  return `printf '\\n'; printf '\\n' >&2; LC_ALL=C; export LC_ALL; unset CDPATH; ${rootCheck(word, `exit ${ROOT_REFUSED}`)} r=$(cs_root_real ${word}); case $? in 0) ;; 2) exit ${ROOT_REFUSED};; *) exit ${ROOT_MISSING};; esac; r=\${r%?x}; r=\${r%/}; m=${m}; ${functions}`;
 }
 
-/** `rr ROOT` of remote-write.sh: the root resolved in the command that uses it, walked from `/` (put.rs `resolve_root`). */
-const RESOLVE_ROOT = WRITE_FUNCTIONS_FILE.split("\n").find((l) => l.startsWith("rr() {")) ?? "rr() { return 1; };";
 
 /** What a writing command said on stderr: its own lines (after the marker) and the tools' messages. */
 function saidBy(stderr, m) {

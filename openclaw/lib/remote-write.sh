@@ -24,13 +24,6 @@ w() { cd -P -- "$r/" 2>/dev/null || return 3; q=$(pwd -P; printf x); q=${q%?x}; 
 # one at the name, has other links, or is not OFFSET bytes long; 14:
 # writing failed; 15: the mode could not be set. Anything else is w's.
 p() { ( w "$1" || exit $?; : after-walk; [ ! -L "./$2" ] || exit 5; if [ -e "./$2" ] && [ ! -f "./$2" ]; then [ ! -d "./$2" ] || exit 10; exit 11; fi; if [ "$3" = 0 ]; then rm -f -- "./$2" 2>/dev/null; dd of="./$2" conv=excl oflag=nofollow count=0 status=none </dev/null || exit 12; fi; : after-create; { s=$(stat -c %d:%i:%h:%s -- "./$2") && t=$(stat -L -c %d:%i:%h:%s /proc/self/fd/4) && [ "$s" = "$t" ] && [ -f /proc/self/fd/4 ] || exit 13; case $t in *:*:1:"$3") ;; *) exit 13;; esac; : after-check; dd of=/proc/self/fd/4 conv=notrunc oflag=seek_bytes seek="$3" bs=262144 status=none || exit 14; case $4 in u*) k=$(printf %o $(( 0${4#u} & ~0$(umask) )));; *) k=$4;; esac; chmod -- "$k" /proc/self/fd/4 || exit 15; printf '%s wrote %s\n' "$m" "$(stat -L -c %s /proc/self/fd/4)" >&2; exit 0; } 4<"./$2" || exit 13; ); };
-# rr ROOT: print the absolute ROOT as it resolves, then a line break and
-# `x` (so that trailing line breaks survive `$(...)`), walking it from `/`
-# one component at a time and making missing ones: in a directory the
-# cluster user can write, each component must be a real directory, not a
-# link (a job could swap it for one at any time; status 2). Status 1: a
-# component cannot be made or entered, or ROOT is not absolute.
-rr() { case $1 in /*) ;; *) return 1;; esac; cd / || return 1; s=; o=$IFS; IFS=/; set -f; set -- $1; IFS=$o; set +f; for c do [ -n "$c" ] || continue; u=0; [ -w . ] && u=1; [ -e "./$c" ] || [ -L "./$c" ] || mkdir -- "./$c" 2>/dev/null; cd -P -- "./$c" 2>/dev/null || return 1; q=$(pwd -P; printf x); q=${q%?x}; if [ $u = 1 ] && [ "$q" != "$s/$c" ]; then return 2; fi; s=$q; done; printf '%s\nx' "$s"; };
 # f NAME...: no NAME in the working directory is a link (status 5), a
 # directory (10) or another kind of file but a regular one (11); the name
 # goes first to stderr (`$m name NAME`, newlines replaced).

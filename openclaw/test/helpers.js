@@ -9,16 +9,15 @@ import os from "node:os";
 import path from "node:path";
 import { Grants } from "../lib/grants.js";
 import { isHostError } from "../lib/host-error.js";
-import { rootCheck } from "../lib/remote-confine.js";
+import { enterRoot, rootCheck } from "../lib/remote-confine.js";
 import { WRITE_FUNCTIONS } from "../lib/remote-transfer.js";
 
 /** The command line of remote-confine.js for a SLURM-like program: run in
  * `dir` (shell words), checked physically to be under `root`. */
 export const inDir = (root, dir, run) =>
-  `${withRootCheck(root)} cd -P -- ${root} && cs_r=$PWD && cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`;
+  `${withRootCheck(root)} ${enterRoot(root)} cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`;
 /** The same, at the root (created when missing). */
-export const atRoot = (root, run) =>
-  `${withRootCheck(root)} { cd -P -- ${root} 2>/dev/null || { mkdir -p -- ${root} && cd -P -- ${root}; }; } && cs_r=$PWD && ${run}`;
+export const atRoot = (root, run) => inDir(root, '"$cs_r/"', run);
 
 /** The root check every command line starts with (remote-confine.js). */
 export const withRootCheck = (root) => rootCheck(root, "printf '%s\\n' 'cluster-slurm-confine: rootlink' >&2; exit 90");
@@ -78,7 +77,7 @@ export const sftpCalls = (client) => client.calls.filter((c) => c.kind === "sftp
  */
 export function writeCall(command) {
   const at = command.indexOf(WRITE_FUNCTIONS);
-  const root = / r=\$\(rr (.*?)\); case \$\? in /.exec(command);
+  const root = / r=\$\(cs_root_real (.*?)\); case \$\? in /.exec(command);
   if (at < 0 || root === null) return null;
   return [root[1], command.slice(at + WRITE_FUNCTIONS.length).trim()];
 }

@@ -76,20 +76,21 @@ fn the_command_resolves_on_the_cluster_and_slurm_commands_only_get_the_cwd_check
         cmd,
         super::with_root_check(
             "/scratch/u/runs",
-            "cd -P -- /scratch/u/runs && cs_r=$PWD && cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac"
+            &(super::enter_root("/scratch/u/runs")
+                + " cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
         )
     );
     let cmd = command(&p, "tail", &args(&["-n", "5", "--", "x.out"]), None).unwrap();
     assert!(
         cmd.starts_with(&super::with_root_check(
             "/scratch/u/runs",
-            "{ cd -P -- /scratch/u/runs 2>/dev/null || { mkdir -p -- /scratch/u/runs"
+            &(super::enter_root("/scratch/u/runs") + " cd -P -- \"$cs_r/\" && ")
         )),
         "{cmd}"
     );
     assert!(cmd.contains("set -- timeout -k 5 30;"), "{cmd}");
     assert!(
-        cmd.ends_with(" cs \"$cs_r\" tail file 1048577 . 1 x.out -n 5"),
+        cmd.contains(" cs \"$cs_r\" tail file 1048577 . 1 x.out -n 5;; "),
         "{cmd}"
     );
     let cmd = command(
@@ -100,7 +101,7 @@ fn the_command_resolves_on_the_cluster_and_slurm_commands_only_get_the_cwd_check
     )
     .unwrap();
     assert!(
-        cmd.ends_with(" r 3 r1 .cluster-slurm exit-1 -c 16"),
+        cmd.contains(" r 3 r1 .cluster-slurm exit-1 -c 16;; "),
         "{cmd}"
     );
     let home = profile("~/runs");
@@ -108,7 +109,7 @@ fn the_command_resolves_on_the_cluster_and_slurm_commands_only_get_the_cwd_check
     assert!(
         cmd.starts_with(&super::with_root_check(
             "\"$HOME\"/runs",
-            "cd -P -- \"$HOME\"/runs && cs_r=$PWD && cd -P -- \"$HOME\"/runs/r1 && "
+            &(super::enter_root("\"$HOME\"/runs") + " cd -P -- \"$HOME\"/runs/r1 && ")
         )),
         "{cmd}"
     );
