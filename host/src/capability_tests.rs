@@ -192,7 +192,7 @@ async fn refused_execs_never_reach_the_transport() {
             crate::remote_confine::with_root_check(
                 "/scratch/u/runs",
                 &(crate::remote_confine::enter_root("/scratch/u/runs")
-                    + " cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
+                    + " cd -P -- /scratch/u/runs/r1 && cs_h=$(cs_pwd; printf x) && cs_h=${cs_h%?x} && case $cs_h in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
             )
         )]
     );

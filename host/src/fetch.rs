@@ -65,7 +65,7 @@ const ROOT_REFUSED: i32 = crate::put::ROOT_REFUSED;
 /// Codes: 0 read (dd's count says how much), 3 the directory cannot be
 /// entered, 4 it resolves outside `$r` (`$m outside PATH` first), 5 the
 /// name is not a regular file; anything else is `dd`'s.
-const FETCH_FN: &str = r#"g() { printf '%s fetch\n' "$m" >&2; { ( cd -P -- "$1" 2>/dev/null || exit 3; p=$(pwd -P; printf x); p=${p%?x}; case "$p/" in "$r"/*) ;; *) printf '%s outside %s\n' "$m" "$(printf '%s' "$p" | tr '\n' '?')" >&2; exit 4;; esac; [ -f "./$2" ] && [ ! -L "./$2" ] || exit 5; exec dd if="./$2" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$3" count="$4" bs=262144 ); printf '%s status %s\n' "$m" "$?" >&2; head -c "$4" /dev/zero; } | head -c "$4"; };"#;
+const FETCH_FN: &str = r#"g() { printf '%s fetch\n' "$m" >&2; { ( cd -P -- "$1" 2>/dev/null || exit 3; p=$(cs_pwd; printf x); p=${p%?x}; case "$p/" in "$r"/*) ;; *) printf '%s outside %s\n' "$m" "$(printf '%s' "$p" | tr '\n' '?')" >&2; exit 4;; esac; [ -f "./$2" ] && [ ! -L "./$2" ] || exit 5; exec dd if="./$2" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$3" count="$4" bs=262144 ); printf '%s status %s\n' "$m" "$?" >&2; head -c "$4" /dev/zero; } | head -c "$4"; };"#;
 
 /// Read `wants` into `slots` (one each, in order) in one command. The
 /// outer error is the whole command's (the connection, the root); each
@@ -130,7 +130,7 @@ fn command(confine: &Confine, nonce: &str, wants: &[Want<'_>]) -> String {
     // a job could have swapped it for a link since (every listed path then
     // resolves outside this `$r`, and nothing is read).
     let mut cmd = format!(
-        "LC_ALL=C; export LC_ALL; unset CDPATH; {} m={nonce}; {FETCH_FN} printf '%s\\n' \"$m\";",
+        "printf '\\n' >&2; LC_ALL=C; export LC_ALL; unset CDPATH; {} m={nonce}; {FETCH_FN} printf '%s\\n' \"$m\";",
         crate::put::resolve_root(confine.given_root()),
     );
     for want in wants {
@@ -415,7 +415,8 @@ N fetch\n3 bytes (3 B) copied, 1 s, 3 B/s\nN status 0\nN fetch\n1 byte copied, 1
         std::os::unix::fs::symlink(out.join("f"), root.join("l")).unwrap();
         let root_s = root.to_str().unwrap();
         let script = format!(
-            "r={}; m=N; {FETCH_FN} g {} f 0 7; g {} l 0 7; g {} f 0 6",
+            "{}; r={}; m=N; {FETCH_FN} g {} f 0 7; g {} l 0 7; g {} f 0 6",
+            crate::remote_confine::ROOT_CHECK.trim_end(),
             quote_word(root_s),
             quote_word(&format!("{root_s}/d")),
             quote_word(root_s),

@@ -441,13 +441,13 @@ mod tests {
             crate::remote_confine::with_root_check(
                 "/scratch/u/runs",
                 &(crate::remote_confine::enter_root("/scratch/u/runs")
-                    + " cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
+                    + " cd -P -- /scratch/u/runs/r1 && cs_h=$(cs_pwd; printf x) && cs_h=${cs_h%?x} && case $cs_h in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable '--job-name=a b' -- job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
             )
         );
         let cmd = g
             .exec_command(&p, "squeue", &args(&["-o", "%i|%T"]), None)
             .unwrap();
-        assert!(cmd.contains(" cd -P -- \"$cs_r/\" && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec squeue -o '%i|%T';; "), "{cmd}");
+        assert!(cmd.contains(" cd -P -- \"$cs_r/\" && cs_h=$(cs_pwd; printf x) && cs_h=${cs_h%?x} && case $cs_h in \"$cs_r\"|\"$cs_r\"/*) exec squeue -o '%i|%T';; "), "{cmd}");
         for (prog, a) in [
             ("bash", vec!["-c", "id"]),
             ("tail", vec!["/etc/passwd"]),

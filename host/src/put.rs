@@ -491,7 +491,8 @@ mod tests {
     fn sh(root: &std::path::Path, call: &str, stdin: &[u8]) -> (i32, String) {
         use std::io::Write as _;
         let script = format!(
-            "r={}; r=${{r%/}}; m=M; {} {call}",
+            "{}; r={}; r=${{r%/}}; m=M; {} {call}",
+            crate::remote_confine::ROOT_CHECK.trim_end(),
             quote_word(&root.display().to_string()),
             functions()
         );

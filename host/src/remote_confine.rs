@@ -93,7 +93,8 @@ struct Plan {
 const SCRIPT: &str = include_str!("../../openclaw/lib/remote-confine.sh");
 
 /// `cs_root_ok PATH`: no component of the absolute `PATH` is a symlink in a
-/// directory the cluster user can write. The user owns the root's parent
+/// directory the cluster user can write or owns (an owner can make it
+/// writable again at any time). The user owns the root's parent
 /// (their home, for `~/cluster-runs`), so a job could otherwise rename the
 /// root and put `ln -s / cluster-runs` in its place: every check that
 /// resolves the root (`cd -P`, SFTP realpath) would then take `/` for it.
@@ -259,7 +260,7 @@ pub fn command(
         None => "\"$cs_r/\"".to_string(),
     };
     Ok(format!(
-        "{} {} cd -P -- {dir} && case $PWD in \"$cs_r\"|\"$cs_r\"/*) {run};; *) printf '%s\\n' '{MARKER}cwd' >&2; exit {REFUSED_EXIT};; esac",
+        "{} {} cd -P -- {dir} && cs_h=$(cs_pwd; printf x) && cs_h=${{cs_h%?x}} && case $cs_h in \"$cs_r\"|\"$cs_r\"/*) {run};; *) printf '%s\\n' '{MARKER}cwd' >&2; exit {REFUSED_EXIT};; esac",
         exec_root_check(&root),
         enter_root(&root)
     ))
@@ -268,7 +269,7 @@ pub fn command(
 /// `$cs_r`: the root (its shell word `root`) as it resolves, walked from
 /// `/` in this very command (`cs_root_real`, made where missing): a root
 /// resolved with `cd -P` after its check could be a link a job exchanged
-/// for it in between. A link in a directory the user can write is this
+/// for it in between. A link in a directory the user can write or owns is this
 /// module's refusal; a root that cannot be made or entered exits 1.
 pub fn enter_root(root: &str) -> String {
     format!(

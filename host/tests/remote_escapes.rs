@@ -1174,7 +1174,9 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_an_upload_out() {
 /// upload's command is bounded by the input the channel takes, not by its
 /// stdout, and once it has exited its channel gets 5 s. The `after-check`
 /// shell hook (a 3 s sleep) only gives the watcher time to find the
-/// process. Negative control (run by the attack review, with stdout counted
+/// process (the oldest with the command line: the command's own shell, not
+/// one of its `$(...)` subshells, whose pipe held open stalls the command
+/// until the idle bound instead: see docs/reliability.md). Negative control (run by the attack review, with stdout counted
 /// as progress and re-arming the wait after the exit): the upload returned
 /// after 100 s, when the watcher's own timeout ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1183,7 +1185,7 @@ async fn a_job_holding_the_upload_commands_stdout_does_not_hold_the_upload() {
     let p = Planted::new("uhold").await;
     let pid = std::process::id();
     let watcher = format!(
-        "( nohup timeout 100 sh -c 'while :; do q=$(pgrep -n -f \"[h]old-{pid}.bin\") && break; sleep 0.05; done; exec 3>/proc/$q/fd/1 || exit 1; while printf . >&3; do sleep 2; done' </dev/null >/dev/null 2>&1 & )"
+        "( nohup timeout 100 sh -c 'while :; do q=$(pgrep -o -f \"[h]old-{pid}.bin\") && break; sleep 0.05; done; exec 3>/proc/$q/fd/1 || exit 1; while printf . >&3; do sleep 2; done' </dev/null >/dev/null 2>&1 & )"
     );
     p.sh(&watcher).await;
     let ws = tempfile::tempdir().unwrap();
@@ -1299,7 +1301,7 @@ async fn awkward_names_arrive_at_their_own_names() {
     let t = transport();
     let (got, _) = upload(&t, &tree, &p.remote("t")).await;
     let listing = p
-        .sh(&format!("cd {}/t && find . -type f | LC_ALL=C sort | od -c | tail -3; find . | wc -l; find ~ -maxdepth 3 -name PWN", p.run))
+        .sh(&format!("cd {}/t && find . -type f | LC_ALL=C sort | od -c | tail -3; find . | wc -l; {{ find ~ -maxdepth 3 -name PWN 2>/dev/null || true; }}", p.run))
         .await;
     eprintln!("{got:?}\n{listing}");
     let moved = got.unwrap();
@@ -1604,4 +1606,91 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_lets_a_command_read_outside
     p.remove().await;
     eprintln!("{read} reads of the root's file, {refused} refused or failed");
     assert!(leaked.is_none(), "{leaked:?}: the outside victim was read");
+}
+
+/// The user owns the root's parent (and may own directories above it), so
+/// a job can plant a link at the root's name and `chmod a-w` the directory
+/// holding it: a directory the user owns counts as one a job could change,
+/// like one the user can write, and the link is refused (`cs_root_ok`,
+/// `cs_root_real`), for downloads, uploads and command lines alike. Here
+/// `~/rx-chm-PID/par` (read-only) holds `root -> /`. Negative control (run
+/// by the second attack review, with `[ -w ]` alone): the download read
+/// the outside victim, the upload wrote `pwn.txt` outside and `head` read
+/// the victim, all returning Ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_in_a_directory_the_user_owns_but_made_read_only_is_refused_as_the_root() {
+    let p = Planted::new("chm").await;
+    let pid = std::process::id();
+    let base = format!("rx-chm-{pid}");
+    let home = p.sh("printf %s \"$HOME\"").await;
+    let home_rel = home.trim_start_matches('/').to_string();
+    p.sh(&format!(
+        "rm -rf {base}; mkdir -p {base}/par && ln -s / {base}/par/root && chmod 555 {base}/par"
+    ))
+    .await;
+    let prof = ProfileGrant {
+        label: "chm".into(),
+        ssh_target: "slurm-testbed".into(),
+        remote_root: format!("~/{base}/par/root"),
+    };
+    let t = transport();
+    let victim_via_root = format!("{base}/par/root/{home_rel}/{}/victim", p.outside);
+
+    // 1. A download of the outside victim through the root.
+    let ws = tempfile::tempdir().unwrap();
+    let local = ws.path().join("got");
+    let down = t
+        .download(
+            &prof,
+            victim_via_root.clone(),
+            Target::ambient(&local).unwrap(),
+        )
+        .await;
+    let got_local = local_contents(ws.path());
+
+    // 2. An upload into the outside directory through the root.
+    let src = ws.path().join("pwn.txt");
+    std::fs::write(&src, "PWNED-chm").unwrap();
+    let up = t
+        .upload(
+            &prof,
+            Source::ambient(&src).unwrap(),
+            format!("{base}/par/root/{home_rel}/{}/pwn.txt", p.outside),
+        )
+        .await;
+    let state = p.outside_state().await;
+
+    // 3. A confined `head` of the victim, from the root.
+    let args: Vec<String> = [
+        "-c",
+        "64",
+        "--",
+        &format!("{home_rel}/{}/victim", p.outside),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let command = cluster_slurm_host::remote_confine::command(&prof, "head", &args, None).unwrap();
+    let out = p
+        .conn
+        .exec(&command, None, Duration::from_secs(30), 1 << 16)
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_string();
+
+    p.sh(&format!("chmod 755 {base}/par; rm -rf {base}")).await;
+    p.remove().await;
+    eprintln!(
+        "download: {down:?}\nlocal: {got_local}\nupload: {up:?}\noutside: {state}\nhead: {head:?} {:?}",
+        out.exit_code
+    );
+    assert!(
+        !got_local.contains(VICTIM),
+        "download read outside the root: {got_local}"
+    );
+    assert!(
+        !state.contains("PWNED"),
+        "upload wrote outside the root: {state}"
+    );
+    assert!(!head.contains(VICTIM), "head read outside the root: {head}");
 }

@@ -119,7 +119,7 @@ export function command(profile, program, args, cwd) {
   const root = shellPath(profile.remoteRoot);
   const check = rootCheck(root, `printf '%s\\n' '${MARKER}rootlink' >&2; exit ${REFUSED_EXIT}`);
   const dir = cwd !== null && cwd !== undefined ? shellPath(cwd) : '"$cs_r/"';
-  return `${check} ${enterRoot(root)} cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' '${MARKER}cwd' >&2; exit ${REFUSED_EXIT};; esac`;
+  return `${check} ${enterRoot(root)} cd -P -- ${dir} && cs_h=$(cs_pwd; printf x) && cs_h=\${cs_h%?x} && case $cs_h in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' '${MARKER}cwd' >&2; exit ${REFUSED_EXIT};; esac`;
 }
 
 /**

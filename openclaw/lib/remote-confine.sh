@@ -1,7 +1,7 @@
 r=$1 p=$2 k=$3 cap=$4 n=$6
 no() { printf 'cluster-slurm-confine: %s\n' "$1" >&2; exit 90; }
 gone() { printf '%s: cannot open %s: No such file or directory\n' "$p" "$1" >&2; exit 1; }
-inr() { case $PWD in "$r"|"$r"/*) ;; *) no outside;; esac; }
+inr() { h=$(if [ -x /bin/pwd ]; then /bin/pwd -P; else env pwd -P; fi; printf x); h=${h%?x}; case $h in "$r"|"$r"/*) ;; *) no outside;; esac; }
 capped() { { s=$( { { "$@" 4>&- 5>&-; echo $? >&4; } | head -c "$cap" >&5 4>&-; } 4>&1 ); } 5>&1; [ "$s" = 141 ] && s=0; exit "${s:-1}"; }
 case $5 in r) cd -P -- "$r" || exit 1;; esac
 shift 6

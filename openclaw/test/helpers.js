@@ -15,7 +15,7 @@ import { WRITE_FUNCTIONS } from "../lib/remote-transfer.js";
 /** The command line of remote-confine.js for a SLURM-like program: run in
  * `dir` (shell words), checked physically to be under `root`. */
 export const inDir = (root, dir, run) =>
-  `${withRootCheck(root)} ${enterRoot(root)} cd -P -- ${dir} && case $PWD in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`;
+  `${withRootCheck(root)} ${enterRoot(root)} cd -P -- ${dir} && cs_h=$(cs_pwd; printf x) && cs_h=\${cs_h%?x} && case $cs_h in "$cs_r"|"$cs_r"/*) ${run};; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac`;
 /** The same, at the root (created when missing). */
 export const atRoot = (root, run) => inDir(root, '"$cs_r/"', run);
 

@@ -77,7 +77,7 @@ fn the_command_resolves_on_the_cluster_and_slurm_commands_only_get_the_cwd_check
         super::with_root_check(
             "/scratch/u/runs",
             &(super::enter_root("/scratch/u/runs")
-                + " cd -P -- /scratch/u/runs/r1 && case $PWD in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
+                + " cd -P -- /scratch/u/runs/r1 && cs_h=$(cs_pwd; printf x) && cs_h=${cs_h%?x} && case $cs_h in \"$cs_r\"|\"$cs_r\"/*) exec sbatch --parsable job.slurm;; *) printf '%s\\n' 'cluster-slurm-confine: cwd' >&2; exit 90;; esac")
         )
     );
     let cmd = command(&p, "tail", &args(&["-n", "5", "--", "x.out"]), None).unwrap();
