@@ -7,7 +7,7 @@
 //! the root. So the bytes come over exec instead, from a command that, for
 //! each file: enters its directory with `cd -P` (the shell's working
 //! directory is then that real directory, whatever is swapped above it),
-//! checks `pwd -P` is inside the resolved root, and reads `./NAME` with
+//! checks `/bin/pwd -P` is inside the resolved root, and reads `./NAME` with
 //! `dd iflag=nofollow,nonblock` (a link at the name fails the open itself;
 //! a FIFO swapped in gives no bytes at once instead of blocking), at most
 //! the listed size. Nothing a job does after that `cd` can redirect the
@@ -183,9 +183,11 @@ struct Status {
 fn statuses(stderr: &str, nonce: &str) -> Vec<Status> {
     let mut out: Vec<Status> = Vec::new();
     for line in stderr.lines() {
+        // Anywhere in the line: a process of the user's can write into
+        // stderr, and what it wrote last may still be on the line.
         let ours = line
-            .strip_prefix(nonce)
-            .and_then(|rest| rest.strip_prefix(' '));
+            .split_once(nonce)
+            .and_then(|(_, rest)| rest.strip_prefix(' '));
         if ours == Some("fetch") {
             out.push(Status::default());
             continue;
@@ -378,7 +380,10 @@ mod tests {
 
     #[test]
     fn statuses_are_read_per_file_whatever_dd_prints() {
-        let stderr = "banner\ncs-fetch\nN fetch\n0+1 records in\n0+1 records out\n5 bytes copied, 0.0001 s, 31.6 kB/s\ncs-status 9\nN status 0\n\
+        // `.`: what a process writing into stderr left on the line.
+        // Negative control (run): with the marker required at the start of
+        // the line, that first file's status was lost (4 statuses for 5).
+        let stderr = "banner\ncs-fetch\n.N fetch\n0+1 records in\n0+1 records out\n5 bytes copied, 0.0001 s, 31.6 kB/s\ncs-status 9\nN status 0\n\
 N fetch\nN outside /home/u\nN status 4\nN fetch\ndd: failed to open './p': Too many levels of symbolic links\nN status 1\n\
 N fetch\n3 bytes (3 B) copied, 1 s, 3 B/s\nN status 0\nN fetch\n1 byte copied, 1 s, 1 B/s\nN status 0\n";
         let s = statuses(stderr, "N");

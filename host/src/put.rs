@@ -8,7 +8,7 @@
 //! exec instead, to a command that, for the file: walks from the resolved
 //! root down the file's directory one component at a time with `cd -P`
 //! (making what is missing with `mkdir` of one name in the directory it is
-//! in), checking after each step that `pwd -P` is inside the root; the
+//! in), checking after each step that `/bin/pwd -P` is inside the root; the
 //! shell's working directory is then that real directory, whatever is
 //! swapped above it. There it looks at `./NAME` (a link, a directory or a
 //! device is refused), makes a new file with `dd conv=excl
@@ -108,17 +108,12 @@ pub async fn put(
                 said.rest()
             ))),
         },
-        Some(ROOT_REFUSED) => Err(root_refused(root)),
-        Some(ROOT_MISSING) => Err(root_missing(root, &said)),
-        Some(3) => Err(SshError::Remote(format!(
-            "uploading {shown}: a directory on its way cannot be entered on the cluster ({})",
-            said.rest()
-        ))),
-        Some(4) => Err(outside(root, &format!("the directory of {shown}"), &said)),
-        Some(6) => Err(SshError::Remote(format!(
-            "uploading {shown}: a component of its directory exists on the cluster and is not a directory, or could not be made ({})",
-            said.rest()
-        ))),
+        Some(code @ (ROOT_REFUSED | ROOT_MISSING | 3 | 4 | 6)) => Err(walk_failed(
+            code,
+            root,
+            &format!("the directory of {shown}"),
+            &said,
+        )),
         Some(5) => Err(denied(
             "is a symbolic link on the cluster; an upload never writes through one (remove it there, or upload elsewhere)",
         )),
@@ -198,13 +193,12 @@ async fn run_dirs(
     let shown = crate::confine::shown(root);
     match out.exit_code {
         Some(0) => Ok(()),
-        Some(ROOT_REFUSED) => Err(root_refused(root)),
-        Some(ROOT_MISSING) => Err(root_missing(root, &said)),
-        Some(4) => Err(outside(root, "an upload's directory", &said)),
-        Some(6) => Err(SshError::Remote(format!(
-            "an upload's directory below {shown} exists on the cluster and is not a directory, or could not be made ({})",
-            said.rest()
-        ))),
+        Some(code @ (ROOT_REFUSED | ROOT_MISSING | 3 | 4 | 6)) => Err(walk_failed(
+            code,
+            root,
+            &format!("an upload's directory below {shown}"),
+            &said,
+        )),
         code => Err(SshError::Remote(format!(
             "making an upload's directories below {shown} failed on the cluster ({code:?}): {}",
             said.rest()
@@ -319,6 +313,24 @@ pub fn unpacked(
     }
     flush(at, &mut text);
     Ok(hashes)
+}
+
+/// Why the root's resolution or `w`'s walk to `what` (a directory, as
+/// the message names it) failed, from the command's status.
+fn walk_failed(code: i32, root: &str, what: &str, said: &Said) -> SshError {
+    match code {
+        ROOT_REFUSED => root_refused(root),
+        ROOT_MISSING => root_missing(root, said),
+        4 => outside(root, what, said),
+        3 => SshError::Remote(format!(
+            "{what}: a component cannot be entered on the cluster ({})",
+            said.rest()
+        )),
+        _ => SshError::Remote(format!(
+            "{what}: a component exists on the cluster and is not a directory, or could not be made ({})",
+            said.rest()
+        )),
+    }
 }
 
 /// remoteRoot passes through a link a job could replace.
@@ -455,9 +467,11 @@ impl Said {
     pub(crate) fn read(stderr: &str, nonce: &str) -> Said {
         let mut said = Said::default();
         for line in stderr.lines() {
+            // Anywhere in the line: a process of the user's can write into
+            // stderr, and what it wrote last may still be on the line.
             let ours = line
-                .strip_prefix(nonce)
-                .and_then(|rest| rest.strip_prefix(' '));
+                .split_once(nonce)
+                .and_then(|(_, rest)| rest.strip_prefix(' '));
             if let Some(size) = ours.and_then(|o| o.strip_prefix("wrote ")) {
                 said.wrote = size.trim().parse().ok();
             } else if let Some(path) = ours.and_then(|o| o.strip_prefix("outside ")) {

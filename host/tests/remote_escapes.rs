@@ -108,6 +108,25 @@ impl Planted {
         );
     }
 
+    /// The root `root` (in the home, made here with a file `victim` of
+    /// its own) and a link to the outside directory beside it, exchanged
+    /// with `renameat2(RENAME_EXCHANGE)` in a tight loop by a job process
+    /// (python3 on the login node, same user) for up to 2 minutes.
+    async fn start_root_exchange(&self, root: &str) {
+        self.sh(&format!(
+            "rm -rf {root} {root}.l && mkdir {root} && printf mine > {root}/victim && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > {root}.pid )",
+            o = self.outside
+        ))
+        .await;
+    }
+
+    async fn stop_root_exchange(&self, root: &str) {
+        self.sh(&format!(
+            "kill $(cat {root}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l {root}.pid"
+        ))
+        .await;
+    }
+
     async fn remove(self) {
         self.sh(&format!("rm -rf {} {}", self.run, self.outside))
             .await;
@@ -1120,11 +1139,7 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_an_upload_out() {
         ssh_target: "slurm-testbed".into(),
         remote_root: format!("~/{root}"),
     };
-    p.sh(&format!(
-        "rm -rf {root} {root}.l && mkdir {root} && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > rx-xroot-{pid}.pid )",
-        o = p.outside
-    ))
-    .await;
+    p.start_root_exchange(&root).await;
     let ws = tempfile::tempdir().unwrap();
     let tree = ws.path().join("t");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
@@ -1157,10 +1172,7 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_an_upload_out() {
             break;
         }
     }
-    p.sh(&format!(
-        "kill $(cat rx-xroot-{pid}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l rx-xroot-{pid}.pid"
-    ))
-    .await;
+    p.stop_root_exchange(&root).await;
     eprintln!("{ok} uploads arrived, {failed} failed");
     let state = p.outside_state().await;
     p.remove().await;
@@ -1340,11 +1352,7 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_a_download_out() {
         ssh_target: "slurm-testbed".into(),
         remote_root: format!("~/{root}"),
     };
-    p.sh(&format!(
-        "rm -rf {root} {root}.l && mkdir {root} && printf mine > {root}/victim && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > rx-xdown-{pid}.pid )",
-        o = p.outside
-    ))
-    .await;
+    p.start_root_exchange(&root).await;
     let ws = tempfile::tempdir().unwrap();
     let t = transport();
     let mut leaked = None;
@@ -1367,10 +1375,7 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_gets_a_download_out() {
             break;
         }
     }
-    p.sh(&format!(
-        "kill $(cat rx-xdown-{pid}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l rx-xdown-{pid}.pid"
-    ))
-    .await;
+    p.stop_root_exchange(&root).await;
     p.remove().await;
     eprintln!("{ok} downloads arrived, {failed} failed");
     assert!(
@@ -1564,11 +1569,7 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_lets_a_command_read_outside
         ssh_target: "slurm-testbed".into(),
         remote_root: format!("~/{root}"),
     };
-    p.sh(&format!(
-        "rm -rf {root} {root}.l && mkdir {root} && printf mine > {root}/victim && ln -s ~/{o} {root}.l && ( nohup timeout 120 python3 -c 'import ctypes,time,sys; l=ctypes.CDLL(None); e=time.time()+115; a=sys.argv[1].encode(); b=sys.argv[2].encode(); [l.renameat2(-100,a,-100,b,2) for _ in iter(lambda: time.time()<e, False)]' {root} {root}.l </dev/null >/dev/null 2>&1 & echo $! > rx-xexec-{pid}.pid )",
-        o = p.outside
-    ))
-    .await;
+    p.start_root_exchange(&root).await;
     let args: Vec<String> = ["-c", "64", "--", "victim"]
         .iter()
         .map(|s| s.to_string())
@@ -1599,10 +1600,7 @@ async fn a_root_exchanged_for_a_link_in_a_loop_never_lets_a_command_read_outside
             break;
         }
     }
-    p.sh(&format!(
-        "kill $(cat rx-xexec-{pid}.pid) 2>/dev/null; sleep 0.3; rm -rf {root} {root}.l rx-xexec-{pid}.pid"
-    ))
-    .await;
+    p.stop_root_exchange(&root).await;
     p.remove().await;
     eprintln!("{read} reads of the root's file, {refused} refused or failed");
     assert!(leaked.is_none(), "{leaked:?}: the outside victim was read");

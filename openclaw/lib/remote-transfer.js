@@ -227,7 +227,9 @@ export function writePrelude(root, m, functions = WRITE_FUNCTIONS) {
 function saidBy(stderr, m) {
   const said = { wrote: undefined, outside: undefined, via: undefined, root: undefined, name: undefined, other: [] };
   for (const line of Buffer.from(stderr ?? []).toString("utf8").split("\n")) {
-    const ours = line.startsWith(`${m} `) ? line.slice(m.length + 1) : null;
+    // Anywhere in the line: a process of the user's can write into stderr.
+    const at = line.indexOf(`${m} `);
+    const ours = at >= 0 ? line.slice(at + m.length + 1) : null;
     if (ours?.startsWith("wrote ")) said.wrote = /^[0-9]+$/.test(ours.slice(6).trim()) ? Number(ours.slice(6).trim()) : undefined;
     else if (ours?.startsWith("outside ")) said.outside = ours.slice(8);
     else if (ours?.startsWith("via ")) said.via = ours.slice(4);
@@ -263,7 +265,7 @@ function splitBelow(root, remote) {
 /**
  * Make every directory of `dirs` (sftp-form paths below `root`, parents
  * first) inside the root, in one command on the cluster, each reached from
- * the root with `cd -P` and `pwd -P` checked at every step (put.rs
+ * the root with `cd -P` and `/bin/pwd -P` checked at every step (put.rs
  * `make_dirs`): nothing is made through a link that leads out.
  */
 export async function makeDirs(client, target, root, dirs, opts = {}) {
@@ -292,7 +294,7 @@ export async function makeDirs(client, target, root, dirs, opts = {}) {
  * (sftp form, below `root`) as a new file, by one command on the cluster
  * that decides where it writes in the write (put.rs `put`, the same shell
  * functions): it walks from the root to the file's directory (`cd -P`,
- * `pwd -P` checked per step), refuses a link or device at the name, makes
+ * `/bin/pwd -P` checked per step), refuses a link or device at the name, makes
  * a new file exclusively (`dd conv=excl oflag=nofollow`, after unlinking
  * the name), checks its descriptor is the file at the name with one link,
  * and streams stdin to it through the descriptor. ssh reads `fd` itself.

@@ -6,7 +6,9 @@
 # shell hooks.
 #
 # w DIR: enter `$r`, then each `/`-separated component of DIR, making a
-# missing one; after each step the real working directory must be inside
+# missing one; after each step the real working directory (getcwd, through
+# `cs_pwd` of remote-root.sh: bash's own `pwd -P` and `$PWD` go by the
+# path's text, which a racing swap can make lie) must be inside
 # `$r` (else status 4, after `$m outside PATH`, `$m via COMPONENTS` (the
 # part of DIR that leads out) and `$m root ROOT` on stderr, newlines
 # replaced).
